@@ -1,0 +1,98 @@
+"""MNIST-format image classification (Fashion-MNIST by default; real MNIST by source dir).
+
+The books' three models: softmax regression (784->10), a DNN (784-360-180-10, ReLU) and
+a CNN (2 x [conv 5x5 32/64 + 2x2 max-pool] -> dense 1024 + dropout -> 10). The first
+layer rescales raw 0-255 pixels with the training split's full-pass min/max, so the
+served model takes raw pixels and training and serving cannot skew.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tasks.sources import IdxImageSource
+from tasks.spec import GateSpec, ModelSpec, RunParam, SplitSpec, UseCaseSpec
+
+VARIANTS = ("softmax", "dnn", "cnn")
+CLASS_NAMES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+
+
+def build_model(params: Mapping[str, Any], stats: Mapping[str, Any]) -> Any:
+    """Build and compile the selected variant.
+
+    Args:
+        params: Run params (``variant``, ``learning_rate``).
+        stats: Preprocessing statistics; ``stats["train"]["features"]["image"]``
+            min/max define the in-model normalisation.
+
+    Returns:
+        A compiled ``keras.Model`` taking ``pixels`` of shape (28, 28), float32, 0-255.
+
+    """
+    import keras
+
+    variant = params.get("variant", "cnn")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown mnist variant {variant!r}; choose one of {VARIANTS}")
+    img = stats["train"]["features"]["image"]
+    lo, hi = float(img["min"]), float(img["max"])
+    span = (hi - lo) or 1.0
+    layers = keras.layers
+    inp = keras.Input(shape=(28, 28), dtype="float32", name="pixels")
+    x = layers.Rescaling(1.0 / span, offset=-lo / span, name="normalise")(inp)
+    if variant == "softmax":
+        x = layers.Flatten()(x)
+    elif variant == "dnn":
+        x = layers.Flatten()(x)
+        x = layers.Dense(360, activation="relu")(x)
+        x = layers.Dense(180, activation="relu")(x)
+    else:
+        x = layers.Reshape((28, 28, 1))(x)
+        x = layers.Conv2D(32, 5, padding="same", activation="relu")(x)
+        x = layers.MaxPooling2D(2)(x)
+        x = layers.Conv2D(64, 5, padding="same", activation="relu")(x)
+        x = layers.MaxPooling2D(2)(x)
+        x = layers.Flatten()(x)
+        x = layers.Dense(1024, activation="relu")(x)
+        x = layers.Dropout(0.5)(x)
+    out = layers.Dense(10, activation="softmax", name="probabilities")(x)
+    model = keras.Model(inp, out, name=f"mnist_{variant}")
+    model.compile(
+        optimizer=keras.optimizers.Adam(float(params.get("learning_rate", 1e-3))),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+SOURCE = IdxImageSource()
+
+SPEC = UseCaseSpec(
+    name="mnist",
+    description=__doc__ or "",
+    source=SOURCE,
+    # The books: 55,000 train / 5,000 validation carved from train / 10,000 test.
+    split=SplitSpec(
+        validation_from="train", validation_size=5000, stratify_by="label", seed=42,
+        shards={"train": 4, "validation": 1, "test": 1},
+    ),
+    model=ModelSpec(build=build_model, input_key="image", label_key="label",
+                    task="classification", class_names=CLASS_NAMES),
+    gate=GateSpec(metric="test_accuracy", min_value=0.80, higher_is_better=True,
+                  max_regression=0.01),
+    params={
+        "variant": RunParam("cnn", "string", "Model variant from the books", enum=VARIANTS),
+        "epochs": RunParam(8, "integer", "Training epochs", minimum=1, maximum=200),
+        "batch_size": RunParam(128, "integer", "Mini-batch size", minimum=1, maximum=8192),
+        "learning_rate": RunParam(1e-3, "number", "Adam learning rate", minimum=1e-6,
+                                  maximum=1.0),
+        "validation_size": RunParam(5000, "integer", "Rows carved from train for validation",
+                                    minimum=1),
+    },
+    schedule=None,
+    tags=("images", "classification", "books"),
+)

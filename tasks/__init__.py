@@ -1,0 +1,1 @@
+"""Platform steps, DAG factory, serving and CLI."""

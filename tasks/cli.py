@@ -1,0 +1,202 @@
+"""``mlp``: run use-case pipelines, serve models, open the MLflow UI.
+
+Airflow reads its configuration when first imported, so every command exports the
+platform environment (:func:`tasks.config.apply_env`) before importing Airflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tasks.config import Settings, apply_env, settings
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def migrate_airflow_db() -> None:
+    """Create or upgrade the Airflow metadata database (idempotent)."""
+    out = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"],
+                         capture_output=True, text=True, env=os.environ.copy())
+    if out.returncode != 0:
+        sys.stderr.write(out.stdout[-4000:] + out.stderr[-4000:])
+        raise SystemExit(f"airflow db migrate failed (exit {out.returncode})")
+
+
+def run_pipeline(use_case: str, conf: dict[str, Any], logical_date: datetime | None = None
+                 ) -> dict[str, Any]:
+    """Run one use case's DAG end to end in-process with Airflow's ``dag.test()``.
+
+    Returns:
+        Summary dict: state, run key, MLflow run, metrics, gate verdict, registry version.
+
+    """
+    s = apply_env()
+    migrate_airflow_db()
+    import models
+    from tasks.dag_factory import build_dag
+
+    spec = models.get(use_case)
+    dag = build_dag(spec)
+    logical = logical_date or datetime.now(UTC).replace(microsecond=0)
+    dag_run = dag.test(logical_date=logical, run_conf=conf)
+    key = logical.strftime("%Y%m%dT%H%M%SZ")
+    return summarise(s, use_case, key, str(dag_run.state))
+
+
+def summarise(s: Settings, use_case: str, key: str, state: str) -> dict[str, Any]:
+    """Collect what a run produced from its run directory."""
+    run_dir = s.run_dir(use_case, key)
+
+    def load(rel: str) -> dict[str, Any]:
+        p = run_dir / rel
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+    train = load("train/result.json")
+    request = write_example_request(use_case, run_dir) if state == "success" else None
+    evaluation = load("evaluation/evaluation.json")
+    return {
+        "use_case": use_case,
+        "run_key": key,
+        "state": state,
+        "run_dir": str(run_dir),
+        "mlflow_run_id": train.get("run_id"),
+        "params": train.get("params"),
+        "train_seconds": train.get("train_seconds"),
+        "test_accuracy": evaluation.get("test_accuracy"),
+        "gate": load("gate.json"),
+        "deploy": load("deploy.json"),
+        "request": str(request) if request else None,
+    }
+
+
+def print_summary(summary: dict[str, Any], s: Settings) -> None:
+    """Human-readable end-of-run report."""
+    gate, deploy = summary["gate"], summary["deploy"]
+    name = summary["use_case"]
+    lines = [
+        "",
+        f"== {name} run {summary['run_key']}: {summary['state']}",
+        f"  run outputs     {summary['run_dir']}",
+        f"  MLflow run      {summary['mlflow_run_id']} (experiment {name!r})",
+        f"  params          {summary['params']}",
+        f"  train time      {summary['train_seconds']} s",
+    ]
+    if summary["test_accuracy"] is not None:
+        lines.append(f"  test accuracy   {summary['test_accuracy']:.4f}")
+    if gate:
+        lines.append(f"  gate            {'PASSED' if gate['passed'] else 'FAILED'}: "
+                     f"{gate['reason']}")
+    if deploy:
+        lines.append(f"  registered      {name} version {deploy['version']} "
+                     f"(alias {deploy['alias']}; previous {deploy['previous']})")
+    else:
+        lines.append("  registered      nothing (the run stopped before deployment)")
+    lines += [
+        f"  MLflow UI       .venv/bin/mlflow ui --backend-store-uri {s.tracking_uri} "
+        "--port 5000   -> http://127.0.0.1:5000",
+        f"  serve           .venv/bin/mlp serve   -> http://{s.serve_host}:{s.serve_port}",
+        f"  query           curl -s -X POST http://{s.serve_host}:{s.serve_port}/v1/models/"
+        f"{name}:predict -H 'Content-Type: application/json' -d @{summary['request']}",
+        "",
+    ]
+    print("\n".join(lines))
+
+
+def write_example_request(use_case: str, run_dir: Path, n: int = 2) -> Path | None:
+    """Write a ready-to-send predict request from the first ``n`` test rows of a run."""
+    import models
+    from tasks.train import make_dataset
+
+    dataset = run_dir / "dataset"
+    if not (dataset / "feature_spec.json").is_file():
+        return None
+    mk = models.get(use_case).model
+    spec = json.loads((dataset / "feature_spec.json").read_text())
+    x, _ = next(iter(make_dataset(dataset, "test", spec, mk.input_key, mk.label_key, n)))
+    path = run_dir / "request.json"
+    path.write_text(json.dumps({"instances": x.numpy().tolist()}))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mlp`` command."""
+    parser = argparse.ArgumentParser(prog="mlp", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    p_run = sub.add_parser("run", help="run a use case end to end (embedded defaults)")
+    p_run.add_argument("use_case")
+    p_run.add_argument("--variant")
+    p_run.add_argument("--epochs", type=int)
+    p_run.add_argument("--source", help="directory with the raw input files")
+    p_run.add_argument("--logical-date", help="ISO date; re-using one re-runs that run")
+    p_run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other run param (JSON values)")
+    p_run.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    p_serve = sub.add_parser("serve", help="serve every champion over REST")
+    p_serve.add_argument("--host")
+    p_serve.add_argument("--port", type=int)
+
+    sub.add_parser("list", help="list use cases")
+    sub.add_parser("env", help="print the environment the platform uses")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("apache_beam", "absl", "urllib3", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    if args.cmd == "run":
+        conf: dict[str, Any] = dict(kv.split("=", 1) for kv in args.param)
+        conf = {k: _parse_value(v) for k, v in conf.items()}
+        if args.variant:
+            conf["variant"] = args.variant
+        if args.epochs:
+            conf["epochs"] = args.epochs
+        if args.source:
+            conf["source_dir"] = str(Path(args.source).resolve())
+        logical = datetime.fromisoformat(args.logical_date) if args.logical_date else None
+        if logical is not None and logical.tzinfo is None:
+            logical = logical.replace(tzinfo=UTC)
+        summary = run_pipeline(args.use_case, conf, logical)
+        if args.json:
+            print(json.dumps(summary, indent=2, default=str))
+        else:
+            print_summary(summary, settings())
+        return 0 if summary["state"] == "success" else 1
+    if args.cmd == "serve":
+        apply_env()
+        from tasks.serve import serve
+
+        serve(args.host, args.port)
+        return 0
+    if args.cmd == "list":
+        import models
+
+        for name in models.names():
+            print(name)
+        return 0
+    if args.cmd == "env":
+        from tasks.config import service_env
+
+        for k, v in sorted(service_env().items()):
+            print(f"export {k}={v}")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

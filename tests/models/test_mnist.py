@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+
+from models import get, names
+from models.mnist import build_model
+from tests.conftest import digits_as_mnist
+
+STATS = {"train": {"features": {"image": {"min": 0.0, "max": 255.0}}}}
+
+
+def test_registry_finds_mnist():
+    assert "mnist" in names()
+    assert get("mnist").gate.metric == "test_accuracy"
+    with pytest.raises(KeyError, match="unknown use case"):
+        get("nope")
+
+
+@pytest.mark.parametrize("variant,params", [("softmax", 7850), ("dnn", 349_390),
+                                            ("cnn", 3_274_634)])
+def test_architectures_match_the_books(variant, params):
+    model = build_model({"variant": variant}, STATS)
+    assert model.count_params() == params
+    assert tuple(model.input_shape) == (None, 28, 28)
+    assert tuple(model.output_shape) == (None, 10)
+
+
+@pytest.mark.parametrize("variant", ["softmax", "dnn", "cnn"])
+def test_loss_falls_on_real_digits(variant):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    d = digits_as_mnist(256, 0)
+    x, y = d["train_images"].astype("float32"), d["train_labels"].astype("int64")
+    model = build_model({"variant": variant, "learning_rate": 1e-3}, STATS)
+    before = model.evaluate(x, y, verbose=0)[0]
+    model.fit(x, y, epochs=3, batch_size=32, verbose=0)
+    after = model.evaluate(x, y, verbose=0)[0]
+    assert after < 0.7 * before
+
+
+def test_normalisation_is_inside_the_model():
+    model = build_model({"variant": "softmax"}, {"train": {"features": {"image": {
+        "min": 0.0, "max": 255.0}}}})
+    layer = model.get_layer("normalise")
+    out = layer(np.array([[[0.0] * 28] * 28, [[255.0] * 28] * 28], np.float32)).numpy()
+    assert out.min() == 0.0 and out.max() == pytest.approx(1.0)
+
+
+def test_unknown_variant():
+    with pytest.raises(ValueError, match="unknown mnist variant"):
+        build_model({"variant": "rnn"}, STATS)

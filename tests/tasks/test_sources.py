@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from tasks.io.idx import IdxFormatError, write_idx
+from tasks.sources import IdxImageSource, SourceError
+
+
+def test_files_and_validate(mnist_dir):
+    src = IdxImageSource()
+    files = src.files(str(mnist_dir))
+    assert set(files) == {"train.image", "train.label", "test.image", "test.label"}
+    assert src.validate(files) == {"train": {"rows": 300}, "test": {"rows": 100}}
+
+
+def test_raw_files_are_found_too(tmp_path):
+    from tests.conftest import digits_as_mnist, write_mnist_dir
+
+    d = write_mnist_dir(tmp_path / "raw", digits_as_mnist(20, 10), gz=False)
+    assert IdxImageSource().validate(IdxImageSource().files(str(d)))["test"]["rows"] == 10
+
+
+def test_missing_file_is_named(mnist_dir):
+    (mnist_dir / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(SourceError, match="missing test label file t10k-labels-idx1-ubyte"):
+        IdxImageSource().files(str(mnist_dir))
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(SourceError, match="source directory does not exist"):
+        IdxImageSource().files(str(tmp_path / "nope"))
+
+
+def test_label_image_count_mismatch_names_both_files(mnist_dir):
+    write_idx(mnist_dir / "train-labels-idx1-ubyte.gz", np.zeros(299, np.uint8))
+    src = IdxImageSource()
+    with pytest.raises(SourceError,
+                       match=r"train-labels-idx1-ubyte.gz: label count 299 does not match "
+                             r"image count 300 of .*train-images-idx3-ubyte.gz"):
+        src.validate(src.files(str(mnist_dir)))
+
+
+def test_wrong_image_dims(mnist_dir):
+    write_idx(mnist_dir / "t10k-images-idx3-ubyte.gz", np.zeros((100, 8, 8), np.uint8))
+    src = IdxImageSource()
+    with pytest.raises(IdxFormatError, match=r"t10k-images-idx3-ubyte.gz: image dims \[8, 8\]"):
+        src.validate(src.files(str(mnist_dir)))
+
+
+def test_labels_swapped_with_images(mnist_dir):
+    # A labels file where images belong: wrong magic (idx1 instead of idx3).
+    (mnist_dir / "train-images-idx3-ubyte.gz").write_bytes(
+        (mnist_dir / "train-labels-idx1-ubyte.gz").read_bytes())
+    src = IdxImageSource()
+    with pytest.raises(IdxFormatError, match="expected uint8 images"):
+        src.validate(src.files(str(mnist_dir)))
+
+
+def test_row_errors_flag_out_of_range_labels():
+    batch = {"row": np.arange(3), "label": np.array([1, 10, 255], np.int64)}
+    errors = IdxImageSource().row_errors(batch)
+    assert [(i, f, v) for i, f, v, _ in errors] == [(1, "label", 10), (2, "label", 255)]
