@@ -84,8 +84,8 @@ def build_dag(spec: UseCaseSpec) -> DAG:
                 split = replace(split, validation_size=int(params["validation_size"]))
             out = s.run_dir(spec.name, snapshot["run_key"]) / "dataset"
             manifest = preprocess_step(
-                spec.source, snapshot_files(Path(snapshot["snapshot_dir"])), split, out,
-                runner=s.beam_runner, runner_options=s.beam_options,
+                spec.source, snapshot_files(Path(snapshot["snapshot_dir"])), spec.preprocess,
+                split, out, runner=s.beam_runner, runner_options=s.beam_options,
             )
             return {"dataset_dir": str(out),
                     "rows": {k: v["rows"] for k, v in manifest["splits"].items()}}
@@ -139,6 +139,8 @@ def build_dag(spec: UseCaseSpec) -> DAG:
 
         snap = ingest()
         data = preprocess(snap)
+        if spec.model is None:  # a data-only use case (model still to come)
+            return dag
         trained = train(snap, data)
         evaluation = evaluate(snap, data, trained)
         verdict = gate(snap, evaluation)

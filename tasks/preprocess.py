@@ -1,16 +1,22 @@
-"""Beam preprocessing step: validate, full-pass statistics, split, global shuffle, TFRecords.
+"""Beam preprocessing: validate, full-pass analyzers, split, global shuffle, transform, TFRecords.
 
 Elements are column batches (dicts of numpy arrays), never single rows: Beam's
-per-element overhead (~40 us here) would otherwise dominate. The pipeline:
+per-element overhead (~40 us here) would otherwise dominate. The graph is one linear main
+chain, with the two full-pass results broadcast as side inputs:
 
-1. read each source partition as batches, quarantine rows the source flags as bad;
-2. full pass over the (small) stratification column -> a deterministic split + shuffle
-   plan (seeded), broadcast as a side input;
-3. route every batch to (split, shard) pieces, group, sort by shuffled position, and
-   write one TFRecord shard per group (raw bytes for images);
-4. full-pass statistics per split (min/max/mean/std per feature, class counts).
+    read batches ──► route to (split, shard) ──► group ──► transform + write ──► finalize
+         │                 ▲                                   ▲              ▲
+         ├─► keys ─► split+shuffle plan (side input) ──────────┘              │
+         └─► analyzers per split (side input: min/max/mean/std, quantiles, ───┘
+             vocabularies, class counts)
 
-Outputs land in a temporary directory that is renamed into place only on success.
+There is no fan-out: each branch reads the snapshot itself. Beam 2.77's DaskRunner
+executes just one consumer of a PCollection that has several and gave inconsistent
+side-input branches on shared input, so fan-out silently corrupted output there.
+
+Rows a source rejects travel to the end of the chain and land in a quarantine file with
+file, row, field and reason; the step fails with a summary when their fraction exceeds the
+configured maximum. Outputs appear atomically (temporary directory, then rename).
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from tasks.beam_runner import make_pipeline
-from tasks.spec import DataSource, SplitSpec
+from tasks.spec import RATIO, DataSource, PreprocessSpec, SplitSpec
+from tasks.transform import Analyzer, apply_numpy, output_width
 from tasks.util import atomic_dir, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -35,6 +42,13 @@ SPLITS = ("train", "validation", "test")
 MANIFEST = "manifest.json"
 FEATURE_SPEC = "feature_spec.json"
 STATS = "stats.json"
+PACKED = "features"
+
+# Group keys are integers (split index * _SHARD_BASE + shard; _BAD for rejected rows):
+# the DaskRunner partitions by Python hash(), which differs per worker process for strings
+# (apache/beam#29365), so string or tuple keys would split a group across workers.
+_SHARD_BASE = 1_000_000
+_BAD = -1
 
 
 class PreprocessError(RuntimeError):
@@ -42,16 +56,23 @@ class PreprocessError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- planning
+def _apportion(total: int, ratios: Mapping[str, float]) -> dict[str, int]:
+    """Exact integer counts per split summing to ``total`` (largest remainder)."""
+    names = [s for s in SPLITS if ratios.get(s, 0) > 0]
+    exact = np.array([total * ratios[s] for s in names])
+    counts = np.floor(exact).astype(np.int64)
+    order = np.argsort(-(exact - counts), kind="stable")
+    counts[order[: total - int(counts.sum())]] += 1
+    return dict(zip(names, counts.tolist(), strict=True))
+
+
 def _stratified_pick(strata: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """Indices of ``k`` rows whose class proportions follow ``strata`` (largest remainder)."""
     classes, counts = np.unique(strata, return_counts=True)
     exact = k * counts / counts.sum()
     quota = np.floor(exact).astype(np.int64)
-    short = k - int(quota.sum())
-    # Hand the remaining rows to the classes with the largest fractional parts;
-    # a stable sort keeps ties in class order, so the plan is deterministic.
     order = np.argsort(-(exact - quota), kind="stable")
-    quota[order[:short]] += 1
+    quota[order[: k - int(quota.sum())]] += 1
     picked = [
         rng.permutation(np.flatnonzero(strata == c))[:q]
         for c, q in zip(classes, quota, strict=True)
@@ -62,17 +83,16 @@ def _stratified_pick(strata: np.ndarray, k: int, rng: np.random.Generator) -> np
 def plan_splits(
     pieces: Iterable[tuple[str, np.ndarray, np.ndarray | None]], split: SplitSpec
 ) -> dict[str, Any]:
-    """Deterministic split assignment and shuffled positions from row ids and strata.
+    """Deterministic split assignment and globally shuffled positions.
 
     Args:
-        pieces: ``(partition, row ids, stratification values or None)`` in any order.
+        pieces: ``(partition, row ids, class values or None)`` in any order and chunking.
         split: The split rule.
 
     Returns:
-        ``{"partitions": {p: {"rows", "split", "pos"}}, "sizes": {split: n}}`` where
-        ``rows`` is sorted, ``split`` holds indices into :data:`SPLITS` and ``pos`` is each
-        row's position in its split's globally shuffled order.
-
+        ``{"partitions": {p: {"rows", "split", "pos"}}, "sizes": {split: n},
+        "counts": {split: {class: n}}}`` where ``rows`` is sorted, ``split`` indexes
+        :data:`SPLITS` and ``pos`` is each row's place in its split's shuffled order.
     """
     by_part: dict[str, list[tuple[np.ndarray, np.ndarray | None]]] = {}
     for part, rows, strata in pieces:
@@ -80,105 +100,224 @@ def plan_splits(
     rng = np.random.default_rng(split.seed)
     plan: dict[str, dict[str, np.ndarray]] = {}
     for part in sorted(by_part):
-        rows = np.concatenate([r for r, _ in by_part[part]])
+        rows = np.concatenate([r for r, _ in by_part[part]]).astype(np.int64)
         order = np.argsort(rows, kind="stable")
         rows = rows[order]
+        strata = None
+        if split.stratify_by:
+            strata = np.concatenate([s for _, s in by_part[part]])[order]
         target = split.partition_to_split.get(part)
-        if target not in SPLITS:
+        if target == RATIO:
+            codes = np.zeros(len(rows), dtype=np.int8)
+            groups = [(None, np.arange(len(rows)))] if strata is None else [
+                (c, np.flatnonzero(strata == c)) for c in np.unique(strata)]
+            for cls, members in groups:
+                ratios = split.class_ratios.get(
+                    cls.item() if hasattr(cls, "item") else cls, split.ratios)
+                counts = _apportion(len(members), ratios)
+                shuffled = rng.permutation(members)
+                start = 0
+                for name, n in counts.items():
+                    codes[shuffled[start:start + n]] = SPLITS.index(name)
+                    start += n
+        elif target in SPLITS:
+            codes = np.full(len(rows), SPLITS.index(target), dtype=np.int8)
+            if part == split.validation_from and split.validation_size:
+                if split.validation_size >= len(rows):
+                    raise PreprocessError(
+                        f"validation_size {split.validation_size} >= {len(rows)} rows "
+                        f"of {part!r}")
+                if strata is not None:
+                    chosen = _stratified_pick(strata, split.validation_size, rng)
+                else:
+                    chosen = np.sort(rng.permutation(len(rows))[: split.validation_size])
+                codes[chosen] = SPLITS.index("validation")
+        else:
             raise PreprocessError(f"partition {part!r} maps to unknown split {target!r}")
-        codes = np.full(len(rows), SPLITS.index(target), dtype=np.int8)
-        if part == split.validation_from and split.validation_size:
-            if split.validation_size >= len(rows):
-                raise PreprocessError(
-                    f"validation_size {split.validation_size} >= {len(rows)} rows of {part!r}"
-                )
-            if split.stratify_by:
-                strata = np.concatenate([s for _, s in by_part[part]])[order]
-                chosen = _stratified_pick(strata, split.validation_size, rng)
-            else:
-                chosen = np.sort(rng.permutation(len(rows))[: split.validation_size])
-            codes[chosen] = SPLITS.index("validation")
-        plan[part] = {"rows": rows, "split": codes, "pos": np.zeros(len(rows), np.int64)}
-    sizes = {}
+        plan[part] = {"rows": rows, "split": codes, "pos": np.zeros(len(rows), np.int64),
+                      "strata": strata}
+    sizes, counts = {}, {}
     for code, name in enumerate(SPLITS):
         members = [(p, np.flatnonzero(plan[p]["split"] == code)) for p in sorted(plan)]
         n = sum(len(m) for _, m in members)
         sizes[name] = n
         perm = rng.permutation(n)
         start = 0
+        per_class: dict[str, int] = {}
         for p, m in members:
             plan[p]["pos"][m] = perm[start : start + len(m)]
             start += len(m)
-    return {"partitions": plan, "sizes": sizes}
+            if plan[p]["strata"] is not None:
+                for c, k in zip(*np.unique(plan[p]["strata"][m], return_counts=True),
+                                strict=True):
+                    per_class[str(c)] = per_class.get(str(c), 0) + int(k)
+        counts[name] = dict(sorted(per_class.items()))
+    for p in plan.values():
+        del p["strata"]
+    return {"partitions": plan, "sizes": sizes, "counts": counts}
 
 
 # --------------------------------------------------------------------------- Beam pieces
 class ReadPartition(beam.DoFn):
-    """Emit column batches of one source partition, quarantining bad rows."""
-
-    BAD = "bad"
+    """Emit the column batches of one source partition (rejected rows ride along)."""
 
     def __init__(self, source: DataSource, files: Mapping[str, str], batch_size: int) -> None:
         self._source = source
         self._files = dict(files)
         self._batch_size = batch_size
-        self._rows = Metrics.counter("preprocess", "rows_read")
+        self._rows = Metrics.counter("preprocess", "rows_valid")
         self._bad = Metrics.counter("preprocess", "rows_quarantined")
 
-    def process(self, partition: str) -> Iterator[Any]:
-        fields = self._source.partitions()[partition]
+    def process(self, partition: str) -> Iterator[dict[str, Any]]:
         for batch in self._source.read_batches(self._files, partition, self._batch_size):
-            n = len(batch["row"])
-            self._rows.inc(n)
-            errors = self._source.row_errors(batch)
-            if errors:
-                keep = np.ones(n, bool)
-                for i, field, value, reason in errors:
-                    keep[i] = False
-                    yield beam.pvalue.TaggedOutput(self.BAD, {
-                        "file": self._files.get(fields.get(field, ""), ""),
-                        "partition": partition, "row": int(batch["row"][i]),
-                        "field": field, "value": value, "reason": reason,
-                    })
-                self._bad.inc(int((~keep).sum()))
-                batch = {k: v[keep] for k, v in batch.items()}
+            self._rows.inc(len(batch["row"]))
+            self._bad.inc(len(batch["_bad"]))
             yield {"partition": partition, **batch}
+
+
+def _keys(batch: dict[str, Any], stratify_by: str | None) -> tuple[str, np.ndarray, Any]:
+    return batch["partition"], batch["row"], batch[stratify_by] if stratify_by else None
+
+
+def _locate(batch: dict[str, Any], plan: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    info = plan["partitions"][batch["partition"]]
+    idx = np.searchsorted(info["rows"], batch["row"])
+    return info["split"][idx], info["pos"][idx]
+
+
+def _by_split(batch: dict[str, Any], plan: dict[str, Any], columns: Sequence[str]
+              ) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+    if not len(batch["row"]):
+        return
+    codes, _ = _locate(batch, plan)
+    for code in np.unique(codes):
+        sel = codes == code
+        yield SPLITS[code], {c: batch[c][sel] for c in columns}
 
 
 def _route(
     batch: dict[str, Any], plan: dict[str, Any], shards: Mapping[str, int], columns: Sequence[str]
-) -> Iterator[tuple[tuple[str, int], dict[str, np.ndarray]]]:
-    info = plan["partitions"][batch["partition"]]
-    idx = np.searchsorted(info["rows"], batch["row"])
-    codes, pos = info["split"][idx], info["pos"][idx]
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    if batch["_bad"]:
+        yield _BAD, {"_bad": batch["_bad"]}
+    if not len(batch["row"]):
+        return
+    codes, pos = _locate(batch, plan)
     for code in np.unique(codes):
         name = SPLITS[code]
-        in_split = codes == code
+        in_split = np.flatnonzero(codes == code)
         n_shards, n_rows = shards.get(name, 1), plan["sizes"][name]
         shard = pos[in_split] * n_shards // n_rows
         for s in np.unique(shard):
-            sel = np.flatnonzero(in_split)[shard == s]
-            yield (name, int(s)), {"pos": pos[sel], **{c: batch[c][sel] for c in columns}}
+            sel = in_split[shard == s]
+            key = int(code) * _SHARD_BASE + int(s)
+            yield key, {"pos": pos[sel], **{c: batch[c][sel] for c in columns}}
 
 
-def _example_bytes(
-    spec: Mapping[str, Mapping[str, Any]], cols: Mapping[str, np.ndarray]
-) -> list[bytes]:
-    import tensorflow as tf
+class CollectPieces(beam.CombineFn):
+    """Gather the routed pieces of one shard (a GroupByKey that every runner executes).
+
+    Beam 2.77's DaskRunner drops the output of GroupByKey followed by a ParDo, while
+    CombinePerKey works there; on the other runners this is an ordinary grouping.
+    """
+
+    def create_accumulator(self) -> list[dict[str, Any]]:
+        return []
+
+    def add_input(self, acc: list, piece: dict[str, Any]) -> list:
+        acc.append(piece)
+        return acc
+
+    def merge_accumulators(self, accs: Iterable[list]) -> list:
+        return [piece for acc in accs for piece in acc]
+
+    def extract_output(self, acc: list) -> list:
+        return acc
+
+
+class SplitAnalyzers(beam.CombineFn):
+    """Full-pass analyzers of every split at once: accumulator is {split: accumulator}."""
+
+    def __init__(self, analyzer: Analyzer) -> None:
+        self._a = analyzer
+
+    def create_accumulator(self) -> dict[str, Any]:
+        return {}
+
+    def add_input(self, acc: dict[str, Any], item: tuple[str, dict[str, np.ndarray]]
+                  ) -> dict[str, Any]:
+        split, cols = item
+        acc[split] = self._a.add(acc.get(split) or self._a.create(), cols)
+        return acc
+
+    def merge_accumulators(self, accs: Iterable[dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, list] = {}
+        for acc in accs:
+            for split, a in acc.items():
+                out.setdefault(split, []).append(a)
+        return {split: self._a.merge(parts) for split, parts in out.items()}
+
+    def extract_output(self, acc: dict[str, Any]) -> dict[str, Any]:
+        return {split: self._a.finish(a) for split, a in sorted(acc.items())}
+
+
+def output_spec(prep: PreprocessSpec, schema: Mapping[str, Mapping[str, Any]],
+                stats: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The TFRecord feature spec: raw uint8 images, packed float32 features, the label."""
+    spec: dict[str, dict[str, Any]] = {}
+    packed = [f for f in prep.features if f.transform != "uint8"]
+    for f in prep.features:
+        if f.transform == "uint8":
+            spec[f.name] = {"dtype": "uint8", "shape": list(schema[f.name]["shape"]),
+                            "encoding": "raw"}
+    if packed:
+        spec[PACKED] = {
+            "dtype": "float32", "shape": [output_width(packed, stats)], "encoding": "raw",
+            "columns": [{"name": f.name, "transform": f.transform, "log1p": f.log1p}
+                        for f in packed],
+        }
+    if prep.label:
+        spec[prep.label] = {"dtype": prep.label_dtype, "shape": [],
+                            "encoding": "int64" if prep.label_dtype == "int64" else "float"}
+        if "num_classes" in schema.get(prep.label, {}):
+            spec[prep.label]["num_classes"] = schema[prep.label]["num_classes"]
+    return spec
+
+
+def encode_examples(spec: Mapping[str, Mapping[str, Any]],
+                    cols: Mapping[str, np.ndarray]) -> list[bytes]:
+    """Serialise rows as ``tf.train.Example`` bytes (raw bytes for arrays, as the spec says).
+
+    One proto is reused and only its values are replaced per row, which is several times
+    faster than building a fresh Example per row.
+    """
+    from tensorflow.core.example import example_pb2
 
     n = len(next(iter(cols.values())))
+    ex = example_pb2.Example()
+    feats = ex.features.feature
+    raw, ints, floats = [], [], []
+    for name, fs in spec.items():
+        arr = np.ascontiguousarray(cols[name])
+        if fs["encoding"] == "raw":
+            arr = arr.astype(np.dtype(fs["dtype"]).newbyteorder("<"), copy=False)
+            width = arr[0].nbytes if n else 0
+            feats[name].bytes_list.value.append(b"")
+            raw.append((feats[name].bytes_list.value, arr.tobytes(), width))
+        elif fs["encoding"] == "int64":
+            feats[name].int64_list.value.append(0)
+            ints.append((feats[name].int64_list.value, arr.astype(np.int64).tolist()))
+        else:
+            feats[name].float_list.value.append(0.0)
+            floats.append((feats[name].float_list.value, arr.astype(np.float32).tolist()))
     out = []
     for i in range(n):
-        feats = {}
-        for name, fs in spec.items():
-            v = cols[name][i]
-            if fs["encoding"] == "raw":
-                feats[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.tobytes()]))
-            elif fs["encoding"] == "int64":
-                feats[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=np.ravel(v)))
-            else:
-                feats[name] = tf.train.Feature(float_list=tf.train.FloatList(value=np.ravel(v)))
-        ex = tf.train.Example(features=tf.train.Features(feature=feats))
+        for target, blob, width in raw:
+            target[0] = blob[i * width:(i + 1) * width]
+        for target, values in ints:
+            target[0] = values[i]
+        for target, values in floats:
+            target[0] = values[i]
         # deterministic=True sorts the feature map: identical bytes across runs.
         out.append(ex.SerializeToString(deterministic=True))
     return out
@@ -190,96 +329,53 @@ def shard_name(split: str, shard: int, n_shards: int) -> str:
 
 
 class WriteShard(beam.DoFn):
-    """Write one (split, shard) group as a TFRecord file in shuffled-position order."""
+    """Transform one (split, shard) group with training statistics and write it, in
+    shuffled-position order, as a TFRecord file."""
 
-    def __init__(self, out_dir: str, spec: Mapping[str, Any], shards: Mapping[str, int]) -> None:
+    def __init__(self, out_dir: str, prep: PreprocessSpec,
+                 schema: Mapping[str, Any], shards: Mapping[str, int]) -> None:
         self._out = out_dir
-        self._spec = dict(spec)
+        self._prep = prep
+        self._schema = dict(schema)
         self._shards = dict(shards)
         self._written = Metrics.counter("preprocess", "rows_written")
 
-    def process(
-        self, element: tuple[tuple[str, int], Iterable[dict[str, np.ndarray]]]
-    ) -> Iterator[Any]:
+    def process(self, element: tuple[int, list[dict[str, Any]]], stats: dict[str, Any]
+                ) -> Iterator[dict[str, Any]]:
         import tensorflow as tf
 
-        (split, shard), parts = element
-        parts = list(parts)
+        key, parts = element
+        if key == _BAD:
+            yield {"bad": [r for p in parts for r in p["_bad"]]}
+            return
+        split, shard = SPLITS[key // _SHARD_BASE], key % _SHARD_BASE
         pos = np.concatenate([p["pos"] for p in parts])
         order = np.argsort(pos, kind="stable")
-        cols = {c: np.concatenate([p[c] for p in parts])[order] for c in self._spec}
+        cols = {c: np.concatenate([p[c] for p in parts])[order] for c in parts[0] if c != "pos"}
+        train = stats.get("train") or {"features": {}}
+        spec = output_spec(self._prep, self._schema, train)
+        if PACKED in spec:
+            cols[PACKED] = apply_numpy(self._prep.features, train, cols)
         rel = shard_name(split, shard, self._shards.get(split, 1))
         path = Path(self._out) / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         with tf.io.TFRecordWriter(str(path)) as writer:
-            for record in _example_bytes(self._spec, cols):
+            for record in encode_examples(spec, {k: cols[k] for k in spec}):
                 writer.write(record)
         self._written.inc(len(order))
         yield {"split": split, "shard": shard, "file": rel, "rows": int(len(order))}
 
 
-class FeatureStats(beam.CombineFn):
-    """Full-pass statistics of one split: per-feature min/max/mean/std and class counts."""
-
-    def __init__(self, spec: Mapping[str, Mapping[str, Any]]) -> None:
-        self._spec = dict(spec)
-
-    def create_accumulator(self) -> dict[str, Any]:
-        return {"rows": 0, "features": {}, "classes": {}}
-
-    def add_input(self, acc: dict[str, Any], batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        acc["rows"] += len(batch["pos"])
-        for name, fs in self._spec.items():
-            v = batch[name]
-            if "num_classes" in fs:
-                labels, counts = np.unique(v, return_counts=True)
-                for lab, cnt in zip(labels.tolist(), counts.tolist(), strict=True):
-                    acc["classes"][lab] = acc["classes"].get(lab, 0) + cnt
-                continue
-            x = v.astype(np.float64, copy=False)
-            f = acc["features"].setdefault(
-                name, {"count": 0, "sum": 0.0, "sumsq": 0.0, "min": np.inf, "max": -np.inf}
-            )
-            f["count"] += x.size
-            f["sum"] += float(x.sum())
-            f["sumsq"] += float(np.square(x).sum())
-            f["min"] = min(f["min"], float(x.min()))
-            f["max"] = max(f["max"], float(x.max()))
-        return acc
-
-    def merge_accumulators(self, accs: Iterable[dict[str, Any]]) -> dict[str, Any]:
-        out = self.create_accumulator()
-        for a in accs:
-            out["rows"] += a["rows"]
-            for lab, cnt in a["classes"].items():
-                out["classes"][lab] = out["classes"].get(lab, 0) + cnt
-            for name, f in a["features"].items():
-                g = out["features"].setdefault(
-                    name, {"count": 0, "sum": 0.0, "sumsq": 0.0, "min": np.inf, "max": -np.inf}
-                )
-                g["count"] += f["count"]
-                g["sum"] += f["sum"]
-                g["sumsq"] += f["sumsq"]
-                g["min"] = min(g["min"], f["min"])
-                g["max"] = max(g["max"], f["max"])
-        return out
-
-    def extract_output(self, acc: dict[str, Any]) -> dict[str, Any]:
-        feats = {}
-        for name, f in acc["features"].items():
-            mean = f["sum"] / f["count"] if f["count"] else 0.0
-            var = max(f["sumsq"] / f["count"] - mean * mean, 0.0) if f["count"] else 0.0
-            feats[name] = {"min": f["min"], "max": f["max"], "mean": mean,
-                           "std": float(np.sqrt(var)), "count": f["count"]}
-        classes = {str(k): v for k, v in sorted(acc["classes"].items())}
-        return {"rows": acc["rows"], "features": feats, "class_counts": classes}
-
-
-def _dump(path: Path) -> beam.PTransform:
-    def write(items: list[Any]) -> None:
-        write_json(path, items)
-
-    return beam.combiners.ToList() | beam.Map(write)
+def _finalize(records: list[dict[str, Any]], work_dir: str, stats: dict[str, Any],
+              plan: dict[str, Any]) -> int:
+    shards = sorted((r for r in records if "file" in r), key=lambda r: r["file"])
+    bad = sorted((b for r in records if "bad" in r for b in r["bad"]),
+                 key=lambda b: (b["partition"], b["row"], str(b["field"])))
+    write_json(Path(work_dir) / "_summary.json", {
+        "shards": shards, "bad": bad, "stats": stats,
+        "sizes": plan["sizes"], "counts": plan["counts"],
+    })
+    return len(shards)
 
 
 # --------------------------------------------------------------------------- the step
@@ -287,82 +383,92 @@ def build_pipeline(
     p: beam.Pipeline,
     source: DataSource,
     files: Mapping[str, str],
+    prep: PreprocessSpec,
     split: SplitSpec,
     work_dir: Path,
-    batch_size: int = 2048,
 ) -> dict[str, beam.PCollection]:
-    """Attach the preprocessing graph to ``p``; side outputs are JSON files in ``work_dir``.
+    """Attach the preprocessing graph to ``p``; it writes shards and ``_summary.json``.
 
     Returns:
-        The intermediate PCollections (``good``, ``bad``, ``routed``, ``stats``,
-        ``written``) so tests can assert on them with ``assert_that``.
-
+        ``plan``, ``stats`` (one dict: split -> statistics), ``shards`` (one record per
+        written shard or quarantine batch) and ``done``, for ``assert_that`` in tests.
     """
-    spec = source.feature_spec()
-    columns = list(spec)
-    read = (
-        p
-        | "Partitions" >> beam.Create(sorted(source.partitions()))
-        | "Read" >> beam.ParDo(ReadPartition(source, files, batch_size)).with_outputs(
-            ReadPartition.BAD, main="good"
+    schema = source.schema()
+    columns = sorted({f.name for f in prep.features} | ({prep.label} if prep.label else set()))
+    analyzer = Analyzer([f for f in prep.features if f.transform != "uint8"]
+                        + _uint8_stats(prep), prep.label, prep.label_dtype == "int64")
+    def read(label: str) -> beam.PCollection:
+        # Each branch reads the immutable snapshot itself instead of sharing one
+        # PCollection: the DaskRunner mishandles fan-out (see the module docstring), and
+        # re-reading a snapshot is cheap next to encoding and writing.
+        return (
+            p
+            | f"Partitions{label}" >> beam.Create(sorted(source.partitions()))
+            | f"Read{label}" >> beam.ParDo(ReadPartition(source, files, prep.batch_size))
         )
-    )
-    good, bad = read.good, read[ReadPartition.BAD]
-    strat = split.stratify_by
+
     plan = (
-        good
-        | "Keys" >> beam.Map(lambda b: (b["partition"], b["row"], b[strat] if strat else None))
+        read("ForPlan")
+        | "Keys" >> beam.Map(_keys, split.stratify_by)
         | "CollectKeys" >> beam.combiners.ToList()
         | "Plan" >> beam.Map(plan_splits, split)
     )
-    routed = good | "Route" >> beam.FlatMap(
-        _route, plan=beam.pvalue.AsSingleton(plan), shards=dict(split.shards), columns=columns
-    )
+    plan_si = beam.pvalue.AsSingleton(plan)
     stats = (
-        routed
-        | "BySplit" >> beam.Map(lambda kv: (kv[0][0], kv[1]))
-        | "Stats" >> beam.CombinePerKey(FeatureStats(spec))
+        read("ForStats")
+        | "BySplit" >> beam.FlatMap(_by_split, plan=plan_si, columns=columns)
+        | "Analyze" >> beam.CombineGlobally(SplitAnalyzers(analyzer))
     )
-    written = (
-        routed
-        | "Group" >> beam.GroupByKey()
-        | "Write" >> beam.ParDo(WriteShard(str(work_dir), spec, split.shards))
+    stats_si = beam.pvalue.AsSingleton(stats)
+    shards = (
+        read("")
+        | "Route" >> beam.FlatMap(_route, plan=plan_si, shards=dict(split.shards),
+                                  columns=columns)
+        | "Group" >> beam.CombinePerKey(CollectPieces())
+        | "Write" >> beam.ParDo(WriteShard(str(work_dir), prep, schema, split.shards),
+                                stats=stats_si)
     )
-    _ = stats | "DumpStats" >> _dump(work_dir / "_stats.json")
-    _ = written | "DumpShards" >> _dump(work_dir / "_shards.json")
-    _ = bad | "DumpBad" >> _dump(work_dir / "_bad.json")
-    return {"good": good, "bad": bad, "routed": routed, "stats": stats, "written": written}
+    done = (
+        shards
+        | "CollectShards" >> beam.combiners.ToList()
+        | "Finalize" >> beam.Map(_finalize, str(work_dir), stats=stats_si, plan=plan_si)
+    )
+    return {"plan": plan, "stats": stats, "shards": shards, "done": done}
+
+
+def _uint8_stats(prep: PreprocessSpec) -> list[Any]:
+    from dataclasses import replace
+
+    # Image features are written raw, but their min/max still feed the in-model rescaling.
+    return [replace(f, transform="identity") for f in prep.features if f.transform == "uint8"]
 
 
 def preprocess(
     source: DataSource,
     files: Mapping[str, str],
+    prep: PreprocessSpec,
     split: SplitSpec,
     out_dir: Path,
     runner: str = "direct",
     runner_options: Sequence[str] = (),
-    max_bad_fraction: float = 0.0,
-    batch_size: int = 2048,
 ) -> dict[str, Any]:
     """Run the Beam preprocessing pipeline and atomically publish its outputs.
 
     Args:
         source: Data source of the use case.
         files: Snapshot file keys -> paths (from the ingest manifest).
+        prep: Features, transforms, label and bad-row tolerance.
         split: Split, shuffle and sharding rule.
         out_dir: Final dataset directory for this run.
         runner: Beam runner (see :func:`tasks.beam_runner.make_pipeline`).
         runner_options: Pass-through Beam options.
-        max_bad_fraction: Largest tolerated fraction of quarantined rows.
-        batch_size: Rows per Beam element.
 
     Returns:
-        The dataset manifest (paths, per-split rows and class counts, statistics).
+        The dataset manifest (per-split rows and class counts, shard files, counters).
 
     Raises:
         PreprocessError: Too many bad rows; the quarantine file is kept beside
             ``out_dir`` and named in the message.
-
     """
     out_dir = Path(out_dir)
     if (out_dir / MANIFEST).is_file():
@@ -371,28 +477,32 @@ def preprocess(
     quarantine = out_dir.parent / f"{out_dir.name}.quarantine.jsonl"
     with atomic_dir(out_dir) as tmp:
         p = make_pipeline(runner, runner_options)
-        build_pipeline(p, source, files, split, tmp, batch_size)
+        build_pipeline(p, source, files, prep, split, tmp)
         result = p.run()
         result.wait_until_finish()
-        counters = {
-            c.key.metric.name: c.committed
-            for c in result.metrics().query()["counters"]
-        }
+        try:
+            counters = {c.key.metric.name: c.committed
+                        for c in result.metrics().query()["counters"]}
+        except NotImplementedError:  # the DaskRunner collects no metrics (Beam 2.77)
+            counters = {}
         log.info("beam counters: %s", counters)
-        bad = read_json(tmp / "_bad.json")
-        stats = {s: v for s, v in read_json(tmp / "_stats.json")}
-        shards = read_json(tmp / "_shards.json")
-        total = sum(v["rows"] for v in stats.values()) + len(bad)
+        summary = read_json(tmp / "_summary.json")
+        (tmp / "_summary.json").unlink()
+        bad, stats = summary["bad"], summary["stats"]
+        total = sum(summary["sizes"].values()) + len(bad)
         if bad:
             quarantine.write_text("".join(json.dumps(r, default=str) + "\n" for r in bad))
             log.warning("%d bad rows quarantined to %s", len(bad), quarantine)
+        elif quarantine.exists():
+            quarantine.unlink()
         if total == 0:
             raise PreprocessError("no rows were read from the source")
-        if len(bad) / total > max_bad_fraction:
+        if len(bad) / total > prep.max_bad_fraction:
             first = bad[0]
+            where = f"line {first['line']}" if "line" in first else f"row {first['row']}"
             raise PreprocessError(
-                f"{len(bad)} of {total} rows are bad (max fraction {max_bad_fraction}); "
-                f"first: {first['file']} row {first['row']} field {first['field']!r}: "
+                f"{len(bad)} of {total} rows are bad (max fraction {prep.max_bad_fraction}); "
+                f"first: {first['file']} {where} field {first['field']!r}: "
                 f"{first['reason']} (value {first['value']!r}); all in {quarantine}"
             )
         files_by_split: dict[str, list[str]] = {}
@@ -403,22 +513,21 @@ def preprocess(
                     (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                     (tmp / rel).touch()
                 files_by_split.setdefault(name, []).append(rel)
-        for f in ("_bad.json", "_stats.json", "_shards.json"):
-            (tmp / f).unlink()
-        spec = source.feature_spec()
+        spec = output_spec(prep, source.schema(), stats.get("train", {"features": {}}))
         write_json(tmp / FEATURE_SPEC, spec)
         write_json(tmp / STATS, stats)
         manifest = {
             "splits": {
                 name: {
-                    "rows": stats.get(name, {}).get("rows", 0),
-                    "class_counts": stats.get(name, {}).get("class_counts", {}),
+                    "rows": summary["sizes"][name],
+                    "class_counts": summary["counts"][name],
                     "files": files_by_split.get(name, []),
                 }
                 for name in SPLITS
             },
-            "shards_written": sorted(shards, key=lambda r: r["file"]),
+            "shards_written": summary["shards"],
             "quarantined_rows": len(bad),
+            "quarantine_file": str(quarantine) if bad else None,
             "seed": split.seed,
             "runner": runner,
             "counters": counters,
@@ -426,5 +535,7 @@ def preprocess(
             "stats": STATS,
         }
         write_json(tmp / MANIFEST, manifest)
-    log.info("dataset %s: %s", out_dir, {k: v["rows"] for k, v in manifest["splits"].items()})
+    log.info("dataset %s: %s; classes %s", out_dir,
+             {k: v["rows"] for k, v in manifest["splits"].items()},
+             {k: v["class_counts"] for k, v in manifest["splits"].items()})
     return manifest

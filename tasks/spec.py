@@ -69,18 +69,33 @@ class RunParam:
         return out
 
 
+RATIO = "ratio"
+
+
 @dataclass(frozen=True)
 class SplitSpec:
     """How source partitions become train/validation/test.
 
+    Two kinds of rule, per source partition (``partition_to_split``):
+
+    - a fixed split name (``"train"``, ``"test"``): every row goes there, except that
+      ``validation_size`` rows of ``validation_from`` are carved out for validation (the
+      books' MNIST rule: 55,000/5,000 from train, the 10,000 test file as test);
+    - ``"ratio"``: rows are dealt to splits by ``ratios``, per class of ``stratify_by`` when
+      set, and ``class_ratios`` overrides the ratios for given classes (the books' fraud
+      rule: normal 60/20/20, fraud 0/50/50, i.e. never a fraud row in training).
+
+    Counts are exact (largest remainder per class), assignments seeded and deterministic.
+
     Attributes:
         validation_from: Source partition the validation split is carved from.
         validation_size: Number of rows moved from ``validation_from`` to validation.
-        stratify_by: Column whose class proportions the carve-out preserves (or None).
-        partition_to_split: Where each remaining source partition goes.
+        stratify_by: Column whose class proportions the split preserves (or None).
+        partition_to_split: Where each source partition goes (a split name or ``"ratio"``).
+        ratios: Split -> fraction for ``"ratio"`` partitions (must sum to 1).
+        class_ratios: Class value -> ratios, overriding ``ratios`` for that class.
         seed: Seed of the split and of the global shuffle.
         shards: Number of TFRecord shards per output split.
-
     """
 
     validation_from: str = "train"
@@ -89,10 +104,71 @@ class SplitSpec:
     partition_to_split: Mapping[str, str] = field(
         default_factory=lambda: {"train": "train", "test": "test"}
     )
+    ratios: Mapping[str, float] | None = None
+    class_ratios: Mapping[Any, Mapping[str, float]] = field(default_factory=dict)
     seed: int = 42
     shards: Mapping[str, int] = field(
         default_factory=lambda: {"train": 4, "validation": 1, "test": 1}
     )
+
+    def __post_init__(self) -> None:
+        for name, r in [("ratios", self.ratios), *((f"class {k}", v)
+                                                   for k, v in self.class_ratios.items())]:
+            if r is None:
+                continue
+            if set(r) - {"train", "validation", "test"}:
+                raise SpecError(f"{name}: unknown split in {dict(r)}")
+            if abs(sum(r.values()) - 1.0) > 1e-9 or min(r.values()) < 0:
+                raise SpecError(f"{name}: ratios must be >= 0 and sum to 1, got {dict(r)}")
+        if RATIO in self.partition_to_split.values() and self.ratios is None:
+            raise SpecError("a partition uses the ratio rule but no ratios are given")
+        if self.class_ratios and not self.stratify_by:
+            raise SpecError("class_ratios need stratify_by (the class column)")
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One input column and the transform preprocessing applies to it.
+
+    Attributes:
+        name: Column name in the source.
+        transform: ``identity``, ``minmax``, ``zscore``, ``clip``, ``vocab``, ``onehot`` or
+            ``uint8`` (raw image bytes; see :mod:`tasks.transform`).
+        log1p: Apply ``log1p`` before the analyzer and the transform.
+        clip_quantiles: Training-split quantiles ``clip`` clips to.
+    """
+
+    name: str
+    transform: str = "identity"
+    log1p: bool = False
+    clip_quantiles: tuple[float, float] = (0.001, 0.999)
+
+    def __post_init__(self) -> None:
+        known = {"identity", "minmax", "zscore", "clip", "vocab", "onehot", "uint8"}
+        if self.transform not in known:
+            raise SpecError(f"feature {self.name!r}: unknown transform {self.transform!r}; "
+                            f"choose one of {sorted(known)}")
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """What preprocessing writes: transformed features, the label and the limits.
+
+    Attributes:
+        features: Model inputs in order. ``uint8`` features are written as raw bytes under
+            their own name; all others are transformed and packed, in order, into one
+            float32 vector named ``features``.
+        label: Target column (or None for unsupervised use cases).
+        label_dtype: ``int64`` (classes) or ``float32`` (regression targets).
+        max_bad_fraction: Largest tolerated fraction of quarantined rows (default 0).
+        batch_size: Rows per Beam element.
+    """
+
+    features: tuple[Feature, ...]
+    label: str | None = "label"
+    label_dtype: str = "int64"
+    max_bad_fraction: float = 0.0
+    batch_size: int = 4096
 
 
 class DataSource(Protocol):
@@ -115,15 +191,17 @@ class DataSource(Protocol):
     def read_batches(
         self, files: Mapping[str, str], partition: str, batch_size: int
     ) -> Any:
-        """Yield column batches (dicts of numpy arrays, with a ``row`` index) in file order."""
+        """Yield column batches in file order.
+
+        Each batch is a dict of numpy arrays holding only valid rows, with ``row`` (row ids
+        in the partition) and ``_bad`` (records of rejected rows: file, row, field, value,
+        reason) for the quarantine file.
+        """
         ...
 
-    def row_errors(self, batch: Mapping[str, Any]) -> list[tuple[int, str, Any, str]]:
-        """Per-row problems of a batch as (index in batch, field, value, reason)."""
-        ...
 
-    def feature_spec(self) -> dict[str, dict[str, Any]]:
-        """TFRecord feature spec: name -> {dtype, shape, encoding}."""
+    def schema(self) -> dict[str, dict[str, Any]]:
+        """Column name -> {dtype, shape} of the batches :meth:`read_batches` yields."""
         ...
 
 
@@ -154,9 +232,10 @@ class UseCaseSpec:
     name: str
     description: str
     source: DataSource
+    preprocess: PreprocessSpec
     split: SplitSpec
-    model: ModelSpec
-    gate: GateSpec
+    model: ModelSpec | None
+    gate: GateSpec | None
     params: Mapping[str, RunParam]
     schedule: str | None = None
     tags: tuple[str, ...] = ()
@@ -164,6 +243,8 @@ class UseCaseSpec:
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
             raise SpecError(f"use-case name {self.name!r} must be a Python identifier")
-        for required in ("epochs", "batch_size"):
+        if (self.model is None) != (self.gate is None):
+            raise SpecError(f"use case {self.name!r}: a model needs a gate and vice versa")
+        for required in ("epochs", "batch_size") if self.model else ():
             if required not in self.params:
                 raise SpecError(f"use case {self.name!r} lacks the run param {required!r}")

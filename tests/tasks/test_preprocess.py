@@ -18,7 +18,9 @@ from tasks.preprocess import (
     preprocess,
 )
 from tasks.sources import IdxImageSource
-from tasks.spec import SplitSpec
+from tasks.spec import Feature, PreprocessSpec, SplitSpec
+
+PREP = PreprocessSpec(features=(Feature("image", "uint8"),), label="label", batch_size=64)
 
 SPLIT = SplitSpec(validation_size=60, stratify_by="label", seed=7,
                   shards={"train": 3, "validation": 1, "test": 2})
@@ -51,10 +53,10 @@ def test_stats_and_counts_equal_numpy(snapshot, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     with _pipeline() as p:
-        out = build_pipeline(p, IdxImageSource(), snapshot, SPLIT, work, batch_size=64)
+        out = build_pipeline(p, IdxImageSource(), snapshot, PREP, SPLIT, work)
 
         def check_stats(items):
-            stats = dict(items)
+            (stats,) = items
             assert set(stats) == {"train", "validation", "test"}
             img = stats["train"]["features"]["image"]
             assert img["count"] == train_imgs.size
@@ -69,11 +71,13 @@ def test_stats_and_counts_equal_numpy(snapshot, tmp_path):
                 str(k): int(v) for k, v in zip(labels, counts, strict=True)}
 
         assert_that(out["stats"], check_stats, label="stats")
-        shard_rows = out["written"] | beam.Map(lambda r: (r["split"], r["shard"], r["rows"]))
+        shard_rows = (out["shards"] | beam.Filter(lambda r: "file" in r)
+                      | beam.Map(lambda r: (r["split"], r["shard"], r["rows"])))
         assert_that(shard_rows, equal_to([("train", 0, 80), ("train", 1, 80), ("train", 2, 80),
                                           ("validation", 0, 60), ("test", 0, 50),
                                           ("test", 1, 50)]), label="shards")
-        assert_that(out["bad"], equal_to([]), label="no_bad")
+        assert_that(out["shards"] | beam.Filter(lambda r: "bad" in r), equal_to([]),
+                    label="no_bad")
 
 
 def test_plan_is_stratified_exact_and_deterministic():
@@ -115,8 +119,8 @@ def _read_split(dataset_dir: Path, split: str):
 
 
 def test_preprocess_outputs_shuffled_complete_and_byte_identical(snapshot, tmp_path):
-    m1 = preprocess(IdxImageSource(), snapshot, SPLIT, tmp_path / "a" / "dataset")
-    m2 = preprocess(IdxImageSource(), snapshot, SPLIT, tmp_path / "b" / "dataset")
+    m1 = preprocess(IdxImageSource(), snapshot, PREP, SPLIT, tmp_path / "a" / "dataset")
+    m2 = preprocess(IdxImageSource(), snapshot, PREP, SPLIT, tmp_path / "b" / "dataset")
     assert {k: v["rows"] for k, v in m1["splits"].items()} == {
         "train": 240, "validation": 60, "test": 100}
     assert m2["splits"] == m1["splits"]
@@ -137,7 +141,7 @@ def test_preprocess_outputs_shuffled_complete_and_byte_identical(snapshot, tmp_p
     assert rows(test_imgs, test_labels) == rows(raw["test.image"], raw["test.label"])
     assert not np.array_equal(test_labels, raw["test.label"])
     # Re-running for the same output is a no-op that returns the same manifest.
-    assert preprocess(IdxImageSource(), snapshot, SPLIT, tmp_path / "a" / "dataset") == m1
+    assert preprocess(IdxImageSource(), snapshot, PREP, SPLIT, tmp_path / "a" / "dataset") == m1
 
 
 def test_bad_labels_are_quarantined_and_fail_with_clear_error(snapshot, tmp_path):
@@ -147,13 +151,14 @@ def test_bad_labels_are_quarantined_and_fail_with_clear_error(snapshot, tmp_path
     out = tmp_path / "run" / "dataset"
     with pytest.raises(PreprocessError, match=r"2 of 400 rows are bad .*train-labels-idx1-ubyte"
                                               r".*row 5 field 'label'.*outside \[0, 10\)"):
-        preprocess(IdxImageSource(), snapshot, SPLIT, out)
+        preprocess(IdxImageSource(), snapshot, PREP, SPLIT, out)
     assert not out.exists()
     q = [json.loads(line) for line in (tmp_path / "run" / "dataset.quarantine.jsonl")
          .read_text().splitlines()]
     assert [(r["row"], r["field"], r["value"]) for r in q] == [(5, "label", 11),
                                                               (17, "label", 200)]
     # With a tolerance the good rows go through and the bad ones stay quarantined.
-    m = preprocess(IdxImageSource(), snapshot, SPLIT, out, max_bad_fraction=0.01)
+    from dataclasses import replace
+    m = preprocess(IdxImageSource(), snapshot, replace(PREP, max_bad_fraction=0.01), SPLIT, out)
     assert m["quarantined_rows"] == 2
     assert sum(v["rows"] for v in m["splits"].values()) == 398

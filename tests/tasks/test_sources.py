@@ -55,7 +55,15 @@ def test_labels_swapped_with_images(mnist_dir):
         src.validate(src.files(str(mnist_dir)))
 
 
-def test_row_errors_flag_out_of_range_labels():
-    batch = {"row": np.arange(3), "label": np.array([1, 10, 255], np.int64)}
-    errors = IdxImageSource().row_errors(batch)
-    assert [(i, f, v) for i, f, v, _ in errors] == [(1, "label", 10), (2, "label", 255)]
+def test_out_of_range_labels_leave_the_batch_as_bad_records(mnist_dir):
+    labels = np.zeros(300, np.uint8)
+    labels[[3, 250]] = [10, 255]
+    write_idx(mnist_dir / "train-labels-idx1-ubyte.gz", labels)
+    src = IdxImageSource()
+    batches = list(src.read_batches(src.files(str(mnist_dir)), "train", 128))
+    assert sum(len(b["row"]) for b in batches) == 298
+    bad = [r for b in batches for r in b["_bad"]]
+    assert [(r["row"], r["field"], r["value"]) for r in bad] == [(3, "label", 10),
+                                                                (250, "label", 255)]
+    assert bad[0]["file"].endswith("train-labels-idx1-ubyte.gz")
+    assert 3 not in batches[0]["row"]
