@@ -93,6 +93,7 @@ def plan_splits(
         ``{"partitions": {p: {"rows", "split", "pos"}}, "sizes": {split: n},
         "counts": {split: {class: n}}}`` where ``rows`` is sorted, ``split`` indexes
         :data:`SPLITS` and ``pos`` is each row's place in its split's shuffled order.
+
     """
     by_part: dict[str, list[tuple[np.ndarray, np.ndarray | None]]] = {}
     for part, rows, strata in pieces:
@@ -329,8 +330,10 @@ def shard_name(split: str, shard: int, n_shards: int) -> str:
 
 
 class WriteShard(beam.DoFn):
-    """Transform one (split, shard) group with training statistics and write it, in
-    shuffled-position order, as a TFRecord file."""
+    """Transform one (split, shard) group and write it as a TFRecord file.
+
+    Rows are written in their shuffled-position order; transforms use training statistics.
+    """
 
     def __init__(self, out_dir: str, prep: PreprocessSpec,
                  schema: Mapping[str, Any], shards: Mapping[str, int]) -> None:
@@ -392,6 +395,7 @@ def build_pipeline(
     Returns:
         ``plan``, ``stats`` (one dict: split -> statistics), ``shards`` (one record per
         written shard or quarantine batch) and ``done``, for ``assert_that`` in tests.
+
     """
     schema = source.schema()
     columns = sorted({f.name for f in prep.features} | ({prep.label} if prep.label else set()))
@@ -469,6 +473,7 @@ def preprocess(
     Raises:
         PreprocessError: Too many bad rows; the quarantine file is kept beside
             ``out_dir`` and named in the message.
+
     """
     out_dir = Path(out_dir)
     if (out_dir / MANIFEST).is_file():

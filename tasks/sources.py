@@ -142,6 +142,7 @@ class Column:
         min: Smallest valid value (numeric columns).
         max: Largest valid value (numeric columns).
         values: The allowed values (e.g. class labels), or None for any.
+
     """
 
     name: str
@@ -234,7 +235,7 @@ class TabularSource:
         return facts
 
     def partitions(self) -> dict[str, dict[str, str]]:
-        """partition -> {column: file key}."""
+        """Partition -> {column: file key}."""
         return {part: {c.name: part for c in self.columns} for part in self.layout}
 
     def schema(self) -> dict[str, dict[str, Any]]:
@@ -344,20 +345,22 @@ class TabularSource:
                     empty = np.asarray(pc.equal(pc.utf8_trim_whitespace(text), "")
                                        .fill_null(True))
                     flag(empty, col, raw, "missing value")
-                    try:
-                        arr = np.asarray(pc.cast(pc.if_else(pa.array(empty), "0", text), target)
-                                         .to_numpy(zero_copy_only=False), dtype=target.to_pandas_dtype())
+                    dtype = target.to_pandas_dtype()
+                    filled = pc.if_else(pa.array(empty), "0", text)
+                    try:  # fast path: the whole batch casts in C++
+                        arr = np.asarray(pc.cast(filled, target).to_numpy(zero_copy_only=False),
+                                         dtype=dtype)
                     except (pa.ArrowInvalid, pa.ArrowTypeError):
-                        arr = np.empty(n, dtype=target.to_pandas_dtype())
-                        values = text.to_pylist()
-                        for i, v in enumerate(values):
+                        # Slow path only for a batch holding a non-numeric value.
+                        arr, wrong = np.zeros(n, dtype=dtype), np.zeros(n, bool)
+                        parse = float if col.dtype == "float64" else int
+                        for i, v in enumerate(filled.to_pylist()):
                             try:
-                                arr[i] = float(v) if col.dtype == "float64" else int(v)
+                                arr[i] = parse(v)
                             except (TypeError, ValueError):
-                                arr[i] = 0
-                                if keep[i]:
-                                    flag(np.eye(1, n, i, dtype=bool)[0], col, raw,
-                                         f"not a {'number' if col.dtype == 'float64' else 'integer'}")
+                                wrong[i] = True
+                        kind = "number" if col.dtype == "float64" else "integer"
+                        flag(wrong, col, raw, f"not a {kind}")
                 else:
                     nulls = np.asarray(raw.is_null())
                     flag(nulls, col, raw, "missing value")

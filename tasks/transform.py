@@ -1,5 +1,7 @@
-"""Feature transforms: full-pass analyzers, the numpy transform Beam applies, and the same
-transform as a Keras layer baked into exported models (no train/serve skew).
+"""Feature transforms: full-pass analyzers, numpy transforms for Beam, a Keras twin.
+
+The Keras layer is baked into exported models, so serving applies exactly the transform
+Beam applied to the training data (no train/serve skew).
 
 Supported per-feature transforms (``Feature.transform``):
 
@@ -172,6 +174,7 @@ def apply_numpy(features: Sequence[Feature], stats: Mapping[str, Any],
 
     Returns:
         ``(n, output_width)`` float32 array.
+
     """
     blocks = []
     for f in features:
@@ -210,8 +213,6 @@ def keras_layer(features: Sequence[Feature], stats: Mapping[str, Any]) -> Any:
     transformed vector, with constants taken from ``stats``. Categorical features are
     handled by the use case's model (e.g. ``StringLookup``), not here.
     """
-    import keras
-
     ops = []
     for f in features:
         if f.transform not in NUMERIC:

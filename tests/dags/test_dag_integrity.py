@@ -52,9 +52,13 @@ def test_dagbag_parses_every_use_case_without_side_effects():
         n for n in models.names() if (DAGS / f"{n}.py").exists())
     for dag_id, dag in result["dags"].items():
         assert "mlp" in dag["tags"], dag_id
-        assert dag["tasks"] == ["ingest", "preprocess", "train", "evaluate", "gate", "deploy"]
-        assert {"epochs", "batch_size", "source_dir"} <= set(dag["params"])
         assert min(dag["retries"]) >= 1
+        assert "source_dir" in dag["params"]
+        if models.get(dag_id).model is None:  # data-only use case: stops after preprocessing
+            assert dag["tasks"] == ["ingest", "preprocess"]
+            continue
+        assert dag["tasks"] == ["ingest", "preprocess", "train", "evaluate", "gate", "deploy"]
+        assert {"epochs", "batch_size"} <= set(dag["params"])
 
 
 def test_every_use_case_has_a_thin_dag_file():
