@@ -4,11 +4,11 @@ Elements are column batches (dicts of numpy arrays), never single rows: Beam's
 per-element overhead (~40 us here) would otherwise dominate. The graph is one linear main
 chain, with the two full-pass results broadcast as side inputs:
 
-    read batches ──► route to (split, shard) ──► group ──► transform + write ──► finalize
-         │                 ▲                                   ▲              ▲
-         ├─► keys ─► split+shuffle plan (side input) ──────────┘              │
-         └─► analyzers per split (side input: min/max/mean/std, quantiles, ───┘
-             vocabularies, class counts)
+    read ──► transform, encode, key by (split, shard) ──► group ──► write ──► finalize
+                  ▲            ▲                                                 ▲
+    read ─► keys ─► split + shuffle plan (side input) ───────────────────────────┤
+    read ─► analyzers per split (side input: min/max/mean/std, quantiles,  ──────┘
+            vocabularies, class counts)
 
 There is no fan-out: each branch reads the snapshot itself. Beam 2.77's DaskRunner
 executes just one consumer of a PCollection that has several and gave inconsistent
@@ -196,23 +196,40 @@ def _by_split(batch: dict[str, Any], plan: dict[str, Any], columns: Sequence[str
         yield SPLITS[code], {c: batch[c][sel] for c in columns}
 
 
-def _route(
-    batch: dict[str, Any], plan: dict[str, Any], shards: Mapping[str, int], columns: Sequence[str]
-) -> Iterator[tuple[int, dict[str, Any]]]:
-    if batch["_bad"]:
-        yield _BAD, {"_bad": batch["_bad"]}
-    if not len(batch["row"]):
-        return
-    codes, pos = _locate(batch, plan)
-    for code in np.unique(codes):
-        name = SPLITS[code]
-        in_split = np.flatnonzero(codes == code)
-        n_shards, n_rows = shards.get(name, 1), plan["sizes"][name]
-        shard = pos[in_split] * n_shards // n_rows
-        for s in np.unique(shard):
-            sel = in_split[shard == s]
-            key = int(code) * _SHARD_BASE + int(s)
-            yield key, {"pos": pos[sel], **{c: batch[c][sel] for c in columns}}
+class Route(beam.DoFn):
+    """Transform, encode and key each batch's rows by their (split, shard).
+
+    Encoding happens here, in the parallel stage, so only compact serialised records (and
+    their shuffled positions) cross the grouping step; the writer just orders and writes.
+    """
+
+    def __init__(self, prep: PreprocessSpec, schema: Mapping[str, Any],
+                 shards: Mapping[str, int]) -> None:
+        self._prep = prep
+        self._schema = dict(schema)
+        self._shards = dict(shards)
+
+    def process(self, batch: dict[str, Any], plan: dict[str, Any], stats: dict[str, Any]
+                ) -> Iterator[tuple[int, dict[str, Any]]]:
+        if batch["_bad"]:
+            yield _BAD, {"_bad": batch["_bad"]}
+        if not len(batch["row"]):
+            return
+        train = stats.get("train") or {"features": {}}
+        spec = output_spec(self._prep, self._schema, train)
+        cols = dict(batch)
+        if PACKED in spec:
+            cols[PACKED] = apply_numpy(self._prep.features, train, batch)
+        codes, pos = _locate(batch, plan)
+        for code in np.unique(codes):
+            name = SPLITS[code]
+            in_split = np.flatnonzero(codes == code)
+            n_shards, n_rows = self._shards.get(name, 1), plan["sizes"][name]
+            shard = pos[in_split] * n_shards // n_rows
+            for s in np.unique(shard):
+                sel = in_split[shard == s]
+                records = encode_examples(spec, {k: cols[k][sel] for k in spec})
+                yield int(code) * _SHARD_BASE + int(s), {"pos": pos[sel], "records": records}
 
 
 class CollectPieces(beam.CombineFn):
@@ -330,21 +347,14 @@ def shard_name(split: str, shard: int, n_shards: int) -> str:
 
 
 class WriteShard(beam.DoFn):
-    """Transform one (split, shard) group and write it as a TFRecord file.
+    """Write one (split, shard) group as a TFRecord file, rows in shuffled-position order."""
 
-    Rows are written in their shuffled-position order; transforms use training statistics.
-    """
-
-    def __init__(self, out_dir: str, prep: PreprocessSpec,
-                 schema: Mapping[str, Any], shards: Mapping[str, int]) -> None:
+    def __init__(self, out_dir: str, shards: Mapping[str, int]) -> None:
         self._out = out_dir
-        self._prep = prep
-        self._schema = dict(schema)
         self._shards = dict(shards)
         self._written = Metrics.counter("preprocess", "rows_written")
 
-    def process(self, element: tuple[int, list[dict[str, Any]]], stats: dict[str, Any]
-                ) -> Iterator[dict[str, Any]]:
+    def process(self, element: tuple[int, list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
         import tensorflow as tf
 
         key, parts = element
@@ -353,20 +363,15 @@ class WriteShard(beam.DoFn):
             return
         split, shard = SPLITS[key // _SHARD_BASE], key % _SHARD_BASE
         pos = np.concatenate([p["pos"] for p in parts])
-        order = np.argsort(pos, kind="stable")
-        cols = {c: np.concatenate([p[c] for p in parts])[order] for c in parts[0] if c != "pos"}
-        train = stats.get("train") or {"features": {}}
-        spec = output_spec(self._prep, self._schema, train)
-        if PACKED in spec:
-            cols[PACKED] = apply_numpy(self._prep.features, train, cols)
+        records = [r for p in parts for r in p["records"]]
         rel = shard_name(split, shard, self._shards.get(split, 1))
         path = Path(self._out) / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         with tf.io.TFRecordWriter(str(path)) as writer:
-            for record in encode_examples(spec, {k: cols[k] for k in spec}):
-                writer.write(record)
-        self._written.inc(len(order))
-        yield {"split": split, "shard": shard, "file": rel, "rows": int(len(order))}
+            for i in np.argsort(pos, kind="stable"):
+                writer.write(records[i])
+        self._written.inc(len(records))
+        yield {"split": split, "shard": shard, "file": rel, "rows": len(records)}
 
 
 def _finalize(records: list[dict[str, Any]], work_dir: str, stats: dict[str, Any],
@@ -426,11 +431,10 @@ def build_pipeline(
     stats_si = beam.pvalue.AsSingleton(stats)
     shards = (
         read("")
-        | "Route" >> beam.FlatMap(_route, plan=plan_si, shards=dict(split.shards),
-                                  columns=columns)
-        | "Group" >> beam.CombinePerKey(CollectPieces())
-        | "Write" >> beam.ParDo(WriteShard(str(work_dir), prep, schema, split.shards),
+        | "Route" >> beam.ParDo(Route(prep, schema, split.shards), plan=plan_si,
                                 stats=stats_si)
+        | "Group" >> beam.CombinePerKey(CollectPieces())
+        | "Write" >> beam.ParDo(WriteShard(str(work_dir), split.shards))
     )
     done = (
         shards

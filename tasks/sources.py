@@ -16,6 +16,22 @@ import numpy as np
 
 from tasks.io.idx import IdxFormatError, read_idx
 
+# Snapshots are immutable, so a process may keep what it parsed: the pipeline's branches
+# (plan, analyzers, writing) each read the snapshot, and on one worker they then share a
+# single parse. Keyed by file identity (path, size, mtime); bounded in size.
+_CACHE: dict[tuple[Any, ...], Any] = {}
+_CACHE_LIMIT = 2 << 30  # bytes of source files whose parse results are kept per process
+
+
+def _cached(path: str, kind: str, extra: tuple[Any, ...], load: Callable[[], Any]) -> Any:
+    st = Path(path).stat()
+    key = (path, st.st_size, st.st_mtime_ns, kind, *extra)
+    if key not in _CACHE:
+        if sum(k[1] for k in _CACHE) + st.st_size > _CACHE_LIMIT:
+            _CACHE.clear()
+        _CACHE[key] = load()
+    return _CACHE[key]
+
 
 class SourceError(ValueError):
     """Raw input is unusable; the message names the file and the field."""
@@ -114,7 +130,7 @@ class IdxImageSource:
         }
 
     def _images(self, path: str) -> np.ndarray:
-        arr = read_idx(path)
+        arr = _cached(path, "idx", (), lambda: read_idx(path))
         if arr.dtype != np.uint8 or arr.ndim != 3:
             raise IdxFormatError(path, f"expected uint8 images (n, rows, cols), got {arr.dtype} "
                                        f"with dims {list(arr.shape)}")
@@ -124,7 +140,7 @@ class IdxImageSource:
         return arr
 
     def _labels(self, path: str) -> np.ndarray:
-        arr = read_idx(path)
+        arr = _cached(path, "idx", (), lambda: read_idx(path))
         if arr.dtype != np.uint8 or arr.ndim != 1:
             raise IdxFormatError(path, f"expected uint8 labels (n,), got {arr.dtype} "
                                        f"with dims {list(arr.shape)}")
@@ -247,10 +263,9 @@ class TabularSource:
     ) -> Iterator[dict[str, Any]]:
         """Yield typed column batches with ``row`` ids and ``_bad`` records, in file order."""
         path = files[partition]
-        if self.format == "parquet":
-            yield from self._read_parquet(path, partition, batch_size)
-        else:
-            yield from self._read_csv(path, partition, batch_size)
+        reader = self._read_parquet if self.format == "parquet" else self._read_csv
+        yield from _cached(path, self.format, (partition, batch_size),
+                           lambda: list(reader(path, partition, batch_size)))
 
     def _read_csv(self, path: str, partition: str, batch_size: int) -> Iterator[dict[str, Any]]:
         import pyarrow as pa
