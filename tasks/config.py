@@ -27,6 +27,8 @@ class Settings:
         beam_options: Extra Beam pipeline options passed through verbatim.
         serve_host: Address the REST server binds to.
         serve_port: Port the REST server binds to.
+        serve_poll_seconds: How often the REST server polls the registry for a moved
+            ``champion`` alias (deploy or rollback) to hot-reload.
 
     """
 
@@ -36,6 +38,7 @@ class Settings:
     beam_options: tuple[str, ...]
     serve_host: str
     serve_port: int
+    serve_poll_seconds: float = 5.0
 
     @property
     def airflow_home(self) -> Path:
@@ -66,6 +69,7 @@ def settings() -> Settings:
         beam_options=tuple(os.environ.get("MLP_BEAM_OPTIONS", "").split()),
         serve_host=os.environ.get("MLP_SERVE_HOST", "127.0.0.1"),
         serve_port=int(os.environ.get("MLP_SERVE_PORT", "8501")),
+        serve_poll_seconds=float(os.environ.get("MLP_SERVE_POLL_SECONDS", "5")),
     )
 
 

@@ -8,10 +8,11 @@ from typing import Any
 from tasks import tracking
 from tasks.config import Settings
 from tasks.gate import CHAMPION
+from tasks.registry import PREVIOUS, version_tags
 
 log = logging.getLogger(__name__)
 
-PREVIOUS = "previous"
+__all__ = ["PREVIOUS", "deploy"]
 
 
 def deploy(
@@ -31,7 +32,8 @@ def deploy(
     Args:
         model_name: Registered model name (the use case name).
         train_result: Output of the training step (``run_id``, ``model_uri``).
-        verdict: Gate verdict dict (recorded as version tags).
+        verdict: Gate verdict dict (recorded as version tags; a forced verdict adds
+            ``forced_by_operator=true`` and ``force_reason``).
         run_key: The DAG run's partition key.
         data_checksum: Raw snapshot checksum.
         stats_uri: Where the preprocessing statistics of this run live.
@@ -39,7 +41,7 @@ def deploy(
 
     Returns:
         ``{"model": name, "version": v, "alias": "champion", "previous": old or None,
-        "created": bool}``.
+        "created": bool, "forced": bool}``.
 
     """
     import mlflow
@@ -61,15 +63,8 @@ def deploy(
         mv = mlflow.register_model(train_result["model_uri"], model_name,
                                    await_registration_for=300)
     version = str(mv.version)
-    tags = {
-        "run_key": run_key,
-        "data_checksum": data_checksum,
-        "preprocessing_stats": stats_uri,
-        "git_commit": tracking.git_commit(),
-        "gate_passed": str(verdict.get("passed")).lower(),
-        "gate_reason": str(verdict.get("reason", ""))[:5000],
-        "mlflow_run_id": run_id,
-    }
+    tags = version_tags(verdict, run_key, data_checksum, stats_uri, run_id,
+                        tracking.git_commit())
     for key, value in tags.items():
         client.set_model_version_tag(model_name, version, key, value)
     try:
@@ -81,4 +76,5 @@ def deploy(
     client.set_registered_model_alias(model_name, CHAMPION, version)
     log.info("%s version %s is now %s (previous: %s)", model_name, version, CHAMPION, old)
     return {"model": model_name, "version": version, "alias": CHAMPION,
-            "previous": old if old != version else None, "created": created}
+            "previous": old if old != version else None, "created": created,
+            "forced": bool(verdict.get("forced", False))}

@@ -1,23 +1,42 @@
-"""Evaluation gate: absolute thresholds plus comparison with the current champion."""
+"""Evaluation gate: absolute thresholds plus comparison with the current champion.
+
+:func:`decide` is the pure rule; :func:`apply_override` turns an operator's
+``force_deploy`` (which must carry a reason) into a forced verdict; :func:`run_gate` looks
+up the champion, writes the side-by-side report (:mod:`tasks.gate_report`) and logs it to
+the candidate's MLflow run under ``gate/``.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from tasks import tracking
 from tasks.config import Settings
 from tasks.spec import GateSpec
+from tasks.util import atomic_dir
 
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+EVALUATION_ARTIFACT = "evaluation/evaluation.json"
+
+
+class ForceWithoutReason(ValueError):
+    """``force_deploy`` was requested without saying why; nothing is deployed."""
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """Outcome of the gate, with every check spelled out."""
+    """Outcome of the gate, with every check spelled out.
+
+    ``checks`` always hold the gate's own outcome; ``forced`` marks a verdict an operator
+    overrode (``passed`` is then True whatever the checks say).
+    """
 
     passed: bool
     reason: str
@@ -26,6 +45,8 @@ class Verdict:
     champion: float | None
     champion_version: str | None
     checks: list[dict[str, Any]]
+    forced: bool = False
+    force_reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for XCom and MLflow."""
@@ -74,34 +95,184 @@ def decide(gate: GateSpec, metrics: dict[str, float], champion: float | None,
     return Verdict(not failed, reason, gate.metric, value, champion, champion_version, checks)
 
 
-def champion_metric(model_name: str, metric: str, s: Settings | None = None
-                    ) -> tuple[float | None, str | None]:
-    """The current champion's value of ``metric`` and its version, or (None, None)."""
+def check_override(force_deploy: bool, force_reason: str | None) -> str | None:
+    """Validate an operator override before anything runs (pure).
+
+    Returns:
+        The stripped reason when ``force_deploy`` is set, else None.
+
+    Raises:
+        ForceWithoutReason: ``force_deploy`` is set but ``force_reason`` is empty.
+
+    """
+    if not force_deploy:
+        return None
+    reason = (force_reason or "").strip()
+    if not reason:
+        raise ForceWithoutReason(
+            "force_deploy=true requires a non-empty force_reason run param saying why the "
+            "gate is overridden (it is recorded on the registry version); nothing deployed"
+        )
+    return reason
+
+
+def apply_override(verdict: Verdict, force_deploy: bool, force_reason: str | None) -> Verdict:
+    """Apply an operator's ``force_deploy`` to a gate verdict (pure).
+
+    Args:
+        verdict: What :func:`decide` concluded.
+        force_deploy: The run param.
+        force_reason: Why the operator overrides the gate.
+
+    Returns:
+        ``verdict`` unchanged without ``force_deploy``; otherwise a passing verdict marked
+        ``forced``, whose reason keeps the gate's own outcome.
+
+    Raises:
+        ForceWithoutReason: ``force_deploy`` without a reason.
+
+    """
+    reason = check_override(force_deploy, force_reason)
+    if reason is None:
+        return verdict
+    own = "passed" if verdict.passed else "failed"
+    return replace(
+        verdict, passed=True, forced=True, force_reason=reason,
+        reason=f"FORCED by operator ({reason}); the gate itself {own}: {verdict.reason}",
+    )
+
+
+def champion_run(model_name: str, s: Settings | None = None) -> dict[str, Any] | None:
+    """The current champion as ``{"version", "run_id", "metrics"}``, or None."""
     from mlflow.exceptions import MlflowException
 
     client = tracking.configure(s)
     try:
         mv = client.get_model_version_by_alias(model_name, CHAMPION)
     except MlflowException:
+        return None
+    metrics = dict(client.get_run(mv.run_id).data.metrics) if mv.run_id else {}
+    return {"version": str(mv.version), "run_id": mv.run_id, "metrics": metrics}
+
+
+def champion_metric(model_name: str, metric: str, s: Settings | None = None
+                    ) -> tuple[float | None, str | None]:
+    """The current champion's value of ``metric`` and its version, or (None, None)."""
+    champ = champion_run(model_name, s)
+    if champ is None:
         return None, None
-    run = client.get_run(mv.run_id)
-    value = run.data.metrics.get(metric)
-    return (None if value is None else float(value)), mv.version
+    value = champ["metrics"].get(metric)
+    return (None if value is None else float(value)), champ["version"]
+
+
+def _evaluation_report(run_id: str | None) -> dict[str, Any] | None:
+    """The evaluation step's report logged on a run, if it has one."""
+    import mlflow
+
+    if not run_id:
+        return None
+    try:
+        report = mlflow.artifacts.load_dict(f"runs:/{run_id}/{EVALUATION_ARTIFACT}")
+    except Exception:  # older runs or runs logged outside the pipeline have none
+        return None
+    return report if "confusion_matrix" in report else None
+
+
+def _histories(client: Any, run_id: str | None) -> dict[str, list[float]]:
+    """Per-epoch training metrics of a run (those logged at two or more steps)."""
+    if not run_id:
+        return {}
+    out = {}
+    for key in client.get_run(run_id).data.metrics:
+        if key.startswith("test_"):
+            continue  # evaluation scalars, one value each
+        hist = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+        if len(hist) >= 2:
+            out[key] = [float(m.value) for m in hist]
+    return out
+
+
+def write_report(model_name: str, verdict: Verdict, candidate: dict[str, Any],
+                 champion: dict[str, Any] | None, out_dir: Path, client: Any) -> dict[str, Any]:
+    """Write ``report.md``, ``report.json`` and the PNGs into ``out_dir``; return the report."""
+    from tasks.gate_report import (
+        CONFUSION_PNG,
+        CURVES_PNG,
+        build_report,
+        plot_confusions,
+        plot_learning_curves,
+        render_markdown,
+    )
+    from tasks.util import write_json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = []
+    cand_eval = _evaluation_report(candidate["run_id"])
+    champ_eval = _evaluation_report(champion["run_id"]) if champion else None
+    if cand_eval is not None:
+        panels = [(f"candidate (run {candidate['run_id'][:8]})", cand_eval)]
+        if champ_eval is not None:
+            panels.append((f"champion v{champion['version']}", champ_eval))
+        plot_confusions(panels, out_dir / CONFUSION_PNG)
+        plots.append(CONFUSION_PNG)
+    series = [("candidate", _histories(client, candidate["run_id"]))]
+    if champion is not None:
+        series.append((f"champion v{champion['version']}", _histories(client, champion["run_id"])))
+    if plot_learning_curves([(lbl, h) for lbl, h in series if h], out_dir / CURVES_PNG):
+        plots.append(CURVES_PNG)
+    report = build_report(model_name, verdict.to_dict(), candidate, champion, plots)
+    (out_dir / "report.md").write_text(render_markdown(report))
+    write_json(out_dir / "report.json", report)
+    return report
 
 
 def run_gate(model_name: str, gate: GateSpec, evaluation: dict[str, Any],
-             s: Settings | None = None) -> Verdict:
-    """Compare the candidate with the champion, record the verdict on the MLflow run."""
+             s: Settings | None = None, *, force_deploy: bool = False,
+             force_reason: str | None = None, out_dir: Path | None = None) -> Verdict:
+    """Compare the candidate with the champion; record verdict and report on its MLflow run.
+
+    Args:
+        model_name: Registered model name (the use case name).
+        gate: The use case's gate.
+        evaluation: Output of the evaluation step (``metrics``, ``run_id``).
+        s: Settings.
+        force_deploy: Operator override: pass whatever the checks say.
+        force_reason: Why; required with ``force_deploy``.
+        out_dir: Where the report files are kept (default: a temporary directory).
+
+    Returns:
+        The verdict (``forced`` when overridden).
+
+    Raises:
+        ForceWithoutReason: ``force_deploy`` without a reason (checked before any work).
+
+    """
     import mlflow
 
-    champion, version = champion_metric(model_name, gate.metric, s)
-    verdict = decide(gate, evaluation["metrics"], champion, version)
-    tracking.configure(s)
-    with mlflow.start_run(run_id=evaluation["run_id"]):
-        mlflow.set_tags({"gate.passed": str(verdict.passed).lower(),
-                         "gate.reason": verdict.reason[:5000]})
-        mlflow.log_dict(verdict.to_dict(), "gate/verdict.json")
-    (log.info if verdict.passed else log.warning)("gate %s: %s",
-                                                  "PASSED" if verdict.passed else "FAILED",
-                                                  verdict.reason)
+    check_override(force_deploy, force_reason)
+    client = tracking.configure(s)
+    champion = champion_run(model_name, s)
+    value = champion["metrics"].get(gate.metric) if champion else None
+    verdict = decide(gate, evaluation["metrics"], None if value is None else float(value),
+                     champion["version"] if champion else None)
+    verdict = apply_override(verdict, force_deploy, force_reason)
+    candidate = {"run_id": evaluation["run_id"], "metrics": evaluation["metrics"]}
+    with tempfile.TemporaryDirectory(prefix="gate-") as tmp:
+        write_report(model_name, verdict, candidate, champion, Path(tmp), client)
+        with mlflow.start_run(run_id=evaluation["run_id"]):
+            mlflow.set_tags({"gate.passed": str(verdict.passed).lower(),
+                             "gate.forced": str(verdict.forced).lower(),
+                             "gate.reason": verdict.reason[:5000]})
+            mlflow.log_dict(verdict.to_dict(), "gate/verdict.json")
+            mlflow.log_artifacts(tmp, "gate")
+        if out_dir is not None:  # replaced whole: no stale plot from an earlier attempt
+            with atomic_dir(Path(out_dir)) as staged:
+                shutil.copytree(tmp, staged, dirs_exist_ok=True)
+    if verdict.forced:
+        log.warning("gate FORCED by operator: %s", verdict.reason)
+    else:
+        (log.info if verdict.passed else log.warning)(
+            "gate %s: %s", "PASSED" if verdict.passed else "FAILED", verdict.reason)
+    if champion is None:
+        log.info("no champion of %s yet: first deployment, value thresholds only", model_name)
     return verdict
