@@ -1,4 +1,13 @@
-"""Evaluation step: test-split metrics and plots, logged to the training run in MLflow."""
+"""Evaluation step: test-split metrics and plots per task type, logged to MLflow.
+
+- classification: accuracy, log loss, macro F1, per-class precision/recall, confusion matrix;
+- binary: accuracy, ROC-AUC, PR-AUC, log loss, ROC and PR curves, confusion matrix;
+- regression: RMSE, MAE, R², RMSE of the mean predictor and the improvement over it,
+  residual plot;
+- autoencoder: reconstruction MSE (plus input/reconstruction pairs for images);
+- anomaly: ROC-AUC and PR-AUC of the reconstruction error, frauds caught and false
+  positives at the shipped threshold (chosen on validation by the training step).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tasks import tracking
 from tasks.config import Settings
 from tasks.spec import UseCaseSpec
-from tasks.train import make_dataset
+from tasks.train import autoencoder_target, make_dataset, reconstruction_errors
 from tasks.util import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -18,11 +29,19 @@ log = logging.getLogger(__name__)
 RESULT = "evaluation.json"
 
 
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def classification_metrics(
     y_true: Any, proba: Any, class_names: Sequence[str] = ()
 ) -> dict[str, Any]:
     """Accuracy, log loss, per-class precision/recall and the confusion matrix."""
-    import numpy as np
     from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_support
 
     y_true = np.asarray(y_true)
@@ -47,14 +66,40 @@ def classification_metrics(
     }
 
 
+def binary_metrics(y_true: Any, score: Any, threshold: float = 0.5) -> dict[str, Any]:
+    """Accuracy at ``threshold``, ROC-AUC, PR-AUC, log loss, confusion matrix."""
+    from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score
+
+    y_true, score = np.asarray(y_true).ravel(), np.asarray(score).ravel()
+    pred = (score > threshold).astype(int)
+    p = np.clip(score, 1e-7, 1 - 1e-7)
+    return {
+        "test_accuracy": float((pred == y_true).mean()),
+        "test_roc_auc": float(roc_auc_score(y_true, score)),
+        "test_pr_auc": float(average_precision_score(y_true, score)),
+        "test_loss": float(-np.mean(y_true * np.log(p) + (1 - y_true) * np.log(1 - p))),
+        "confusion_matrix": confusion_matrix(y_true, pred, labels=[0, 1]).tolist(),
+    }
+
+
+def regression_metrics(y_true: Any, y_pred: Any, train_mean: float) -> dict[str, float]:
+    """RMSE, MAE, R² and the improvement over always predicting the training mean."""
+    y_true, y_pred = np.asarray(y_true, float).ravel(), np.asarray(y_pred, float).ravel()
+    rmse = float(np.sqrt(np.mean((y_pred - y_true) ** 2)))
+    baseline = float(np.sqrt(np.mean((train_mean - y_true) ** 2)))
+    ss_tot = float(np.sum((y_true - y_true.mean()) ** 2)) or 1.0
+    return {
+        "test_rmse": rmse,
+        "test_mae": float(np.mean(np.abs(y_pred - y_true))),
+        "test_r2": 1.0 - float(np.sum((y_true - y_pred) ** 2)) / ss_tot,
+        "baseline_rmse": baseline,
+        "rmse_improvement_over_baseline": 1.0 - rmse / baseline if baseline else 0.0,
+    }
+
+
 def plot_confusion(matrix: Sequence[Sequence[int]], names: Sequence[str], path: Path) -> Path:
     """Render a confusion matrix as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
+    plt = _plt()
     m = np.asarray(matrix)
     fig, ax = plt.subplots(figsize=(7, 6))
     im = ax.imshow(m, cmap="Blues")
@@ -67,6 +112,58 @@ def plot_confusion(matrix: Sequence[Sequence[int]], names: Sequence[str], path: 
             ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7,
                     color="white" if m[i, j] > m.max() / 2 else "black")
     fig.colorbar(im)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_roc_pr(y_true: Any, score: Any, path: Path) -> Path:
+    """ROC and precision-recall curves side by side."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    plt = _plt()
+    fpr, tpr, _ = roc_curve(y_true, score)
+    prec, rec, _ = precision_recall_curve(y_true, score)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(fpr, tpr)
+    a.plot([0, 1], [0, 1], "--", color="grey")
+    a.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+    b.plot(rec, prec)
+    b.set(xlabel="recall", ylabel="precision", title="precision-recall")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_residuals(y_true: Any, y_pred: Any, path: Path) -> Path:
+    """Predicted vs actual and residuals vs predicted."""
+    plt = _plt()
+    y_true, y_pred = np.ravel(y_true), np.ravel(y_pred)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.scatter(y_true, y_pred, s=4, alpha=0.4)
+    lims = [min(y_true.min(), y_pred.min()), max(y_true.max(), y_pred.max())]
+    a.plot(lims, lims, "--", color="grey")
+    a.set(xlabel="actual", ylabel="predicted", title="predicted vs actual")
+    b.scatter(y_pred, y_true - y_pred, s=4, alpha=0.4)
+    b.axhline(0, color="grey", linestyle="--")
+    b.set(xlabel="predicted", ylabel="residual", title="residuals")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_reconstructions(x: Any, recon: Any, path: Path, n: int = 8) -> Path:
+    """Input images (top) and their reconstructions (bottom)."""
+    plt = _plt()
+    fig, axes = plt.subplots(2, n, figsize=(n * 1.2, 2.6))
+    for i in range(n):
+        axes[0, i].imshow(x[i], cmap="gray")
+        axes[1, i].imshow(recon[i], cmap="gray")
+        axes[0, i].axis("off")
+        axes[1, i].axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -96,34 +193,86 @@ def evaluate(
     """
     import keras
     import mlflow
-    import numpy as np
 
+    from tasks.transform import layer_classes
+
+    layer_classes()  # custom layers must be registered before loading
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset_dir = Path(dataset_dir)
     feature_spec = read_json(dataset_dir / "feature_spec.json")
+    stats = read_json(dataset_dir / "stats.json")
     mk = spec.model
-    ds = make_dataset(dataset_dir, "test", feature_spec, mk.input_key, mk.label_key, 1024)
-    model = keras.models.load_model(train_result["model_path"])
-    y_true, proba = [], []
-    for x, y in ds:
-        proba.append(model.predict_on_batch(x))
-        y_true.append(y.numpy())
-    report = classification_metrics(np.concatenate(y_true), np.concatenate(proba),
-                                    mk.class_names)
-    scalars = {k: v for k, v in report.items() if isinstance(v, float)}
-    for name, pc in report["per_class"].items():
+    model = keras.models.load_model(train_result.get("trained_path")
+                                    or train_result["model_path"])
+
+    def dataset(split: str, target: Any = None) -> Any:
+        return make_dataset(dataset_dir, split, feature_spec, mk.input_key, mk.label_key,
+                            1024, target=target, stats=stats)
+
+    plots: list[Path] = []
+    if mk.task in ("classification", "binary", "regression"):
+        y_true, pred = [], []
+        for x, y in dataset("test"):
+            pred.append(model.predict_on_batch(x))
+            y_true.append(y.numpy())
+        y_true, pred = np.concatenate(y_true), np.concatenate(pred)
+    if mk.task == "classification":
+        report = classification_metrics(y_true, pred, mk.class_names)
+        plots.append(plot_confusion(report["confusion_matrix"], report["class_names"],
+                                    out_dir / "confusion_matrix.png"))
+    elif mk.task == "binary":
+        report = binary_metrics(y_true, pred)
+        plots.append(plot_confusion(report["confusion_matrix"], ["0", "1"],
+                                    out_dir / "confusion_matrix.png"))
+        plots.append(plot_roc_pr(y_true, pred.ravel(), out_dir / "roc_pr.png"))
+    elif mk.task == "regression":
+        train_y = np.concatenate([y.numpy() for _, y in dataset("train")])
+        report = regression_metrics(y_true, pred, float(train_y.mean()))
+        plots.append(plot_residuals(y_true, pred, out_dir / "residuals.png"))
+    elif mk.task == "autoencoder":
+        target = mk.target or autoencoder_target
+        errors, _ = reconstruction_errors(model, dataset("test"), target, stats)
+        report = {"test_reconstruction_mse": float(errors.mean())}
+        x, t = next(iter(dataset("test", target)))
+        if len(t.shape) == 3:  # images: show what the model sees and gives back
+            plots.append(plot_reconstructions(t.numpy(), model.predict_on_batch(x),
+                                              out_dir / "reconstructions.png"))
+    else:  # anomaly
+        from sklearn.metrics import average_precision_score, roc_auc_score
+
+        errors, labels = reconstruction_errors(model, dataset("test"),
+                                               mk.target or autoencoder_target, stats)
+        thr = float(train_result["threshold"])
+        flagged = errors > thr
+        report = {
+            "test_roc_auc": float(roc_auc_score(labels, errors)),
+            "test_pr_auc": float(average_precision_score(labels, errors)),
+            "test_reconstruction_mse": float(errors[labels == 0].mean()),
+            "test_anomalies": int(labels.sum()),
+            "test_caught": int((flagged & (labels == 1)).sum()),
+            "test_false_positives": int((flagged & (labels == 0)).sum()),
+            "threshold": thr,
+        }
+        report["test_recall"] = report["test_caught"] / max(report["test_anomalies"], 1)
+        plots.append(plot_roc_pr(labels, errors, out_dir / "roc_pr.png"))
+    if mk.extra_metrics is not None:
+        served = keras.models.load_model(train_result["model_path"])
+        report.update({k: float(v) for k, v in mk.extra_metrics(served, stats).items()})
+
+    scalars = {k: float(v) for k, v in report.items() if isinstance(v, int | float)}
+    for name, pc in report.get("per_class", {}).items():
         key = name.replace("/", "_").replace(" ", "_")
         scalars[f"test_precision_{key}"] = pc["precision"]
         scalars[f"test_recall_{key}"] = pc["recall"]
-    png = plot_confusion(report["confusion_matrix"], report["class_names"],
-                         out_dir / "confusion_matrix.png")
     write_json(out_dir / RESULT, report)
     tracking.configure(s)
     with mlflow.start_run(run_id=train_result["run_id"]):
         mlflow.log_metrics(scalars)
-        mlflow.log_artifact(str(png), "plots")
+        for png in plots:
+            mlflow.log_artifact(str(png), "plots")
         mlflow.log_dict(report, "evaluation/evaluation.json")
-    log.info("evaluation: test_accuracy=%.4f test_loss=%.4f", scalars["test_accuracy"],
-             scalars["test_loss"])
+    log.info("evaluation of %s: %s", spec.name,
+             {k: round(v, 4) for k, v in scalars.items() if not k.startswith("test_precision_")
+              and not k.startswith("test_recall_")})
     return {"metrics": scalars, "report": str(out_dir / RESULT), "run_id": train_result["run_id"]}

@@ -168,7 +168,10 @@ class Column:
     values: tuple[Any, ...] | None = None
 
 
-SYNTHETIC = "synthetic:"
+# Locations produced by the use case's generator instead of read from a directory:
+# "synthetic:<rows>:<seed>" (seeded synthetic data) and "bundled:<rows>:<seed>" (a real
+# data set shipped inside a package, e.g. scikit-learn's, exported to the source format).
+GENERATED = ("synthetic:", "bundled:")
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,8 @@ class TabularSource:
 
     ``default_location`` may be ``synthetic:<rows>:<seed>``: the use case's seeded
     generator then writes the data (used where the real data set is not available
-    offline); the generated file is snapshotted and checksummed like real data.
+    offline), or ``bundled:<rows>:<seed>`` for a real data set a package ships; either
+    way the file is snapshotted and checksummed like any raw data.
     """
 
     columns: tuple[Column, ...]
@@ -193,7 +197,7 @@ class TabularSource:
 
     def files(self, location: str) -> dict[str, str]:
         """Partition -> file path; generates synthetic data for ``synthetic:`` locations."""
-        if location.startswith(SYNTHETIC):
+        if location.startswith(GENERATED):
             location = str(self._generate(location))
         base = Path(location)
         if not base.is_dir():
@@ -211,13 +215,14 @@ class TabularSource:
         from tasks.util import atomic_dir
 
         if self.generator is None:
-            raise SourceError(f"{location}: this source has no synthetic generator")
+            raise SourceError(f"{location}: this source has no generator")
         try:
-            _, rows, seed = location.split(":")
+            kind, rows, seed = location.split(":")
             n, sd = int(rows), int(seed)
         except ValueError as exc:
-            raise SourceError(f"{location}: expected synthetic:<rows>:<seed>") from exc
-        target = settings().root / "synthetic" / f"{'-'.join(self.layout.values())}-{n}-{sd}"
+            raise SourceError(f"{location}: expected <kind>:<rows>:<seed>") from exc
+        name = f"{'-'.join(self.layout.values())}-{n}-{sd}"
+        target = settings().root / "generated" / kind / name
         if not target.is_dir():
             with atomic_dir(target) as tmp:
                 self.generator(tmp, n, sd)

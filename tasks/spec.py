@@ -96,6 +96,7 @@ class SplitSpec:
         class_ratios: Class value -> ratios, overriding ``ratios`` for that class.
         seed: Seed of the split and of the global shuffle.
         shards: Number of TFRecord shards per output split.
+
     """
 
     validation_from: str = "train"
@@ -136,6 +137,7 @@ class Feature:
             ``uint8`` (raw image bytes; see :mod:`tasks.transform`).
         log1p: Apply ``log1p`` before the analyzer and the transform.
         clip_quantiles: Training-split quantiles ``clip`` clips to.
+
     """
 
     name: str
@@ -162,6 +164,7 @@ class PreprocessSpec:
         label_dtype: ``int64`` (classes) or ``float32`` (regression targets).
         max_bad_fraction: Largest tolerated fraction of quarantined rows (default 0).
         batch_size: Rows per Beam element.
+
     """
 
     features: tuple[Feature, ...]
@@ -205,29 +208,58 @@ class DataSource(Protocol):
         ...
 
 
+TASKS = ("classification", "binary", "regression", "autoencoder", "anomaly")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Model side of a use case.
 
     Attributes:
-        build: ``build(params, stats) -> keras.Model`` (compiled); imports Keras lazily.
-        input_key: Feature name fed to the model.
-        label_key: Feature name of the target.
-        task: ``classification`` or ``regression``; selects the evaluation metrics.
+        build: ``build(params, stats) -> keras.Model`` (compiled) on the training inputs
+            (``stats`` is the preprocessing statistics, per split); imports Keras lazily.
+        input_key: Feature fed to the model (``features`` for packed tabular inputs).
+        label_key: Target feature (None for unsupervised models).
+        task: ``classification`` (softmax over classes), ``binary`` (one sigmoid),
+            ``regression``, ``autoencoder`` (reconstructs its input) or ``anomaly``
+            (autoencoder whose reconstruction error scores rows against a threshold
+            chosen on validation; the label says which rows are anomalies).
         class_names: Human-readable class labels (classification).
+        target: Optional ``target(x, y, stats)`` in TensorFlow ops giving the training
+            target (default: the label; autoencoders: the input).
+        extra_metrics: Optional ``extra_metrics(serving_model, stats) -> {name: value}``
+            logged with the evaluation (e.g. the fitted slope of a linear model).
+        default_epochs: Optional ``default_epochs(params) -> int`` used when the run's
+            ``epochs`` param is 0 (e.g. per model variant).
 
     """
 
     build: Callable[[Mapping[str, Any], Mapping[str, Any]], Any]
     input_key: str
-    label_key: str
+    label_key: str | None
     task: str = "classification"
     class_names: tuple[str, ...] = ()
+    target: Callable[[Any, Any, Mapping[str, Any]], Any] | None = None
+    extra_metrics: Callable[[Any, Mapping[str, Any]], dict[str, float]] | None = None
+    default_epochs: Callable[[Mapping[str, Any]], int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise SpecError(f"unknown model task {self.task!r}; choose one of {TASKS}")
 
 
 @dataclass(frozen=True)
 class UseCaseSpec:
-    """Everything the platform needs to run one use case end to end."""
+    """Everything the platform needs to run one use case end to end.
+
+    Attributes:
+        schedule: Cron string (UTC) of periodic retraining, or None for data-triggered and
+            manual runs only. New data (an event on the ``mlp://<name>/raw`` asset) also
+            triggers a run either way.
+        catchup: Replay the cron points missed since the DAG's start date. Off by default:
+            a deployment or a restart then waits for the next cron point.
+
+    """
 
     name: str
     description: str
@@ -239,10 +271,17 @@ class UseCaseSpec:
     params: Mapping[str, RunParam]
     schedule: str | None = None
     tags: tuple[str, ...] = ()
+    catchup: bool = False
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
             raise SpecError(f"use-case name {self.name!r} must be a Python identifier")
+        if self.schedule is not None:
+            from croniter import croniter  # small, and only for specs with a schedule
+
+            if not croniter.is_valid(self.schedule):
+                raise SpecError(f"use case {self.name!r}: schedule {self.schedule!r} is not a "
+                                "valid cron string (e.g. '0 3 * * 1')")
         if (self.model is None) != (self.gate is None):
             raise SpecError(f"use case {self.name!r}: a model needs a gate and vice versa")
         for required in ("epochs", "batch_size") if self.model else ():

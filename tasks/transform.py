@@ -207,19 +207,26 @@ def apply_numpy(features: Sequence[Feature], stats: Mapping[str, Any],
 
 
 def keras_layer(features: Sequence[Feature], stats: Mapping[str, Any]) -> Any:
-    """The numeric part of :func:`apply_numpy` as a serialisable Keras layer.
+    """:func:`apply_numpy` as a serialisable Keras layer for the exported model.
 
-    The layer maps raw numeric inputs ``(n, len(features))`` (in ``features`` order) to the
-    transformed vector, with constants taken from ``stats``. Categorical features are
-    handled by the use case's model (e.g. ``StringLookup``), not here.
+    The layer maps raw inputs ``(n, len(features))`` (numbers, in ``features`` order) to
+    the transformed vector. Categorical features must be coded as numbers (their
+    vocabulary entries are compared numerically).
     """
     ops = []
     for f in features:
-        if f.transform not in NUMERIC:
-            raise ValueError(f"keras_layer supports numeric transforms only, not {f.transform!r}"
-                             f" ({f.name})")
         st = stats["features"][f.name]
-        scale, offset, lo, hi = 1.0, 0.0, -np.inf, np.inf
+        if f.transform in CATEGORICAL:
+            try:
+                vocab = [float(v) for v in st["vocab"]]
+            except ValueError as exc:
+                raise ValueError(f"{f.name}: the served model takes numbers; code the "
+                                 f"categories as numbers (vocabulary {st['vocab'][:5]})") from exc
+            ops.append({"kind": f.transform, "vocab": vocab})
+            continue
+        if f.transform not in NUMERIC:
+            raise ValueError(f"{f.name}: transform {f.transform!r} has no Keras twin")
+        scale, offset, lo, hi = 1.0, 0.0, -3.0e38, 3.0e38
         if f.transform == "minmax":
             span = (st["max"] - st["min"]) or 1.0
             scale, offset = 1.0 / span, -st["min"] / span
@@ -228,45 +235,74 @@ def keras_layer(features: Sequence[Feature], stats: Mapping[str, Any]) -> Any:
             scale, offset = 1.0 / std, -st["mean"] / std
         elif f.transform == "clip":
             lo, hi = st["clip_low"], st["clip_high"]
-        ops.append((float(f.log1p), scale, offset, lo, hi))
-    arr = np.array(ops, dtype=np.float64).T
-    return feature_transform_class()(log1p=arr[0].tolist(), scale=arr[1].tolist(),
-                            offset=arr[2].tolist(), low=arr[3].tolist(), high=arr[4].tolist(),
-                            name="feature_transform")
+        ops.append({"kind": "numeric", "log1p": f.log1p, "scale": scale, "offset": offset,
+                    "low": lo, "high": hi})
+    return layer_classes()["FeatureTransform"](columns=ops, name="feature_transform")
 
 
-_CLASS: list[type] = []
+_CLASSES: dict[str, type] = {}
 
 
-def feature_transform_class() -> type:
-    """The registered ``FeatureTransform`` Keras layer class (created on first use).
+def layer_classes() -> dict[str, type]:
+    """The platform's registered Keras layers (created on first use).
 
-    Keras is imported lazily: Beam workers use this module without ever needing it. Import
-    ``tasks.transform`` and call this before loading a model that contains the layer.
+    Keras is imported lazily: Beam workers use this module without ever needing it. Call
+    this before loading a saved model that contains these layers.
     """
-    if _CLASS:
-        return _CLASS[0]
+    if _CLASSES:
+        return _CLASSES
     import keras
 
     @keras.saving.register_keras_serializable(package="mlp")
     class FeatureTransform(keras.layers.Layer):
-        """Per-column ``clip(scale * [log1p](x) + offset, low, high)`` with fixed constants."""
+        """Per-column transforms with constants from the training statistics."""
 
-        def __init__(self, log1p: list[float], scale: list[float], offset: list[float],
-                     low: list[float], high: list[float], **kwargs: Any) -> None:
+        def __init__(self, columns: list[dict[str, Any]], **kwargs: Any) -> None:
             super().__init__(**kwargs)
-            self.cfg = {"log1p": log1p, "scale": scale, "offset": offset, "low": low,
-                        "high": high}
+            self.columns = columns
 
         def call(self, x: Any) -> Any:
-            ops = keras.ops
-            c = {k: ops.convert_to_tensor(np.asarray(v, np.float32)) for k, v in self.cfg.items()}
-            x = ops.cast(x, "float32")
-            x = ops.where(c["log1p"] > 0, ops.log1p(ops.maximum(x, -0.999999)), x)
-            return ops.clip(x * c["scale"] + c["offset"], c["low"], c["high"])
+            k = keras.ops
+            x = k.cast(x, "float32")
+            out = []
+            for i, c in enumerate(self.columns):
+                col = x[:, i:i + 1]
+                if c["kind"] == "numeric":
+                    if c["log1p"]:
+                        col = k.log1p(k.maximum(col, -0.999999))
+                    col = k.clip(col * c["scale"] + c["offset"], c["low"], c["high"])
+                    out.append(col)
+                    continue
+                vocab = k.convert_to_tensor(np.asarray([c["vocab"]], np.float32))
+                hits = k.cast(k.equal(col, vocab), "float32")
+                oov = 1.0 - k.sum(hits, axis=1, keepdims=True)
+                if c["kind"] == "onehot":
+                    out.append(k.concatenate([hits, oov], axis=1))
+                else:
+                    idx = k.sum(hits * k.arange(len(c["vocab"]), dtype="float32"), axis=1,
+                                keepdims=True)
+                    out.append(idx + oov * len(c["vocab"]))
+            return k.concatenate(out, axis=1) if len(out) > 1 else out[0]
 
         def get_config(self) -> dict[str, Any]:
-            return {**super().get_config(), **self.cfg}
+            return {**super().get_config(), "columns": self.columns}
 
-    _CLASS.append(FeatureTransform)
-    return FeatureTransform
+    @keras.saving.register_keras_serializable(package="mlp")
+    class AnomalyScore(keras.layers.Layer):
+        """Mean squared reconstruction error per row, and the flag ``score > threshold``."""
+
+        def __init__(self, threshold: float, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.threshold = float(threshold)
+
+        def call(self, inputs: Any) -> Any:
+            k = keras.ops
+            x, recon = inputs
+            score = k.mean(k.square(recon - x), axis=-1)
+            return {"score": score, "flag": k.cast(score > self.threshold, "int32")}
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "threshold": self.threshold}
+
+    _CLASSES.update(FeatureTransform=FeatureTransform, AnomalyScore=AnomalyScore)
+    return _CLASSES

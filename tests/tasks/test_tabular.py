@@ -198,6 +198,14 @@ def test_keras_transform_layer_matches_numpy():
     got = np.asarray(layer(np.stack([cols["a"], cols["b"], cols["c"]], axis=1)))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     assert layer.__class__.from_config(layer.get_config()) is not None
+    onehot = [Feature("k", "onehot"), Feature("a", "zscore")]
+    k = np.array([1.0, 2.0, 2.0, 3.0, 9.0])
+    st = an2 = Analyzer(onehot, None, False)
+    st = an2.finish(an2.add(an2.create(), {"k": k[:4], "a": cols["a"][:4]}))
+    raw = np.stack([k, cols["a"][:5]], axis=1)
+    np.testing.assert_allclose(np.asarray(keras_layer(onehot, st)(raw)),
+                               apply_numpy(onehot, st, {"k": k, "a": cols["a"][:5]}),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_onehot_and_vocab_transforms():
