@@ -7,8 +7,10 @@ STAMP := $(VENV)/.installed
 # `airflow standalone` and task subprocesses look up `airflow` on PATH.
 export PATH := $(BIN):$(PATH)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+CHROMIUM := /usr/bin/chromium
+CHROMEDRIVER := /usr/bin/chromedriver
 
-.PHONY: install data run test test-fast lint clean lock
+.PHONY: install browser compose-tool data run test test-fast lint clean lock up down status
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +18,37 @@ $(STAMP): pyproject.toml constraints.txt
 	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) browser compose-tool
+
+# Headless Chromium + ChromeDriver for the browser demo's end-to-end test, installed from
+# Debian when missing (root only; elsewhere that test skips, or fails when CI=true).
+browser:
+	@if [ ! -x $(CHROMIUM) ] || [ ! -x $(CHROMEDRIVER) ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    (apt-get install -y -qq chromium chromium-driver || \
+	     (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)) >/dev/null \
+	    || echo "could not install chromium/chromium-driver: the browser test will fail"; \
+	  else \
+	    echo "Chromium missing: install Debian packages chromium and chromium-driver" \
+	         "to run the browser demo test"; \
+	  fi; \
+	fi
+
+# docker-compose (Debian's v1.29) validates docker/compose.yaml in the tests; installed
+# when missing (root only), without the Docker engine it recommends.
+compose-tool:
+	@if ! command -v docker-compose >/dev/null; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    (apt-get install -y -qq --no-install-recommends docker-compose || \
+	     (apt-get update -qq && apt-get install -y -qq --no-install-recommends docker-compose)) \
+	    >/dev/null || echo "could not install docker-compose: the compose file test will fail"; \
+	  else \
+	    echo "docker-compose missing: install Debian package docker-compose to validate" \
+	         "docker/compose.yaml"; \
+	  fi; \
+	fi
 
 # Default data: Fashion-MNIST from Debian (MNIST's IDX format), installed when missing.
 data:
@@ -32,6 +64,18 @@ data:
 
 run: install data
 	$(BIN)/mlp run mnist --variant cnn
+
+# Long-running services (Airflow api-server/scheduler/dag-processor/triggerer, MLflow
+# server + UI, model serving) on 127.0.0.1; logs and pids in $MLP_HOME/logs. A profile
+# selects another stack: MLP_PROFILE=infra/profiles/scaled.env make up
+up: install data
+	infra/services.sh up
+
+down:
+	infra/services.sh down
+
+status:
+	infra/services.sh status
 
 test: install
 	$(BIN)/ruff check .

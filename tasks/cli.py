@@ -76,6 +76,7 @@ def summarise(s: Settings, use_case: str, key: str, state: str) -> dict[str, Any
         "params": train.get("params"),
         "train_seconds": train.get("train_seconds"),
         "test_accuracy": evaluation.get("test_accuracy"),
+        "metrics": {k: v for k, v in evaluation.items() if isinstance(v, int | float)},
         "gate": load("gate.json"),
         "deploy": load("deploy.json"),
         "request": str(request) if request else None,
@@ -96,6 +97,9 @@ def print_summary(summary: dict[str, Any], s: Settings) -> None:
     ]
     if summary["test_accuracy"] is not None:
         lines.append(f"  test accuracy   {summary['test_accuracy']:.4f}")
+    others = {k: v for k, v in (summary.get("metrics") or {}).items() if k != "test_accuracy"}
+    if others:
+        lines.append("  test metrics    " + ", ".join(f"{k}={v:.4g}" for k, v in others.items()))
     if gate:
         lines.append(f"  gate            {'PASSED' if gate['passed'] else 'FAILED'}: "
                      f"{gate['reason']}")
@@ -131,6 +135,84 @@ def write_example_request(use_case: str, run_dir: Path, n: int = 2) -> Path | No
     return path
 
 
+def add_operate_commands(sub: Any) -> None:
+    """Register ``mlp ingest`` and ``mlp retrain`` (see :mod:`tasks.operate`)."""
+    p_ingest = sub.add_parser(
+        "ingest", help="validate and land new raw data; emit the mlp://<use_case>/raw event")
+    p_ingest.add_argument("use_case")
+    p_ingest.add_argument("path", help="directory with the new raw files")
+    p_ingest.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    p_retrain = sub.add_parser(
+        "retrain", help="trigger a run (REST API when Airflow is up, else in-process)")
+    p_retrain.add_argument("use_case")
+    p_retrain.add_argument("--epochs", type=int)
+    p_retrain.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                           help="any other run param (JSON values)")
+    p_retrain.add_argument("--logical-date", help="ISO date (default: now)")
+    p_retrain.add_argument("--wait", action="store_true",
+                           help="follow the run to its end, then print gate verdict and version")
+    p_retrain.add_argument("--timeout", type=float, help="give up waiting after N seconds")
+    p_retrain.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run_operate_command(args: argparse.Namespace) -> int:
+    """Run ``mlp ingest`` or ``mlp retrain``; returns the exit code."""
+    apply_env()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
+    from tasks import operate
+    from tasks.io.idx import IdxFormatError
+    from tasks.sources import SourceError
+
+    if args.cmd == "ingest":
+        try:
+            result = operate.ingest_new_data(args.use_case, args.path)
+        except (SourceError, IdxFormatError, KeyError, operate.AirflowError) as exc:
+            print(f"ingest failed: {exc.args[0] if isinstance(exc, KeyError) else exc}",
+                  file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps(result, indent=2, default=str))
+        else:
+            where = ("Airflow REST API" if result["via"] == "rest"
+                     else "metadata DB (the scheduler triggers the run when it runs)")
+            print(f"landed {result['landing']} (checksum {result['manifest']['checksum']}, "
+                  f"{result['manifest']['facts']})\nasset event mlp://{args.use_case}/raw "
+                  f"recorded via {where}")
+        return 0
+    conf = {k: _parse_value(v) for k, v in (kv.split("=", 1) for kv in args.param)}
+    if args.epochs is not None:  # 0 is meaningful (the variant's default)
+        conf["epochs"] = args.epochs
+    if "source_dir" in conf:
+        conf["source_dir"] = str(Path(conf["source_dir"]).resolve())
+    logical = datetime.fromisoformat(args.logical_date) if args.logical_date else None
+    if logical is not None and logical.tzinfo is None:
+        logical = logical.replace(tzinfo=UTC)
+
+    def triggered(run: dict[str, Any]) -> None:
+        if args.json:
+            return
+        print(f"triggered {args.use_case} run {run['run_id']} via the REST API: {run['url']}",
+              flush=True)
+        if run["paused"]:
+            print(f"warning: DAG {args.use_case} is paused; the run waits until it is unpaused")
+
+    try:
+        result = operate.retrain(args.use_case, conf, wait=args.wait, logical_date=logical,
+                                 timeout=args.timeout, on_triggered=triggered)
+    except (KeyError, ValueError, operate.AirflowError, TimeoutError) as exc:
+        print(f"retrain failed: {exc.args[0] if isinstance(exc, KeyError) else exc}",
+              file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    elif result["via"] == "in-process":
+        print_summary(result, settings())
+    elif args.wait:
+        print(operate.format_outcome(result))
+    return 0 if result["state"] in ("success", "queued", "running") else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mlp`` command."""
     parser = argparse.ArgumentParser(prog="mlp", description=__doc__)
@@ -149,7 +231,18 @@ def main(argv: list[str] | None = None) -> int:
     p_serve = sub.add_parser("serve", help="serve every champion over REST")
     p_serve.add_argument("--host")
     p_serve.add_argument("--port", type=int)
+    p_serve.add_argument("--access-log", action="store_true", help="log every request")
+    p_serve.add_argument("--model", action="append", dest="models", metavar="NAME",
+                         help="serve only this registered model (repeatable; default: all)")
 
+    p_rollback = sub.add_parser(
+        "rollback", help="make the previous version champion again (champion -> previous)")
+    p_rollback.add_argument("use_case")
+
+    p_models = sub.add_parser("models", help="registered models, versions, aliases, gate metric")
+    p_models.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+    add_operate_commands(sub)
     sub.add_parser("list", help="list use cases")
     sub.add_parser("env", help="print the environment the platform uses")
 
@@ -181,8 +274,30 @@ def main(argv: list[str] | None = None) -> int:
         apply_env()
         from tasks.serve import serve
 
-        serve(args.host, args.port)
+        serve(args.host, args.port, access_log=args.access_log, models=args.models)
         return 0
+    if args.cmd == "rollback":
+        apply_env()
+        from tasks.registry import RegistryError, rollback
+
+        try:
+            result = rollback(args.use_case)
+        except RegistryError as exc:
+            print(f"rollback failed: {exc}", file=sys.stderr)
+            return 1
+        print(f"{result['model']}: champion is now version {result['champion']} "
+              f"(version {result['previous']} demoted to previous); running servers switch "
+              "on their next registry poll")
+        return 0
+    if args.cmd == "models":
+        apply_env()
+        from tasks.registry import format_models, list_models
+
+        rows = list_models()
+        print(json.dumps(rows, indent=2) if args.json else format_models(rows))
+        return 0
+    if args.cmd in ("ingest", "retrain"):
+        return run_operate_command(args)
     if args.cmd == "list":
         import models
 

@@ -1,0 +1,2 @@
+-- The MLflow tracking server's store; the image's POSTGRES_DB creates Airflow's.
+CREATE DATABASE mlflow;

@@ -1,0 +1,106 @@
+"""docker/compose.yaml parses with docker-compose and configures what the scaled profile does.
+
+No Docker engine runs here: ``docker-compose config`` (Debian's v1.29, installed by
+``make install``) validates and resolves the file; the resolved services are then checked
+against infra/profiles/scaled.env. Skips where docker-compose is missing, except under CI.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = REPO / "docker" / "compose.yaml"
+PROFILE = REPO / "infra" / "profiles" / "scaled.env"
+PLATFORM = ["airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
+            "airflow-triggerer", "airflow-worker", "mlflow", "serve", "dask-scheduler",
+            "dask-worker"]
+
+
+def _profile() -> dict[str, str]:
+    out = {}
+    for line in PROFILE.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            key, value = line.split("=", 1)
+            out[key] = value
+    return out
+
+
+def _hostless(value: str) -> str:
+    """A setting with credentials and host names taken out: the same store, port and path."""
+    value = re.sub(r"//[^/@]*@", "//", value)
+    return re.sub(r"(?<=[/=])[A-Za-z0-9.-]+(?=:\d)", "HOST", value)
+
+
+@pytest.fixture(scope="module")
+def resolved():
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        msg = "docker-compose missing (Debian package docker-compose; make install adds it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    # Defaults only: no secrets or overrides from this environment leak into the check.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("POSTGRES_", "MINIO_", "MLP_", "COMPOSE_"))}
+    out = subprocess.run([exe, "-f", str(COMPOSE), "config"], capture_output=True, text=True,
+                         env=env, cwd=COMPOSE.parent, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return yaml.safe_load(out.stdout)
+
+
+def test_the_team_stack_has_every_component(resolved):
+    services = resolved["services"]
+    assert set(services) == {"postgres", "redis", "minio", "minio-init", "airflow-init",
+                             *PLATFORM}
+    commands = {name: services[name]["entrypoint"][:1] + services[name]["command"][:2]
+                for name in PLATFORM if name.startswith("airflow-")}
+    assert commands == {
+        "airflow-api-server": ["airflow", "api-server", "--host"],
+        "airflow-scheduler": ["airflow", "scheduler"],
+        "airflow-dag-processor": ["airflow", "dag-processor"],
+        "airflow-triggerer": ["airflow", "triggerer"],
+        "airflow-worker": ["airflow", "celery", "worker"],
+    }
+    for name in PLATFORM:  # one image, the platform's
+        assert services[name]["build"]["dockerfile"] == "docker/Dockerfile", name
+        assert services[name]["build"]["context"] == str(REPO), name
+    for name, svc in services.items():  # published ports stay on the host's loopback
+        for port in svc.get("ports", []):
+            host = port.get("host_ip") if isinstance(port, dict) else port.split(":")[0]
+            assert host == "127.0.0.1", (name, port)
+
+
+def test_platform_services_use_the_scaled_profile_variables(resolved):
+    profile = _profile()
+    assert profile["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    for name in PLATFORM:
+        env = resolved["services"][name]["environment"]
+        missing = sorted(set(profile) - set(env))
+        assert not missing, f"{name} lacks {missing}"
+        for key, value in profile.items():
+            assert _hostless(env[key]) == _hostless(value), (name, key)
+        api = urlsplit(env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
+        assert (api.hostname, api.port, api.path) == ("airflow-api-server", 8080, "/execution/")
+        assert env["AIRFLOW__API_AUTH__JWT_SECRET"]  # shared by every component
+
+
+def test_mlflow_server_keeps_artifacts_in_minio(resolved):
+    mlflow = resolved["services"]["mlflow"]
+    env = mlflow["environment"]
+    assert env["MLP_MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")
+    assert urlsplit(env["MLFLOW_S3_ENDPOINT_URL"]).hostname == "minio"
+    assert env["AWS_ACCESS_KEY_ID"] and env["AWS_SECRET_ACCESS_KEY"]
+    script = " ".join(mlflow["command"])
+    assert "--serve-artifacts" in script and "$MLP_MLFLOW_BACKEND_STORE_URI" in script
+    assert env["MLP_MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")
+    assert "mlflow" in env["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
