@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks import tracking
+from tasks import plots, tracking
 from tasks.config import Settings
 from tasks.spec import UseCaseSpec
 from tasks.train import autoencoder_target, make_dataset, reconstruction_errors
@@ -27,15 +27,6 @@ from tasks.util import read_json, write_json
 log = logging.getLogger(__name__)
 
 RESULT = "evaluation.json"
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def classification_metrics(
@@ -97,79 +88,6 @@ def regression_metrics(y_true: Any, y_pred: Any, train_mean: float) -> dict[str,
     }
 
 
-def plot_confusion(matrix: Sequence[Sequence[int]], names: Sequence[str], path: Path) -> Path:
-    """Render a confusion matrix as a PNG."""
-    plt = _plt()
-    m = np.asarray(matrix)
-    fig, ax = plt.subplots(figsize=(7, 6))
-    im = ax.imshow(m, cmap="Blues")
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i in range(m.shape[0]):
-        for j in range(m.shape[1]):
-            ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if m[i, j] > m.max() / 2 else "black")
-    fig.colorbar(im)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def plot_roc_pr(y_true: Any, score: Any, path: Path) -> Path:
-    """ROC and precision-recall curves side by side."""
-    from sklearn.metrics import precision_recall_curve, roc_curve
-
-    plt = _plt()
-    fpr, tpr, _ = roc_curve(y_true, score)
-    prec, rec, _ = precision_recall_curve(y_true, score)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(fpr, tpr)
-    a.plot([0, 1], [0, 1], "--", color="grey")
-    a.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
-    b.plot(rec, prec)
-    b.set(xlabel="recall", ylabel="precision", title="precision-recall")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def plot_residuals(y_true: Any, y_pred: Any, path: Path) -> Path:
-    """Predicted vs actual and residuals vs predicted."""
-    plt = _plt()
-    y_true, y_pred = np.ravel(y_true), np.ravel(y_pred)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.scatter(y_true, y_pred, s=4, alpha=0.4)
-    lims = [min(y_true.min(), y_pred.min()), max(y_true.max(), y_pred.max())]
-    a.plot(lims, lims, "--", color="grey")
-    a.set(xlabel="actual", ylabel="predicted", title="predicted vs actual")
-    b.scatter(y_pred, y_true - y_pred, s=4, alpha=0.4)
-    b.axhline(0, color="grey", linestyle="--")
-    b.set(xlabel="predicted", ylabel="residual", title="residuals")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def plot_reconstructions(x: Any, recon: Any, path: Path, n: int = 8) -> Path:
-    """Input images (top) and their reconstructions (bottom)."""
-    plt = _plt()
-    fig, axes = plt.subplots(2, n, figsize=(n * 1.2, 2.6))
-    for i in range(n):
-        axes[0, i].imshow(x[i], cmap="gray")
-        axes[1, i].imshow(recon[i], cmap="gray")
-        axes[0, i].axis("off")
-        axes[1, i].axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 def evaluate(
     spec: UseCaseSpec,
     dataset_dir: Path,
@@ -210,7 +128,7 @@ def evaluate(
         return make_dataset(dataset_dir, split, feature_spec, mk.input_key, mk.label_key,
                             1024, target=target, stats=stats)
 
-    plots: list[Path] = []
+    pngs: list[Path] = []
     if mk.task in ("classification", "binary", "regression"):
         y_true, pred = [], []
         for x, y in dataset("test"):
@@ -219,25 +137,26 @@ def evaluate(
         y_true, pred = np.concatenate(y_true), np.concatenate(pred)
     if mk.task == "classification":
         report = classification_metrics(y_true, pred, mk.class_names)
-        plots.append(plot_confusion(report["confusion_matrix"], report["class_names"],
-                                    out_dir / "confusion_matrix.png"))
+        pngs.append(plots.confusion_matrices([("test", report)],
+                                             out_dir / "confusion_matrix.png"))
     elif mk.task == "binary":
         report = binary_metrics(y_true, pred)
-        plots.append(plot_confusion(report["confusion_matrix"], ["0", "1"],
-                                    out_dir / "confusion_matrix.png"))
-        plots.append(plot_roc_pr(y_true, pred.ravel(), out_dir / "roc_pr.png"))
+        pngs.append(plots.confusion_matrices([("test", report)],
+                                             out_dir / "confusion_matrix.png"))
+        pngs.append(plots.plot_roc_pr(y_true, pred.ravel(), out_dir / "roc_pr.png"))
     elif mk.task == "regression":
-        train_y = np.concatenate([y.numpy() for _, y in dataset("train")])
-        report = regression_metrics(y_true, pred, float(train_y.mean()))
-        plots.append(plot_residuals(y_true, pred, out_dir / "residuals.png"))
+        # The mean predictor's value comes from the full-pass statistics of training.
+        train_mean = stats["train"]["features"][mk.label_key]["mean"]
+        report = regression_metrics(y_true, pred, float(train_mean))
+        pngs.append(plots.plot_residuals(y_true, pred, out_dir / "residuals.png"))
     elif mk.task == "autoencoder":
         target = mk.target or autoencoder_target
         errors, _ = reconstruction_errors(model, dataset("test"), target, stats)
         report = {"test_reconstruction_mse": float(errors.mean())}
         x, t = next(iter(dataset("test", target)))
         if len(t.shape) == 3:  # images: show what the model sees and gives back
-            plots.append(plot_reconstructions(t.numpy(), model.predict_on_batch(x),
-                                              out_dir / "reconstructions.png"))
+            pngs.append(plots.plot_reconstructions(t.numpy(), model.predict_on_batch(x),
+                                                   out_dir / "reconstructions.png"))
     else:  # anomaly
         from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -255,7 +174,7 @@ def evaluate(
             "threshold": thr,
         }
         report["test_recall"] = report["test_caught"] / max(report["test_anomalies"], 1)
-        plots.append(plot_roc_pr(labels, errors, out_dir / "roc_pr.png"))
+        pngs.append(plots.plot_roc_pr(labels, errors, out_dir / "roc_pr.png"))
     if mk.extra_metrics is not None:
         served = keras.models.load_model(train_result["model_path"])
         report.update({k: float(v) for k, v in mk.extra_metrics(served, stats).items()})
@@ -269,7 +188,7 @@ def evaluate(
     tracking.configure(s)
     with mlflow.start_run(run_id=train_result["run_id"]):
         mlflow.log_metrics(scalars)
-        for png in plots:
+        for png in pngs:
             mlflow.log_artifact(str(png), "plots")
         mlflow.log_dict(report, "evaluation/evaluation.json")
     log.info("evaluation of %s: %s", spec.name,

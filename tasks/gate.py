@@ -155,16 +155,6 @@ def champion_run(model_name: str, s: Settings | None = None) -> dict[str, Any] |
     return {"version": str(mv.version), "run_id": mv.run_id, "metrics": metrics}
 
 
-def champion_metric(model_name: str, metric: str, s: Settings | None = None
-                    ) -> tuple[float | None, str | None]:
-    """The current champion's value of ``metric`` and its version, or (None, None)."""
-    champ = champion_run(model_name, s)
-    if champ is None:
-        return None, None
-    value = champ["metrics"].get(metric)
-    return (None if value is None else float(value)), champ["version"]
-
-
 def _evaluation_report(run_id: str | None) -> dict[str, Any] | None:
     """The evaluation step's report logged on a run, if it has one."""
     import mlflow
@@ -195,14 +185,8 @@ def _histories(client: Any, run_id: str | None) -> dict[str, list[float]]:
 def write_report(model_name: str, verdict: Verdict, candidate: dict[str, Any],
                  champion: dict[str, Any] | None, out_dir: Path, client: Any) -> dict[str, Any]:
     """Write ``report.md``, ``report.json`` and the PNGs into ``out_dir``; return the report."""
-    from tasks.gate_report import (
-        CONFUSION_PNG,
-        CURVES_PNG,
-        build_report,
-        plot_confusions,
-        plot_learning_curves,
-        render_markdown,
-    )
+    from tasks.gate_report import CONFUSION_PNG, CURVES_PNG, build_report, render_markdown
+    from tasks.plots import confusion_matrices, learning_curves
     from tasks.util import write_json
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -213,12 +197,12 @@ def write_report(model_name: str, verdict: Verdict, candidate: dict[str, Any],
         panels = [(f"candidate (run {candidate['run_id'][:8]})", cand_eval)]
         if champ_eval is not None:
             panels.append((f"champion v{champion['version']}", champ_eval))
-        plot_confusions(panels, out_dir / CONFUSION_PNG)
+        confusion_matrices(panels, out_dir / CONFUSION_PNG)
         plots.append(CONFUSION_PNG)
     series = [("candidate", _histories(client, candidate["run_id"]))]
     if champion is not None:
         series.append((f"champion v{champion['version']}", _histories(client, champion["run_id"])))
-    if plot_learning_curves([(lbl, h) for lbl, h in series if h], out_dir / CURVES_PNG):
+    if learning_curves([(lbl, h) for lbl, h in series if h], out_dir / CURVES_PNG):
         plots.append(CURVES_PNG)
     report = build_report(model_name, verdict.to_dict(), candidate, champion, plots)
     (out_dir / "report.md").write_text(render_markdown(report))

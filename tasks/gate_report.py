@@ -8,7 +8,6 @@ tracking store and logs the files under ``gate/`` on the candidate's run.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 CONFUSION_PNG = "confusion_matrices.png"
@@ -110,78 +109,3 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines += ["", "## Plots", ""]
         lines += [f"![{p}]({p})" for p in report["plots"]]
     return "\n".join(lines) + "\n"
-
-
-def plot_confusions(panels: Sequence[tuple[str, Mapping[str, Any]]], path: Path) -> Path:
-    """Confusion matrices side by side (candidate first, then the champion if any).
-
-    Args:
-        panels: ``(title, evaluation report)`` pairs; each report holds
-            ``confusion_matrix`` and ``class_names`` as written by the evaluation step.
-        path: Output PNG.
-
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 6), squeeze=False)
-    for ax, (title, ev) in zip(axes[0], panels, strict=True):
-        m = np.asarray(ev["confusion_matrix"])
-        names = list(ev.get("class_names") or range(m.shape[0]))
-        ax.imshow(m, cmap="Blues")
-        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(len(names)), names, fontsize=7)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(title)
-        for i in range(m.shape[0]):
-            for j in range(m.shape[1]):
-                ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=6,
-                        color="white" if m[i, j] > m.max() / 2 else "black")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return Path(path)
-
-
-def plot_learning_curves(
-    series: Sequence[tuple[str, Mapping[str, Sequence[float]]]], path: Path
-) -> Path | None:
-    """Per-epoch curves, one panel per metric family, one colour per run.
-
-    Args:
-        series: ``(label, {metric: values per epoch})`` pairs, candidate first.
-        path: Output PNG.
-
-    Returns:
-        The PNG, or None when no run has a per-epoch history (nothing to draw).
-
-    """
-    families = sorted({k.removeprefix("val_") for _, h in series for k in h})
-    if not families:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    fig, axes = plt.subplots(1, len(families), figsize=(5 * len(families), 4), squeeze=False)
-    for ax, fam in zip(axes[0], families, strict=True):
-        for idx, (label, hist) in enumerate(series):
-            # Colour = run, line style = training (solid) or validation (dashed).
-            for key, style in ((fam, "-"), (f"val_{fam}", "--")):
-                if key in hist:
-                    ax.plot(range(1, len(hist[key]) + 1), hist[key], color=f"C{idx}",
-                            linestyle=style, marker="o", label=f"{label} {key}")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
-        ax.set_title(fam)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return Path(path)

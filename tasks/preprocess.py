@@ -405,7 +405,7 @@ def build_pipeline(
     schema = source.schema()
     columns = sorted({f.name for f in prep.features} | ({prep.label} if prep.label else set()))
     analyzer = Analyzer([f for f in prep.features if f.transform != "uint8"]
-                        + _uint8_stats(prep), prep.label, prep.label_dtype == "int64")
+                        + _extra_stats(prep), prep.label, prep.label_dtype == "int64")
     def read(label: str) -> beam.PCollection:
         # Each branch reads the immutable snapshot itself instead of sharing one
         # PCollection: the DaskRunner mishandles fan-out (see the module docstring), and
@@ -444,11 +444,20 @@ def build_pipeline(
     return {"plan": plan, "stats": stats, "shards": shards, "done": done}
 
 
-def _uint8_stats(prep: PreprocessSpec) -> list[Any]:
+def _extra_stats(prep: PreprocessSpec) -> list[Any]:
+    """Statistics kept beside the transformed features, as plain ``identity`` analyzers.
+
+    Image features are written raw, but their min/max feed the in-model rescaling; a
+    regression label's mean is the baseline (mean predictor) evaluation compares against.
+    """
     from dataclasses import replace
 
-    # Image features are written raw, but their min/max still feed the in-model rescaling.
-    return [replace(f, transform="identity") for f in prep.features if f.transform == "uint8"]
+    from tasks.spec import Feature
+
+    extra = [replace(f, transform="identity") for f in prep.features if f.transform == "uint8"]
+    if prep.label and prep.label_dtype != "int64":
+        extra.append(Feature(prep.label, "identity"))
+    return extra
 
 
 def preprocess(

@@ -331,11 +331,11 @@ class TabularSource:
         for rb in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=names):
             rows = np.arange(offset, offset + rb.num_rows)
             offset += rb.num_rows
-            yield self._check({n: rb.column(n) for n in names}, rows + 2, path, partition,
-                              line_is_row=True)
+            # Parquet has no header line: "line" is the row number + 2, as for CSV.
+            yield self._check({n: rb.column(n) for n in names}, rows + 2, path, partition)
 
-    def _check(self, cols: Mapping[str, Any], lines: np.ndarray, path: str, partition: str,
-               line_is_row: bool = False) -> dict[str, Any]:
+    def _check(self, cols: Mapping[str, Any], lines: np.ndarray, path: str, partition: str
+               ) -> dict[str, Any]:
         """Cast and validate one batch; bad rows leave the batch as ``_bad`` records."""
         import pyarrow as pa
         import pyarrow.compute as pc

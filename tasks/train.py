@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tasks import tracking
+from tasks import plots, tracking
 from tasks.config import Settings, settings
 from tasks.spec import UseCaseSpec
 from tasks.util import atomic_dir, read_json, write_json
@@ -190,27 +190,6 @@ def _epoch_logger() -> Any:
     return EpochLogger()
 
 
-def _learning_curves(history: Mapping[str, list[float]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = sorted({k.removeprefix("val_") for k in history})
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4), squeeze=False)
-    for ax, key in zip(axes[0], keys, strict=True):
-        for name in (key, f"val_{key}"):
-            if name in history:
-                ax.plot(range(1, len(history[name]) + 1), history[name], marker="o", label=name)
-        ax.set_xlabel("epoch")
-        ax.set_title(key)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 def train(
     spec: UseCaseSpec,
     params: Mapping[str, Any],
@@ -321,7 +300,8 @@ def train(
             )
         mlflow.log_metric("train_seconds", train_seconds)
         mlflow.log_artifacts(str(tb_dir), "tensorboard")
-        mlflow.log_artifact(str(_learning_curves(hist, tmp / "learning_curves.png")), "plots")
+        curves = plots.learning_curves([("", hist)], tmp / "learning_curves.png")
+        mlflow.log_artifact(str(curves), "plots")
 
         threshold = None
         if mk.task == "anomaly":
@@ -380,11 +360,10 @@ def _serving_example(spec: UseCaseSpec, dataset_dir: Path, feature_spec: Mapping
     import numpy as np
 
     mk = spec.model
-    x, _ = next(iter(make_dataset(dataset_dir, "validation", feature_spec, mk.input_key,
-                                  mk.label_key, 2)))
-    x = x.numpy().astype(np.float32)
-    if mk.input_key != PACKED:
-        return x
+    if mk.input_key != PACKED:  # images: two real validation inputs
+        x, _ = next(iter(make_dataset(dataset_dir, "validation", feature_spec, mk.input_key,
+                                      mk.label_key, 2)))
+        return x.numpy().astype(np.float32)
     # Invert the transforms to raw values only where they are affine; the example only
     # needs plausible raw inputs, so a row of training means serves otherwise.
     feats = [f for f in spec.preprocess.features if f.transform != "uint8"]

@@ -97,12 +97,6 @@ def read_idx(path: str | Path) -> np.ndarray:
     return parse_idx(_read_bytes(path), path)
 
 
-def read_idx_header(path: str | Path) -> tuple[np.dtype, tuple[int, ...]]:
-    """Return (dtype, dims) of an IDX file after validating the whole file."""
-    arr = read_idx(path)
-    return arr.dtype, arr.shape
-
-
 def write_idx(path: str | Path, array: np.ndarray) -> Path:
     """Write ``array`` as IDX (gzip-compressed when the name ends in ``.gz``).
 
