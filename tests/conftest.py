@@ -60,6 +60,19 @@ def mnist_dir(tmp_path: Path) -> Path:
     return write_mnist_dir(tmp_path / "source", digits_as_mnist(300, 100))
 
 
+@pytest.fixture()
+def own_mlflow(tmp_path, monkeypatch) -> str:
+    """A fresh MLflow tracking/registry store for one test.
+
+    The Airflow metadata DB is shared by the session, but registry state is not: a test
+    asserting "version 1" or comparing with the champion must not see models another
+    test registered under the same name.
+    """
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> None:
     """Create the Airflow metadata DB of the test root once per session."""

@@ -34,7 +34,7 @@ def source(tmp_path_factory):
     return write_mnist_dir(tmp_path_factory.mktemp("digits"), digits_as_mnist(400, 150))
 
 
-def test_mnist_dag_end_to_end(airflow_db, source):
+def test_mnist_dag_end_to_end(airflow_db, own_mlflow, source):
     import models
     from tasks.config import settings
     from tasks.dag_factory import build_dag

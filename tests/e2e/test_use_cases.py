@@ -49,7 +49,7 @@ def digits(tmp_path_factory):
     return write_mnist_dir(tmp_path_factory.mktemp("digits"), digits_as_mnist(400, 150))
 
 
-def test_every_use_case_runs_registers_and_serves(airflow_db, digits):
+def test_every_use_case_runs_registers_and_serves(airflow_db, own_mlflow, digits):
     import models
     from tasks.dag_factory import build_dag
     from tasks.serve import create_app

@@ -103,7 +103,7 @@ def test_ingest_without_services_records_the_asset_event(airflow_db, mnist_dir, 
 
 
 @pytest.mark.slow
-def test_retrain_without_services_runs_in_process(airflow_db, mnist_dir, capsys,
+def test_retrain_without_services_runs_in_process(airflow_db, own_mlflow, mnist_dir, capsys,
                                                   no_api_server):
     from tasks.cli import main
     from tasks.operate import format_outcome, retrain
