@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from models import get  # noqa: E402
-from tasks.preprocess import SPLITS, encode_examples, output_spec, plan_splits, preprocess  # noqa: E402
-from tasks.transform import Analyzer, apply_numpy  # noqa: E402
+from tasks.features.transforms import Analyzer, apply_numpy  # noqa: E402
+from tasks.steps.preprocess import SPLITS, encode_examples, output_spec, plan_splits, preprocess  # noqa: E402
 
 
 def baseline(spec, files, out_dir: Path, reuse_proto: bool) -> dict[str, float]:
@@ -117,7 +117,7 @@ def _example(spec, cols, i) -> bytes:
 
 
 def run_case(label: str, spec, location: str, work: Path) -> None:
-    from tasks.ingest import ingest, snapshot_files
+    from tasks.steps.ingest import ingest, snapshot_files
 
     snap = work / f"{label}-raw"
     ingest(spec.source, location, snap)

@@ -107,7 +107,7 @@ def train_and_register(env: dict[str, str]) -> tuple[str, list]:
 
     from models.mnist import build_model
     from tasks import tracking
-    from tasks.config import settings
+    from tasks.core.config import settings
 
     d = load_digits()
     imgs = np.pad(np.kron(d.images, np.ones((3, 3))), ((0, 0), (2, 2), (2, 2)))

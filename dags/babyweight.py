@@ -1,6 +1,5 @@
 """Airflow DAG: baby-weight regression (spec in models/babyweight.py)."""
 
-from models import get
-from tasks.dag_factory import build_dag
+from tasks.orchestration import build_dag
 
-dag = build_dag(get("babyweight"))
+dag = build_dag("babyweight")

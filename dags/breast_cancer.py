@@ -1,6 +1,5 @@
 """Airflow DAG: breast-cancer logistic regression (spec in models/breast_cancer.py)."""
 
-from models import get
-from tasks.dag_factory import build_dag
+from tasks.orchestration import build_dag
 
-dag = build_dag(get("breast_cancer"))
+dag = build_dag("breast_cancer")

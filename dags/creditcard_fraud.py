@@ -1,6 +1,5 @@
 """Airflow DAG: credit-card fraud pipeline (spec in models/creditcard_fraud.py)."""
 
-from models import get
-from tasks.dag_factory import build_dag
+from tasks.orchestration import build_dag
 
-dag = build_dag(get("creditcard_fraud"))
+dag = build_dag("creditcard_fraud")

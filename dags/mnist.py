@@ -1,6 +1,5 @@
 """Airflow DAG: MNIST-format image classification pipeline (spec in models/mnist.py)."""
 
-from models import get
-from tasks.dag_factory import build_dag
+from tasks.orchestration import build_dag
 
-dag = build_dag(get("mnist"))
+dag = build_dag("mnist")

@@ -1,6 +1,5 @@
 """Airflow DAG: taxi-fare linear regression (spec in models/taxi_fare.py)."""
 
-from models import get
-from tasks.dag_factory import build_dag
+from tasks.orchestration import build_dag
 
-dag = build_dag(get("taxi_fare"))
+dag = build_dag("taxi_fare")

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tasks.sources import Column, TabularSource
+from tasks.data.sources import Column, TabularSource
 from tasks.spec import (
     RATIO,
     Feature,
@@ -102,7 +102,7 @@ SPEC = UseCaseSpec(
                     ratios={"train": 0.8, "validation": 0.1, "test": 0.1}, seed=42,
                     shards={"train": 4, "validation": 1, "test": 1}),
     model=ModelSpec(build=build_model, input_key="features", label_key="weight_pounds",
-                    task="regression"),
+                    objective="regression"),
     # The books' bar: deploy only when clearly better than the naive mean predictor.
     gate=GateSpec(metric="rmse_improvement_over_baseline", min_value=0.20,
                   max_regression=0.01),

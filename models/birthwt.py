@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tasks.sources import Column, TabularSource
+from tasks.data.sources import Column, TabularSource
 from tasks.spec import (
     RATIO,
     Feature,
@@ -76,7 +76,7 @@ SPEC = UseCaseSpec(
                     ratios={"train": 0.6, "validation": 0.2, "test": 0.2}, seed=42,
                     shards={"train": 1, "validation": 1, "test": 1}),
     model=ModelSpec(build=build_model, input_key="features", label_key="weight_pounds",
-                    task="regression"),
+                    objective="regression"),
     gate=GateSpec(metric="rmse_improvement_over_baseline", min_value=0.0,
                   max_regression=0.05),
     params={

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.sources import Column, TabularSource
+from tasks.data.sources import Column, TabularSource
 from tasks.spec import (
     RATIO,
     Feature,
@@ -134,7 +134,7 @@ SPEC = UseCaseSpec(
         shards={"train": 4, "validation": 1, "test": 1},
     ),
     model=ModelSpec(build=build_model, input_key="features", label_key="Class",
-                    task="anomaly"),
+                    objective="anomaly"),
     gate=GateSpec(metric="test_roc_auc", min_value=0.85, max_regression=0.01),
     params={
         "epochs": RunParam(10, "integer", "Training epochs", minimum=1, maximum=1000),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tasks.sources import IdxImageSource
+from tasks.data.sources import IdxImageSource
 from tasks.spec import (
     Feature,
     GateSpec,
@@ -95,7 +95,7 @@ SPEC = UseCaseSpec(
         shards={"train": 4, "validation": 1, "test": 1},
     ),
     model=ModelSpec(build=build_model, input_key="image", label_key="label",
-                    task="classification", class_names=CLASS_NAMES,
+                    objective="classification", class_names=CLASS_NAMES,
                     default_epochs=lambda p: DEFAULT_EPOCHS[p.get("variant", "cnn")]),
     gate=GateSpec(metric="test_accuracy", min_value=0.80, higher_is_better=True,
                   max_regression=0.01),

@@ -64,7 +64,7 @@ SPEC = UseCaseSpec(
     split=SplitSpec(validation_from="train", validation_size=5000, stratify_by="label",
                     seed=42, shards={"train": 4, "validation": 1, "test": 1}),
     model=ModelSpec(build=build_model, input_key="image", label_key="label",
-                    task="autoencoder", target=target),
+                    objective="autoencoder", target=target),
     gate=GateSpec(metric="test_reconstruction_mse", max_value=0.03, higher_is_better=False,
                   max_regression=0.002),
     params={

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tasks.sources import Column, TabularSource
+from tasks.data.sources import Column, TabularSource
 from tasks.spec import (
     RATIO,
     Feature,
@@ -81,7 +81,7 @@ SPEC = UseCaseSpec(
                     ratios={"train": 0.6, "validation": 0.2, "test": 0.2}, seed=42,
                     shards={"train": 2, "validation": 1, "test": 1}),
     model=ModelSpec(build=build_model, input_key="features", label_key="fare",
-                    task="regression", extra_metrics=fitted_line),
+                    objective="regression", extra_metrics=fitted_line),
     # Deploy only within 5% of the noise floor, and never worse than the champion.
     gate=GateSpec(metric="test_rmse", max_value=NOISE_FLOOR * 1.05, higher_is_better=False,
                   max_regression=30.0),

@@ -55,8 +55,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from tasks import tracking
-from tasks.config import Settings, settings
-from tasks.gate import CHAMPION
+from tasks.core.config import Settings, settings
+from tasks.core.run import EVALUATION_ARTIFACT
+from tasks.tracking import CHAMPION
 
 log = logging.getLogger(__name__)
 
@@ -189,9 +190,9 @@ def load_version(name: str, version: str, s: Settings | None = None) -> Served:
     import tensorflow as tf
     from mlflow.exceptions import MlflowException
 
-    from tasks.transform import layer_classes
+    from tasks.features.layers import register_all
 
-    layer_classes()  # the platform's custom layers must be registered before loading
+    register_all()  # the platform's custom layers must be registered before loading
     client = tracking.configure(s)
     try:
         mv = client.get_model_version(name, str(version))
@@ -216,7 +217,7 @@ def load_version(name: str, version: str, s: Settings | None = None) -> Served:
     class_names: list[str] = []
     if mv.run_id:
         try:
-            report = mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/evaluation/evaluation.json")
+            report = mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/{EVALUATION_ARTIFACT}")
             class_names = [str(c) for c in report.get("class_names", [])]
         except Exception:  # models logged outside the pipeline have no evaluation report
             class_names = []

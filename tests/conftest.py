@@ -19,8 +19,8 @@ os.environ.pop("AIRFLOW_HOME", None)
 for _key in [k for k in os.environ if k.startswith("AIRFLOW__")]:
     os.environ.pop(_key)
 
-from tasks.config import apply_env  # noqa: E402
-from tasks.io.idx import write_idx  # noqa: E402
+from tasks.core.config import apply_env  # noqa: E402
+from tasks.data.idx import write_idx  # noqa: E402
 
 apply_env()
 

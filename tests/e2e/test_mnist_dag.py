@@ -35,13 +35,13 @@ def source(tmp_path_factory):
 
 
 def test_mnist_dag_end_to_end(airflow_db, own_mlflow, source):
-    import models
-    from tasks.config import settings
-    from tasks.dag_factory import build_dag
+    from tasks.core.run import RunLayout
+    from tasks.orchestration.dag_factory import build_dag
     from tasks.serve import create_app
+    from tasks.spec import catalog
     from tasks.tracking import configure
 
-    spec = models.get("mnist")
+    spec = catalog.get("mnist")
     dag = build_dag(spec)
     when = datetime(2026, 3, 1, tzinfo=UTC)
     conf = {**CONF, "source_dir": str(source)}
@@ -67,7 +67,7 @@ def test_mnist_dag_end_to_end(airflow_db, own_mlflow, source):
         "mnist-train", "mnist-validation", "mnist-test"}
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert artifacts == {"plots/confusion_matrix.png", "plots/learning_curves.png"}
-    assert (settings().raw_dir("mnist", "20260301T000000Z") / "manifest.json").is_file()
+    assert (RunLayout.of("mnist", "20260301T000000Z").raw_dir / "manifest.json").is_file()
 
     # Re-running the same DAG run does not register a second version.
     dr2 = dag.test(logical_date=when, run_conf=conf)
@@ -105,7 +105,7 @@ def test_mnist_dag_end_to_end(airflow_db, own_mlflow, source):
             time.sleep(0.5)
         status = httpx.get(f"{base}/v1/models/mnist").json()
         assert status["model_version_status"][0]["version"] == "1"
-        from tasks.io.idx import read_idx
+        from tasks.data.idx import read_idx
 
         images = read_idx(source / "t10k-images-idx3-ubyte.gz")[:5].astype(float).tolist()
         r = httpx.post(f"{base}/v1/models/mnist:predict", json={"instances": images})

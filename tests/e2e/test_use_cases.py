@@ -50,14 +50,14 @@ def digits(tmp_path_factory):
 
 
 def test_every_use_case_runs_registers_and_serves(airflow_db, own_mlflow, digits):
-    import models
-    from tasks.dag_factory import build_dag
+    from tasks.orchestration.dag_factory import build_dag
     from tasks.serve import create_app
+    from tasks.spec import catalog
     from tasks.tracking import configure
 
     client = configure()
     for i, (name, (source, params)) in enumerate(CASES.items()):
-        spec = models.get(name)
+        spec = catalog.get(name)
         conf = {**params, "source_dir": source or str(digits)}
         dr = build_dag(_relaxed(spec)).test(logical_date=datetime(2026, 4, 1 + i, tzinfo=UTC),
                                             run_conf=conf)
@@ -66,7 +66,7 @@ def test_every_use_case_runs_registers_and_serves(airflow_db, own_mlflow, digits
         mv = client.get_model_version_by_alias(name, "champion")
         run = client.get_run(mv.run_id)
         assert spec.gate.metric in run.data.metrics, name
-        assert run.data.params["task"] == spec.model.task
+        assert run.data.params["objective"] == spec.model.objective
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
         assert "plots/learning_curves.png" in artifacts, name
         if name == "creditcard_fraud":

@@ -170,7 +170,7 @@ def stack(tmp_path_factory):
 
 
 def _client(stack):
-    from tasks.operate import AirflowClient
+    from tasks.operations.airflow_api import AirflowClient
 
     home = stack["home"]
     passwords = json.loads(
@@ -192,7 +192,7 @@ def _wait(what, probe, timeout, every=1.0):
 def test_scaled_out_stack_trains_registers_and_serves(stack):
     from mlflow import MlflowClient
 
-    from tasks.operate import AirflowClient, AirflowError
+    from tasks.operations.airflow_api import AirflowClient, AirflowError
 
     env, home, ports = stack["env"], stack["home"], stack["ports"]
     client = _client(stack)
@@ -202,14 +202,14 @@ def test_scaled_out_stack_trains_registers_and_serves(stack):
 
     # The dag-processor has parsed dags/; the schedule is the spec's cron OR the raw asset,
     # catchup off, first cron run in the future.
-    dag = _wait("the mnist DAG", lambda: _try(lambda: client.request("GET", "/dags/mnist/details")),
+    dag = _wait("the mnist DAG", lambda: _try(lambda: client.dag("mnist")),
                 120)
     assert dag["catchup"] is False and dag["is_paused"] is False
     assert "0 3 * * 1" in dag["timetable_summary"] and "Asset" in dag["timetable_summary"]
     assert dag["next_dagrun_run_after"] > time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-    import models
+    from tasks.spec import catalog
 
-    typed = models.get("mnist").params["epochs"].schema()  # the trigger form's field
+    typed = catalog.get("mnist").params["epochs"].schema()  # the trigger form's field
     assert dag["params"]["epochs"]["schema"] == {k: v for k, v in typed.items()
                                                  if k != "description"}
 
@@ -262,7 +262,7 @@ def test_scaled_out_stack_trains_registers_and_serves(stack):
     _wait("the served champion", lambda: _try(
         lambda: httpx.get(f"{base}/v1/models/mnist").json()["model_version_status"][0]
         ["version"] == "1"), 120)
-    from tasks.io.idx import read_idx
+    from tasks.data.idx import read_idx
 
     images = read_idx(stack["source"] / "t10k-images-idx3-ubyte.gz")[:3].astype(float)
     r = httpx.post(f"{base}/v1/models/mnist:predict", json={"instances": images.tolist()})
@@ -284,14 +284,14 @@ def test_scaled_out_stack_trains_registers_and_serves(stack):
     _wait("its ingest task", lambda: client.task_states("mnist", run_id).get("ingest")
           in ("success", "failed"), 120)
     assert client.task_states("mnist", run_id)["ingest"] == "success"
-    from tasks.config import safe_key
+    from tasks.core.run import safe_key
 
     manifest = json.loads((home / "raw" / "mnist" / safe_key(run_id) / "manifest.json")
                           .read_text())
     assert manifest["location"] == landed["landing"]
     assert manifest["checksum"] == landed["manifest"]["checksum"]
     # The rest of that run (default params: a CNN) is not this test's subject.
-    client.request("PATCH", f"/dags/mnist/dagRuns/{run_id}", json={"state": "failed"})
+    client.set_run_state("mnist", run_id, "failed")
 
 
 def _try(fn):

@@ -1,18 +1,10 @@
 import numpy as np
 import pytest
 
-from models import get, names
 from models.mnist import build_model
 from tests.conftest import digits_as_mnist
 
 STATS = {"train": {"features": {"image": {"min": 0.0, "max": 255.0}}}}
-
-
-def test_registry_finds_mnist():
-    assert "mnist" in names()
-    assert get("mnist").gate.metric == "test_accuracy"
-    with pytest.raises(KeyError, match="unknown use case"):
-        get("nope")
 
 
 @pytest.mark.parametrize("variant,params", [("softmax", 7850), ("dnn", 349_390),

@@ -57,7 +57,7 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def reg_settings(tmp_path_factory):
     """Settings of an isolated platform root (own SQLite MLflow store, fast polling)."""
-    from tasks.config import settings
+    from tasks.core.config import settings
 
     root = tmp_path_factory.mktemp("mlp-registry")
     return replace(settings(), root=root, tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
@@ -68,7 +68,7 @@ def _log_run(s, exp_id, name, model, x_test, y_test, history, example):
     import mlflow
     from mlflow.models import infer_signature
 
-    from tasks.evaluate import classification_metrics
+    from tasks.objectives.classification import classification_metrics
 
     with mlflow.start_run(experiment_id=exp_id, run_name=name) as run:
         for step in range(len(next(iter(history.values()), []))):

@@ -195,7 +195,7 @@ def test_health_and_readiness(server):
 def test_hot_reload_under_load_fails_no_request(server, served_registry, reg_settings, digits):
     """Move ``champion`` 1 -> 2 (deploy-like) and back (rollback) while 4 threads predict."""
     from tasks import tracking
-    from tasks.registry import rollback
+    from tasks.tracking.registry import rollback
 
     images, _ = digits
     batch = images[:1].astype(np.float32)

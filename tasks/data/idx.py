@@ -1,0 +1,126 @@
+"""Reader and writer for the IDX format used by MNIST and Fashion-MNIST.
+
+The format: two zero bytes, a dtype code, the number of dimensions, then one big-endian
+uint32 per dimension, then the data in C order. Files may be gzip-compressed.
+Every error names the file and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from tasks.core.errors import PermanentError
+
+# IDX dtype codes -> big-endian numpy dtypes.
+_DTYPES: dict[int, np.dtype] = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_CODES = {np.dtype(v).newbyteorder("="): k for k, v in _DTYPES.items()}
+
+
+class IdxFormatError(PermanentError, ValueError):
+    """An IDX file is malformed; the message names the file and the field."""
+
+    def __init__(self, path: str | Path, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = str(path)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as fh:
+                return fh.read()
+        return path.read_bytes()
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise IdxFormatError(path, f"cannot read file ({exc})") from exc
+
+
+def parse_idx(data: bytes, path: str | Path = "<bytes>") -> np.ndarray:
+    """Parse IDX bytes into a native-endian numpy array.
+
+    Args:
+        data: The whole (decompressed) file content.
+        path: Name used in error messages.
+
+    Returns:
+        The array with the shape recorded in the header.
+
+    Raises:
+        IdxFormatError: Wrong magic number, unknown dtype, truncated header or data, or
+            trailing bytes after the data.
+
+    """
+    if len(data) < 4:
+        raise IdxFormatError(path, f"file is {len(data)} bytes, too short for an IDX header")
+    zero, code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0:
+        raise IdxFormatError(
+            path, f"bad magic number 0x{data[:4].hex()}: first two bytes must be zero"
+        )
+    if code not in _DTYPES:
+        raise IdxFormatError(
+            path, f"bad magic number 0x{data[:4].hex()}: unknown dtype 0x{code:02x}"
+        )
+    if ndim == 0:
+        raise IdxFormatError(path, "magic number declares 0 dimensions")
+    header_len = 4 + 4 * ndim
+    if len(data) < header_len:
+        raise IdxFormatError(path, f"truncated header: {ndim} dimensions need {header_len} bytes")
+    dims = struct.unpack(f">{ndim}I", data[4:header_len])
+    dtype = _DTYPES[code]
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    actual = len(data) - header_len
+    if actual < expected:
+        raise IdxFormatError(
+            path, f"truncated data: header dims {list(dims)} need {expected} bytes, found {actual}"
+        )
+    if actual > expected:
+        raise IdxFormatError(
+            path, f"{actual - expected} unexpected trailing bytes after dims {list(dims)}"
+        )
+    arr = np.frombuffer(data, dtype=dtype, offset=header_len).reshape(dims)
+    return arr.astype(dtype.newbyteorder("="), copy=False)
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (raw or ``.gz``); see :func:`parse_idx` for the checks."""
+    path = Path(path)
+    return parse_idx(_read_bytes(path), path)
+
+
+def write_idx(path: str | Path, array: np.ndarray) -> Path:
+    """Write ``array`` as IDX (gzip-compressed when the name ends in ``.gz``).
+
+    Args:
+        path: Destination file.
+        array: Array whose dtype is one IDX supports (uint8, int8, int16, int32, float32,
+            float64).
+
+    Returns:
+        The written path.
+
+    """
+    path = Path(path)
+    arr = np.ascontiguousarray(array)
+    code = _CODES.get(arr.dtype.newbyteorder("="))
+    if code is None:
+        raise ValueError(f"{path}: dtype {arr.dtype} cannot be stored as IDX")
+    header = struct.pack(">HBB", 0, code, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    payload = header + arr.astype(_DTYPES[code], copy=False).tobytes()
+    if path.suffix == ".gz":
+        # mtime=0 keeps the bytes (and checksums) identical across writes.
+        path.write_bytes(gzip.compress(payload, mtime=0))
+    else:
+        path.write_bytes(payload)
+    return path

@@ -1,0 +1,403 @@
+"""Raw data sources a use case can declare.
+
+A source resolves its raw files, validates them (structural errors fail the file with a
+message naming it), reads them as column batches for Beam, and reports per-row problems
+that preprocessing quarantines instead of dropping silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.core.errors import PermanentError
+from tasks.data.idx import IdxFormatError, read_idx
+
+# Snapshots are immutable, so a process may keep what it parsed: the pipeline's branches
+# (plan, analyzers, writing) each read the snapshot, and on one worker they then share a
+# single parse. Keyed by file identity (path, size, mtime); bounded in size.
+_CACHE: dict[tuple[Any, ...], Any] = {}
+_CACHE_LIMIT = 2 << 30  # bytes of source files whose parse results are kept per process
+
+
+def _cached(path: str, kind: str, extra: tuple[Any, ...], load: Callable[[], Any]) -> Any:
+    st = Path(path).stat()
+    key = (path, st.st_size, st.st_mtime_ns, kind, *extra)
+    if key not in _CACHE:
+        if sum(k[1] for k in _CACHE) + st.st_size > _CACHE_LIMIT:
+            _CACHE.clear()
+        _CACHE[key] = load()
+    return _CACHE[key]
+
+
+class SourceError(PermanentError, ValueError):
+    """Raw input is unusable; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class IdxImageSource:
+    """MNIST-format images and labels (IDX, raw or gzip), one pair per partition.
+
+    Attributes:
+        default_location: Directory searched when a run names no source.
+        image_shape: Expected (rows, cols) of every image.
+        num_classes: Labels must lie in ``[0, num_classes)``.
+        layout: partition -> {field: file stem}; ``.gz`` is tried after the raw name.
+
+    """
+
+    default_location: str = "/usr/share/datasets/fashion-mnist"
+    image_shape: tuple[int, int] = (28, 28)
+    num_classes: int = 10
+    layout: Mapping[str, Mapping[str, str]] = field(
+        default_factory=lambda: {
+            "train": {"image": "train-images-idx3-ubyte", "label": "train-labels-idx1-ubyte"},
+            "test": {"image": "t10k-images-idx3-ubyte", "label": "t10k-labels-idx1-ubyte"},
+        }
+    )
+
+    def files(self, location: str) -> dict[str, str]:
+        """Map ``<partition>.<field>`` to the file found under ``location``."""
+        base = Path(location)
+        if not base.is_dir():
+            raise SourceError(f"{base}: source directory does not exist")
+        found: dict[str, str] = {}
+        for part, fields in self.layout.items():
+            for name, stem in fields.items():
+                candidates = [base / stem, base / f"{stem}.gz"]
+                hit = next((c for c in candidates if c.is_file()), None)
+                if hit is None:
+                    raise SourceError(
+                        f"{base}: missing {part} {name} file {stem} (or {stem}.gz)"
+                    )
+                found[f"{part}.{name}"] = str(hit)
+        return found
+
+    def validate(self, files: Mapping[str, str]) -> dict[str, Any]:
+        """Check magic numbers, dimensions and image/label counts of every partition."""
+        facts: dict[str, Any] = {}
+        for part in self.layout:
+            images = self._images(files[f"{part}.image"])
+            labels = self._labels(files[f"{part}.label"])
+            if len(images) != len(labels):
+                raise SourceError(
+                    f"{files[f'{part}.label']}: label count {len(labels)} does not match "
+                    f"image count {len(images)} of {files[f'{part}.image']}"
+                )
+            facts[part] = {"rows": len(images)}
+        return facts
+
+    def partitions(self) -> dict[str, dict[str, str]]:
+        """Partition -> {field: file key} (file keys index :meth:`files`)."""
+        return {part: {f: f"{part}.{f}" for f in fields} for part, fields in self.layout.items()}
+
+    def read_batches(
+        self, files: Mapping[str, str], partition: str, batch_size: int
+    ) -> Iterator[dict[str, Any]]:
+        """Yield ``{"row", "image", "label", "_bad"}`` batches of one partition in file order.
+
+        Rows with a label outside ``[0, num_classes)`` are left out of the batch and
+        described in ``_bad`` (file, row, field, value, reason) for the quarantine file.
+        """
+        images = self._images(files[f"{partition}.image"])
+        labels = self._labels(files[f"{partition}.label"]).astype(np.int64)
+        label_file = files[f"{partition}.label"]
+        for start in range(0, len(images), batch_size):
+            stop = min(start + batch_size, len(images))
+            lab = labels[start:stop]
+            bad = (lab < 0) | (lab >= self.num_classes)
+            keep = ~bad
+            yield {
+                "row": np.arange(start, stop, dtype=np.int64)[keep],
+                "image": images[start:stop][keep],
+                "label": lab[keep],
+                "_bad": [
+                    {"file": label_file, "partition": partition, "row": start + int(i),
+                     "field": "label", "value": int(lab[i]),
+                     "reason": f"label outside [0, {self.num_classes})"}
+                    for i in np.flatnonzero(bad)
+                ],
+            }
+
+    def schema(self) -> dict[str, dict[str, Any]]:
+        """Columns of the batches: raw uint8 images and int64 labels."""
+        return {
+            "image": {"dtype": "uint8", "shape": list(self.image_shape)},
+            "label": {"dtype": "int64", "shape": [], "num_classes": self.num_classes},
+        }
+
+    def _images(self, path: str) -> np.ndarray:
+        arr = _cached(path, "idx", (), lambda: read_idx(path))
+        if arr.dtype != np.uint8 or arr.ndim != 3:
+            raise IdxFormatError(path, f"expected uint8 images (n, rows, cols), got {arr.dtype} "
+                                       f"with dims {list(arr.shape)}")
+        if tuple(arr.shape[1:]) != tuple(self.image_shape):
+            raise IdxFormatError(path, f"image dims {list(arr.shape[1:])} differ from "
+                                       f"expected {list(self.image_shape)}")
+        return arr
+
+    def _labels(self, path: str) -> np.ndarray:
+        arr = _cached(path, "idx", (), lambda: read_idx(path))
+        if arr.dtype != np.uint8 or arr.ndim != 1:
+            raise IdxFormatError(path, f"expected uint8 labels (n,), got {arr.dtype} "
+                                       f"with dims {list(arr.shape)}")
+        return arr
+
+
+# --------------------------------------------------------------------------- tabular
+@dataclass(frozen=True)
+class Column:
+    """One column of a tabular source and the values it may hold.
+
+    Attributes:
+        name: Header name.
+        dtype: ``float64``, ``int64`` or ``string``.
+        min: Smallest valid value (numeric columns).
+        max: Largest valid value (numeric columns).
+        values: The allowed values (e.g. class labels), or None for any.
+
+    """
+
+    name: str
+    dtype: str = "float64"
+    min: float | None = None
+    max: float | None = None
+    values: tuple[Any, ...] | None = None
+
+
+# Locations produced by the use case's generator instead of read from a directory:
+# "synthetic:<rows>:<seed>" (seeded synthetic data) and "bundled:<rows>:<seed>" (a real
+# data set shipped inside a package, e.g. scikit-learn's, exported to the source format).
+GENERATED = ("synthetic:", "bundled:")
+
+
+@dataclass(frozen=True)
+class TabularSource:
+    """CSV or Parquet files with a fixed schema, validated row by row.
+
+    File-level problems (missing file, missing or unexpected columns) raise
+    :class:`SourceError` naming the file and the columns. Row-level problems (wrong number
+    of fields, empty or non-numeric values, NaN, out-of-range or unknown values) keep the
+    row out of the data and describe it (file, line, field, value, reason) for quarantine.
+
+    ``default_location`` may be ``synthetic:<rows>:<seed>``: the use case's seeded
+    generator then writes the data (used where the real data set is not available
+    offline), or ``bundled:<rows>:<seed>`` for a real data set a package ships; either
+    way the file is snapshotted and checksummed like any raw data.
+    """
+
+    columns: tuple[Column, ...]
+    layout: Mapping[str, str]
+    default_location: str
+    format: str = "csv"
+    generator: Callable[[Path, int, int], None] | None = None
+
+    def files(self, location: str) -> dict[str, str]:
+        """Partition -> file path; generates synthetic data for ``synthetic:`` locations."""
+        if location.startswith(GENERATED):
+            location = str(self._generate(location))
+        base = Path(location)
+        if not base.is_dir():
+            raise SourceError(f"{base}: source directory does not exist")
+        out = {}
+        for part, name in self.layout.items():
+            path = base / name
+            if not path.is_file():
+                raise SourceError(f"{base}: missing {part} file {name}")
+            out[part] = str(path)
+        return out
+
+    def _generate(self, location: str) -> Path:
+        from tasks.core.config import settings
+        from tasks.core.files import atomic_dir
+
+        if self.generator is None:
+            raise SourceError(f"{location}: this source has no generator")
+        try:
+            kind, rows, seed = location.split(":")
+            n, sd = int(rows), int(seed)
+        except ValueError as exc:
+            raise SourceError(f"{location}: expected <kind>:<rows>:<seed>") from exc
+        name = f"{'-'.join(self.layout.values())}-{n}-{sd}"
+        target = settings().root / "generated" / kind / name
+        if not target.is_dir():
+            with atomic_dir(target) as tmp:
+                self.generator(tmp, n, sd)
+        return target
+
+    def header(self, path: str) -> list[str]:
+        """Column names of a file, from the CSV header or the Parquet schema."""
+        if self.format == "parquet":
+            import pyarrow.parquet as pq
+
+            return list(pq.ParquetFile(path).schema_arrow.names)
+        with open(path, newline="") as fh:
+            import csv
+
+            return next(csv.reader(fh), [])
+
+    def validate(self, files: Mapping[str, str]) -> dict[str, Any]:
+        """Check every file's columns against the schema."""
+        expected = [c.name for c in self.columns]
+        facts = {}
+        for part, path in files.items():
+            names = self.header(path)
+            missing = [c for c in expected if c not in names]
+            extra = [c for c in names if c not in expected]
+            if missing or extra:
+                raise SourceError(
+                    f"{path}: columns do not match the schema: missing {missing}, "
+                    f"unexpected {extra}"
+                )
+            facts[part] = {"columns": len(names), "bytes": Path(path).stat().st_size}
+        return facts
+
+    def partitions(self) -> dict[str, dict[str, str]]:
+        """Partition -> {column: file key}."""
+        return {part: {c.name: part for c in self.columns} for part in self.layout}
+
+    def schema(self) -> dict[str, dict[str, Any]]:
+        """Column name -> {dtype, shape}."""
+        return {c.name: {"dtype": c.dtype, "shape": []} for c in self.columns}
+
+    def read_batches(
+        self, files: Mapping[str, str], partition: str, batch_size: int
+    ) -> Iterator[dict[str, Any]]:
+        """Yield typed column batches with ``row`` ids and ``_bad`` records, in file order."""
+        path = files[partition]
+        reader = self._read_parquet if self.format == "parquet" else self._read_csv
+        yield from _cached(path, self.format, (partition, batch_size),
+                           lambda: list(reader(path, partition, batch_size)))
+
+    def _read_csv(self, path: str, partition: str, batch_size: int) -> Iterator[dict[str, Any]]:
+        import pyarrow as pa
+        from pyarrow import csv
+
+        skipped: list[dict[str, Any]] = []
+
+        def on_invalid(row: Any) -> str:
+            skipped.append({"file": path, "partition": partition, "line": row.number,
+                            "row": row.number - 2, "field": None, "value": row.text,
+                            "reason": f"expected {row.expected_columns} fields, "
+                                      f"got {row.actual_columns}"})
+            return "skip"
+
+        names = [c.name for c in self.columns]
+        # Everything is read as text and cast per column: a bad value then costs one
+        # row (quarantined), not the whole block.
+        reader = csv.open_csv(
+            path,
+            read_options=csv.ReadOptions(block_size=1 << 22, use_threads=False),
+            parse_options=csv.ParseOptions(invalid_row_handler=on_invalid),
+            convert_options=csv.ConvertOptions(
+                column_types={n: pa.string() for n in names}, include_columns=names,
+                strings_can_be_null=False, quoted_strings_can_be_null=False,
+            ),
+        )
+        parsed = 0
+        skipped_lines: list[int] = []
+        pending: list[dict[str, Any]] = []
+        for record_batch in reader:
+            skipped_lines.extend(r["line"] for r in skipped)
+            pending.extend(skipped)
+            skipped.clear()
+            n = record_batch.num_rows
+            idx = np.arange(parsed, parsed + n)
+            parsed += n
+            # Map parsed-row index to the file line, accounting for skipped lines.
+            s = np.sort(np.asarray(skipped_lines, dtype=np.int64))
+            lines = idx + 2 + np.searchsorted(s - np.arange(len(s)), idx + 2, side="right")
+            cols = {name: record_batch.column(name) for name in names}
+            for start in range(0, n, batch_size):
+                sl = slice(start, min(start + batch_size, n))
+                batch = self._check({k: v.slice(sl.start, sl.stop - sl.start)
+                                     for k, v in cols.items()}, lines[sl], path, partition)
+                batch["_bad"] = pending + batch["_bad"]
+                pending = []
+                yield batch
+        if pending or skipped:
+            yield {**{c.name: np.empty(0) for c in self.columns},
+                   "row": np.empty(0, np.int64), "_bad": pending + skipped}
+
+    def _read_parquet(self, path: str, partition: str, batch_size: int
+                      ) -> Iterator[dict[str, Any]]:
+        import pyarrow.parquet as pq
+
+        offset = 0
+        names = [c.name for c in self.columns]
+        for rb in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=names):
+            rows = np.arange(offset, offset + rb.num_rows)
+            offset += rb.num_rows
+            # Parquet has no header line: "line" is the row number + 2, as for CSV.
+            yield self._check({n: rb.column(n) for n in names}, rows + 2, path, partition)
+
+    def _check(self, cols: Mapping[str, Any], lines: np.ndarray, path: str, partition: str
+               ) -> dict[str, Any]:
+        """Cast and validate one batch; bad rows leave the batch as ``_bad`` records."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = len(lines)
+        keep = np.ones(n, bool)
+        bad: list[dict[str, Any]] = []
+        out: dict[str, Any] = {}
+
+        def flag(mask: np.ndarray, col: Column, raw: Any, reason: str) -> None:
+            for i in np.flatnonzero(mask & keep):
+                value = raw[i].as_py() if hasattr(raw[i], "as_py") else raw[i]
+                bad.append({"file": path, "partition": partition, "line": int(lines[i]),
+                            "row": int(lines[i]) - 2, "field": col.name, "value": value,
+                            "reason": reason})
+            keep[mask] = False
+
+        for col in self.columns:
+            raw = cols[col.name]
+            if col.dtype == "string":
+                arr = np.asarray(raw.to_pylist(), dtype=object)
+                flag(np.array([v is None or v == "" for v in arr]), col, raw, "missing value")
+            else:
+                target = pa.float64() if col.dtype == "float64" else pa.int64()
+                if pa.types.is_string(raw.type) or pa.types.is_large_string(raw.type):
+                    text = raw
+                    empty = np.asarray(pc.equal(pc.utf8_trim_whitespace(text), "")
+                                       .fill_null(True))
+                    flag(empty, col, raw, "missing value")
+                    dtype = target.to_pandas_dtype()
+                    filled = pc.if_else(pa.array(empty), "0", text)
+                    try:  # fast path: the whole batch casts in C++
+                        arr = np.asarray(pc.cast(filled, target).to_numpy(zero_copy_only=False),
+                                         dtype=dtype)
+                    except (pa.ArrowInvalid, pa.ArrowTypeError):
+                        # Slow path only for a batch holding a non-numeric value.
+                        arr, wrong = np.zeros(n, dtype=dtype), np.zeros(n, bool)
+                        parse = float if col.dtype == "float64" else int
+                        for i, v in enumerate(filled.to_pylist()):
+                            try:
+                                arr[i] = parse(v)
+                            except (TypeError, ValueError):
+                                wrong[i] = True
+                        kind = "number" if col.dtype == "float64" else "integer"
+                        flag(wrong, col, raw, f"not a {kind}")
+                else:
+                    nulls = np.asarray(raw.is_null())
+                    flag(nulls, col, raw, "missing value")
+                    arr = np.asarray(raw.fill_null(0).cast(target).to_numpy(
+                        zero_copy_only=False))
+                if col.dtype == "float64":
+                    flag(~np.isfinite(arr), col, raw, "NaN or infinite value")
+                if col.min is not None:
+                    flag(arr < col.min, col, raw, f"below minimum {col.min}")
+                if col.max is not None:
+                    flag(arr > col.max, col, raw, f"above maximum {col.max}")
+            if col.values is not None:
+                allowed = np.isin(arr, np.asarray(col.values, dtype=arr.dtype))
+                flag(~allowed, col, raw, f"not one of {list(col.values)}")
+            out[col.name] = arr
+        out = {k: v[keep] for k, v in out.items()}
+        out["row"] = (lines - 2)[keep].astype(np.int64)
+        out["_bad"] = bad
+        return out

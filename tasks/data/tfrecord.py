@@ -1,0 +1,185 @@
+"""The TFRecord contract of a preprocessed dataset: its feature spec, writer and reader.
+
+Preprocessing writes ``tf.train.Example`` records whose features the feature spec
+(``feature_spec.json``) describes, one entry per name:
+
+- ``encoding: raw``: the array's bytes, little-endian ``dtype``, reshaped to ``shape``
+  (images as uint8; the packed float32 ``features`` vector of tabular use cases);
+- ``encoding: int64`` / ``float``: scalars (labels).
+
+Shards are ``<split>/part-SSSSS-of-NNNNN.tfrecord``. :func:`make_dataset` reads them back
+as batched ``(inputs, labels)``; this module is the only place that knows the encoding.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.core.files import read_json
+from tasks.core.run import DATASET_MANIFEST, FEATURE_SPEC, STATS
+from tasks.features.transforms import output_width
+from tasks.spec import PreprocessSpec
+
+PACKED = "features"  # the packed float32 vector of all non-raw features
+
+
+def output_spec(prep: PreprocessSpec, schema: Mapping[str, Mapping[str, Any]],
+                stats: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The TFRecord feature spec: raw uint8 images, packed float32 features, the label."""
+    spec: dict[str, dict[str, Any]] = {}
+    packed = prep.packed
+    for f in prep.raw:
+        spec[f.name] = {"dtype": "uint8", "shape": list(schema[f.name]["shape"]),
+                        "encoding": "raw"}
+    if packed:
+        spec[PACKED] = {
+            "dtype": "float32", "shape": [output_width(packed, stats)], "encoding": "raw",
+            "columns": [{"name": f.name, "transform": f.transform, "log1p": f.log1p}
+                        for f in packed],
+        }
+    if prep.label:
+        spec[prep.label] = {"dtype": prep.label_dtype, "shape": [],
+                            "encoding": "int64" if prep.label_dtype == "int64" else "float"}
+        if "num_classes" in schema.get(prep.label, {}):
+            spec[prep.label]["num_classes"] = schema[prep.label]["num_classes"]
+    return spec
+
+
+def encode_examples(spec: Mapping[str, Mapping[str, Any]],
+                    cols: Mapping[str, np.ndarray]) -> list[bytes]:
+    """Serialise rows as ``tf.train.Example`` bytes (raw bytes for arrays, as the spec says).
+
+    One proto is reused and only its values are replaced per row, which is several times
+    faster than building a fresh Example per row.
+    """
+    from tensorflow.core.example import example_pb2
+
+    n = len(next(iter(cols.values())))
+    ex = example_pb2.Example()
+    feats = ex.features.feature
+    raw, ints, floats = [], [], []
+    for name, fs in spec.items():
+        arr = np.ascontiguousarray(cols[name])
+        if fs["encoding"] == "raw":
+            arr = arr.astype(np.dtype(fs["dtype"]).newbyteorder("<"), copy=False)
+            width = arr[0].nbytes if n else 0
+            feats[name].bytes_list.value.append(b"")
+            raw.append((feats[name].bytes_list.value, arr.tobytes(), width))
+        elif fs["encoding"] == "int64":
+            feats[name].int64_list.value.append(0)
+            ints.append((feats[name].int64_list.value, arr.astype(np.int64).tolist()))
+        else:
+            feats[name].float_list.value.append(0.0)
+            floats.append((feats[name].float_list.value, arr.astype(np.float32).tolist()))
+    out = []
+    for i in range(n):
+        for target, blob, width in raw:
+            target[0] = blob[i * width:(i + 1) * width]
+        for target, values in ints:
+            target[0] = values[i]
+        for target, values in floats:
+            target[0] = values[i]
+        # deterministic=True sorts the feature map: identical bytes across runs.
+        out.append(ex.SerializeToString(deterministic=True))
+    return out
+
+
+def shard_name(split: str, shard: int, n_shards: int) -> str:
+    """Relative path of one TFRecord shard."""
+    return f"{split}/part-{shard:05d}-of-{n_shards:05d}.tfrecord"
+
+
+def split_files(dataset_dir: Path, split: str) -> list[str]:
+    """Sorted shard paths of one split."""
+    return sorted(glob.glob(str(Path(dataset_dir) / split / "*.tfrecord")))
+
+
+def make_dataset(
+    dataset_dir: Path,
+    split: str,
+    feature_spec: Mapping[str, Mapping[str, Any]],
+    input_key: str,
+    label_key: str | None,
+    batch_size: int,
+    shuffle_seed: int | None = None,
+    target: Any = None,
+    stats: Mapping[str, Any] | None = None,
+) -> Any:
+    """A batched ``tf.data.Dataset`` of ``(inputs, targets)`` for one split.
+
+    Records are parsed in large batches (vectorised ``parse_example``), decoded from raw
+    bytes, cached in memory, then reshuffled per epoch when ``shuffle_seed`` is given.
+    ``target(x, y, stats)`` replaces the label as the training target when given.
+    """
+    import tensorflow as tf
+
+    files = split_files(dataset_dir, split)
+    if not files:
+        raise FileNotFoundError(f"{dataset_dir}/{split}: no TFRecord shards")
+    keys = [k for k in (input_key, label_key) if k]
+    desc = {}
+    for name in keys:
+        fs = feature_spec[name]
+        if fs["encoding"] == "raw":
+            desc[name] = tf.io.FixedLenFeature([], tf.string)
+        elif fs["encoding"] == "int64":
+            desc[name] = tf.io.FixedLenFeature(fs["shape"], tf.int64)
+        else:
+            desc[name] = tf.io.FixedLenFeature(fs["shape"], tf.float32)
+
+    def decode(records: Any) -> tuple[Any, Any]:
+        ex = tf.io.parse_example(records, desc)
+        x = ex[input_key]
+        fs = feature_spec[input_key]
+        if fs["encoding"] == "raw":
+            x = tf.io.decode_raw(x, tf.dtypes.as_dtype(fs["dtype"]))
+            x = tf.reshape(x, [-1, *fs["shape"]])
+        y = ex[label_key] if label_key else tf.zeros(tf.shape(x)[:1], tf.int64)
+        return tf.cast(x, tf.float32), y
+
+    ds = tf.data.TFRecordDataset(files).batch(4096).map(decode)
+    if target is not None:  # on whole batches, before the cache: computed once, not per row
+        ds = ds.map(lambda x, y: (x, target(x, y, stats)))
+    ds = ds.cache().unbatch()
+    if shuffle_seed is not None:
+        ds = ds.shuffle(20_000, seed=shuffle_seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+
+@dataclass(frozen=True)
+class DatasetReader:
+    """Read access to one preprocessed dataset: its feature spec, statistics and splits.
+
+    Attributes:
+        dataset_dir: The dataset folder (shards, ``feature_spec.json``, ``stats.json``).
+        feature_spec: What the records hold (see the module docstring).
+        stats: Full-pass statistics per split.
+        manifest: Rows and class counts per split, shard files, counters.
+
+    """
+
+    dataset_dir: Path
+    feature_spec: dict[str, Any]
+    stats: dict[str, Any]
+    manifest: dict[str, Any]
+
+    @classmethod
+    def open(cls, dataset_dir: str | Path) -> DatasetReader:
+        """Open a dataset the preprocessing step published."""
+        d = Path(dataset_dir)
+        return cls(d, read_json(d / FEATURE_SPEC), read_json(d / STATS),
+                   read_json(d / DATASET_MANIFEST))
+
+    def split(self, name: str, input_key: str, label_key: str | None, batch_size: int, *,
+              target: Any = None, shuffle_seed: int | None = None) -> Any:
+        """Batched ``(inputs, labels or targets)`` of one split (see :func:`make_dataset`)."""
+        return make_dataset(self.dataset_dir, name, self.feature_spec, input_key, label_key,
+                            batch_size, shuffle_seed=shuffle_seed, target=target,
+                            stats=self.stats)

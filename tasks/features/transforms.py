@@ -1,0 +1,242 @@
+"""Feature transforms: full-pass analyzers, numpy transforms for Beam, a Keras twin.
+
+The Keras twin (:mod:`tasks.features.layers`) is baked into exported models, so serving
+applies exactly the transform Beam applied to the training data (no train/serve skew).
+
+Supported per-feature transforms (``Feature.transform``):
+
+- ``identity``: float passthrough;
+- ``minmax``: ``(x - min) / (max - min)`` (the books' fraud scaling);
+- ``zscore``: ``(x - mean) / std``;
+- ``clip``: clip to the ``clip_quantiles`` of the training split;
+- ``vocab``: categorical value -> index in the training vocabulary (unknown -> len(vocab));
+- ``onehot``: vocabulary index as a one-hot block;
+- ``uint8``: image bytes kept as raw uint8 (the model rescales with the stats).
+
+``log1p=True`` applies ``log1p`` before the analyzer, so ``zscore`` of ``log1p(x)`` works.
+Analyzers run on the training split only; validation and test are transformed with them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from tasks.spec import Feature
+
+NUMERIC = {"identity", "minmax", "zscore", "clip"}
+CATEGORICAL = {"vocab", "onehot"}
+_SKETCH = 4096  # points kept by the quantile sketch (rank error ~ 1/_SKETCH)
+
+
+def _compress(values: np.ndarray, weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Reduce a weighted sample to ``k`` points at evenly spaced weighted ranks."""
+    order = np.argsort(values, kind="stable")
+    v, w = values[order], weights[order]
+    cum = np.cumsum(w)
+    targets = (np.arange(k) + 0.5) * cum[-1] / k
+    idx = np.searchsorted(cum, targets)
+    return v[idx], np.full(k, cum[-1] / k)
+
+
+def _quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
+    order = np.argsort(values, kind="stable")
+    v, cum = values[order], np.cumsum(weights[order])
+    return float(v[min(np.searchsorted(cum, q * cum[-1]), len(v) - 1)])
+
+
+class Analyzer:
+    """Mergeable full-pass statistics of a set of features (one accumulator per split).
+
+    The accumulator is a plain dict so Beam can pickle it between workers.
+    """
+
+    def __init__(self, features: Sequence[Feature], label: str | None,
+                 label_is_class: bool) -> None:
+        self.features = tuple(features)
+        self.label = label
+        self.label_is_class = label_is_class
+
+    def create(self) -> dict[str, Any]:
+        """Empty accumulator."""
+        return {"rows": 0, "features": {}, "classes": {}}
+
+    def add(self, acc: dict[str, Any], cols: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """Fold a column batch into the accumulator."""
+        n = len(next(iter(cols.values()))) if cols else 0
+        acc["rows"] += n
+        if n == 0:
+            return acc
+        for f in self.features:
+            v = cols[f.name]
+            if f.transform in CATEGORICAL:
+                vals, counts = np.unique(v.astype(str), return_counts=True)
+                voc = acc["features"].setdefault(f.name, {"vocab": {}})["vocab"]
+                for val, c in zip(vals.tolist(), counts.tolist(), strict=True):
+                    voc[val] = voc.get(val, 0) + c
+                continue
+            x = v.astype(np.float64, copy=False)
+            if f.log1p:
+                x = np.log1p(x)
+            a = acc["features"].setdefault(f.name, {
+                "count": 0, "sum": 0.0, "sumsq": 0.0, "min": np.inf, "max": -np.inf,
+                "sketch": (np.empty(0), np.empty(0)),
+            })
+            flat = x.ravel()
+            a["count"] += flat.size
+            a["sum"] += float(flat.sum())
+            a["sumsq"] += float(np.square(flat).sum())
+            a["min"] = min(a["min"], float(flat.min()))
+            a["max"] = max(a["max"], float(flat.max()))
+            if f.transform == "clip":
+                sv = np.concatenate([a["sketch"][0], flat])
+                sw = np.concatenate([a["sketch"][1], np.ones(flat.size)])
+                a["sketch"] = _compress(sv, sw, _SKETCH) if len(sv) > 2 * _SKETCH else (sv, sw)
+        if self.label is not None and self.label_is_class:
+            labels, counts = np.unique(cols[self.label], return_counts=True)
+            for lab, c in zip(labels.tolist(), counts.tolist(), strict=True):
+                acc["classes"][lab] = acc["classes"].get(lab, 0) + c
+        return acc
+
+    def merge(self, accs: Iterable[dict[str, Any]]) -> dict[str, Any]:
+        """Merge accumulators (associative and commutative)."""
+        out = self.create()
+        for acc in accs:
+            out["rows"] += acc["rows"]
+            for lab, c in acc["classes"].items():
+                out["classes"][lab] = out["classes"].get(lab, 0) + c
+            for name, a in acc["features"].items():
+                if "vocab" in a:
+                    voc = out["features"].setdefault(name, {"vocab": {}})["vocab"]
+                    for val, c in a["vocab"].items():
+                        voc[val] = voc.get(val, 0) + c
+                    continue
+                b = out["features"].get(name)
+                if b is None:
+                    out["features"][name] = {**a}
+                    continue
+                b["count"] += a["count"]
+                b["sum"] += a["sum"]
+                b["sumsq"] += a["sumsq"]
+                b["min"] = min(b["min"], a["min"])
+                b["max"] = max(b["max"], a["max"])
+                sv = np.concatenate([b["sketch"][0], a["sketch"][0]])
+                sw = np.concatenate([b["sketch"][1], a["sketch"][1]])
+                b["sketch"] = _compress(sv, sw, _SKETCH) if len(sv) > 2 * _SKETCH else (sv, sw)
+        return out
+
+    def finish(self, acc: dict[str, Any]) -> dict[str, Any]:
+        """JSON-ready statistics: min/max/mean/std (+ quantiles, vocabularies, classes)."""
+        feats: dict[str, Any] = {}
+        by_name = {f.name: f for f in self.features}
+        for name, a in acc["features"].items():
+            if "vocab" in a:
+                # Most frequent first, ties by value: deterministic across runs and runners.
+                ordered = sorted(a["vocab"].items(), key=lambda kv: (-kv[1], kv[0]))
+                feats[name] = {"vocab": [k for k, _ in ordered],
+                               "counts": [c for _, c in ordered]}
+                continue
+            mean = a["sum"] / a["count"]
+            var = max(a["sumsq"] / a["count"] - mean * mean, 0.0)
+            st = {"count": a["count"], "min": a["min"], "max": a["max"], "mean": mean,
+                  "std": float(np.sqrt(var))}
+            f = by_name.get(name)
+            if f is not None and f.transform == "clip" and len(a["sketch"][0]):
+                lo, hi = f.clip_quantiles
+                st["clip_low"] = _quantile(*a["sketch"], lo)
+                st["clip_high"] = _quantile(*a["sketch"], hi)
+            feats[name] = st
+        return {"rows": acc["rows"], "features": feats,
+                "class_counts": {str(k): v for k, v in sorted(acc["classes"].items())}}
+
+
+def output_width(features: Sequence[Feature], stats: Mapping[str, Any]) -> int:
+    """Number of float columns the packed ``features`` vector has."""
+    width = 0
+    for f in features:
+        if f.transform == "onehot":
+            width += len(stats["features"][f.name]["vocab"]) + 1
+        elif not f.is_raw:
+            width += 1
+    return width
+
+
+def apply_numpy(features: Sequence[Feature], stats: Mapping[str, Any],
+                cols: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Transform raw columns into the packed float32 matrix the model trains on.
+
+    Args:
+        features: Feature specs (``uint8`` features are excluded: they stay raw bytes).
+        stats: Training-split statistics from :meth:`Analyzer.finish`.
+        cols: Raw column batch.
+
+    Returns:
+        ``(n, output_width)`` float32 array.
+
+    """
+    blocks = []
+    for f in features:
+        if f.is_raw:
+            continue
+        st = stats["features"][f.name]
+        v = cols[f.name]
+        if f.transform in CATEGORICAL:
+            index = {val: i for i, val in enumerate(st["vocab"])}
+            idx = np.array([index.get(x, len(index)) for x in v.astype(str).tolist()],
+                           dtype=np.int64)
+            if f.transform == "vocab":
+                blocks.append(idx[:, None].astype(np.float32))
+            else:
+                blocks.append(np.eye(len(index) + 1, dtype=np.float32)[idx])
+            continue
+        x = v.astype(np.float64, copy=False)
+        if f.log1p:
+            x = np.log1p(x)
+        if f.transform == "minmax":
+            x = (x - st["min"]) / ((st["max"] - st["min"]) or 1.0)
+        elif f.transform == "zscore":
+            x = (x - st["mean"]) / (st["std"] or 1.0)
+        elif f.transform == "clip":
+            x = np.clip(x, st["clip_low"], st["clip_high"])
+        blocks.append(x.astype(np.float32).reshape(len(x), 1))
+    if not blocks:
+        return np.empty((0, 0), np.float32)
+    return np.concatenate(blocks, axis=1)
+
+
+def keras_layer(features: Sequence[Feature], stats: Mapping[str, Any]) -> Any:
+    """:func:`apply_numpy` as a serialisable Keras layer for the exported model.
+
+    The layer maps raw inputs ``(n, len(features))`` (numbers, in ``features`` order) to
+    the transformed vector. Categorical features must be coded as numbers (their
+    vocabulary entries are compared numerically).
+    """
+    ops = []
+    for f in features:
+        st = stats["features"][f.name]
+        if f.transform in CATEGORICAL:
+            try:
+                vocab = [float(v) for v in st["vocab"]]
+            except ValueError as exc:
+                raise ValueError(f"{f.name}: the served model takes numbers; code the "
+                                 f"categories as numbers (vocabulary {st['vocab'][:5]})") from exc
+            ops.append({"kind": f.transform, "vocab": vocab})
+            continue
+        if f.transform not in NUMERIC:
+            raise ValueError(f"{f.name}: transform {f.transform!r} has no Keras twin")
+        scale, offset, lo, hi = 1.0, 0.0, -3.0e38, 3.0e38
+        if f.transform == "minmax":
+            span = (st["max"] - st["min"]) or 1.0
+            scale, offset = 1.0 / span, -st["min"] / span
+        elif f.transform == "zscore":
+            std = st["std"] or 1.0
+            scale, offset = 1.0 / std, -st["mean"] / std
+        elif f.transform == "clip":
+            lo, hi = st["clip_low"], st["clip_high"]
+        ops.append({"kind": "numeric", "log1p": f.log1p, "scale": scale, "offset": offset,
+                    "low": lo, "high": hi})
+    from tasks.features.layers import feature_transform_layer
+
+    return feature_transform_layer()(columns=ops, name="feature_transform")

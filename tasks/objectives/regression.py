@@ -1,0 +1,45 @@
+"""Regression: RMSE, MAE, R² and the improvement over the mean predictor."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.data.tfrecord import DatasetReader
+from tasks.objectives import plots
+from tasks.objectives.base import EvalOutput, Objective, predictions
+from tasks.spec import ModelSpec
+
+
+def regression_metrics(y_true: Any, y_pred: Any, train_mean: float) -> dict[str, float]:
+    """RMSE, MAE, R² and the improvement over always predicting the training mean."""
+    y_true, y_pred = np.asarray(y_true, float).ravel(), np.asarray(y_pred, float).ravel()
+    rmse = float(np.sqrt(np.mean((y_pred - y_true) ** 2)))
+    baseline = float(np.sqrt(np.mean((train_mean - y_true) ** 2)))
+    ss_tot = float(np.sum((y_true - y_true.mean()) ** 2)) or 1.0
+    return {
+        "test_rmse": rmse,
+        "test_mae": float(np.mean(np.abs(y_pred - y_true))),
+        "test_r2": 1.0 - float(np.sum((y_true - y_pred) ** 2)) / ss_tot,
+        "baseline_rmse": baseline,
+        "rmse_improvement_over_baseline": 1.0 - rmse / baseline if baseline else 0.0,
+    }
+
+
+class Regression(Objective):
+    """A real-valued target; the baseline is the training split's mean (full-pass stats)."""
+
+    kind = "regression"
+    metrics = ("test_rmse", "test_mae", "test_r2", "baseline_rmse",
+               "rmse_improvement_over_baseline")
+
+    def evaluate(self, trained: Any, reader: DatasetReader, model: ModelSpec,
+                 calibration: Mapping[str, Any], out_dir: Path) -> EvalOutput:
+        y_true, pred = predictions(trained, reader, model)
+        train_mean = float(reader.stats["train"]["features"][model.label_key]["mean"])
+        report = regression_metrics(y_true, pred, train_mean)
+        return EvalOutput(report, [plots.plot_residuals(y_true, pred,
+                                                        out_dir / "residuals.png")])

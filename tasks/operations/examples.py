@@ -1,0 +1,23 @@
+"""Ready-to-send predict requests built from a run's test rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tasks.core.run import RunLayout
+from tasks.data.tfrecord import DatasetReader
+from tasks.spec import catalog
+
+
+def write_example_request(use_case: str, layout: RunLayout, n: int = 2) -> Path | None:
+    """Write ``request.json`` (``{"instances": ...}``) from the first ``n`` test rows."""
+    if not layout.feature_spec_file.is_file():
+        return None
+    mk = catalog.get(use_case).model
+    if mk is None:
+        return None
+    reader = DatasetReader.open(layout.dataset_dir)
+    x, _ = next(iter(reader.split("test", mk.input_key, mk.label_key, n)))
+    layout.request_file.write_text(json.dumps({"instances": x.numpy().tolist()}))
+    return layout.request_file

@@ -1,0 +1,154 @@
+"""Local runs on the embedded stack: one DAG run with ``dag.test()``, a concise console.
+
+``mlp run`` (and ``mlp retrain`` without an API server) runs the pipeline in a child
+process (``python -m tasks.operations.local``) whose full Airflow, Beam and TensorFlow
+output goes to a log file under ``$MLP_HOME/logs/``; the parent prints only the progress
+lines the steps report (:mod:`tasks.core.progress`: one line per step start and end, one
+per epoch) and, at the end, a summary read from the run's folders through its
+:class:`~tasks.core.run.RunLayout`. On failure the summary names the failed task, its first
+error line and the log file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tasks.core import progress
+from tasks.core.config import Settings, apply_env
+from tasks.core.files import read_json
+from tasks.core.run import TRAIN_RESULT, RunLayout, run_key
+
+
+def migrate_airflow_db() -> None:
+    """Create or upgrade the Airflow metadata database (idempotent)."""
+    out = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"],
+                         capture_output=True, text=True, env=os.environ.copy())
+    if out.returncode != 0:
+        sys.stderr.write(out.stdout[-4000:] + out.stderr[-4000:])
+        raise SystemExit(f"airflow db migrate failed (exit {out.returncode})")
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return read_json(path) if path.is_file() else {}
+
+
+def run_outcome(use_case: str, key: str, s: Settings | None = None) -> dict[str, Any]:
+    """Gate verdict and deployment of a run, from the files its steps wrote."""
+    layout = RunLayout.of(use_case, key, s)
+    return {"run_dir": str(layout.run_dir), "gate": _load(layout.gate_file),
+            "deploy": _load(layout.deploy_file)}
+
+
+def failure(progress_file: Path) -> dict[str, str] | None:
+    """The first failed step and its first error line, from a run's progress lines."""
+    if not progress_file.is_file():
+        return None
+    for line in progress_file.read_text(encoding="utf-8").splitlines():
+        _, _, text = line.partition(" ")
+        if text.startswith("✗"):
+            task, _, rest = text[1:].strip().partition(" ")
+            return {"task": task, "error": rest.split(": ", 1)[-1]}
+    return None
+
+
+def summarise(use_case: str, key: str, state: str, log_file: Path | None = None,
+              progress_file: Path | None = None, s: Settings | None = None) -> dict[str, Any]:
+    """What a run produced, read from its folders (absent parts are left out, never None)."""
+    from tasks.operations.examples import write_example_request
+
+    layout = RunLayout.of(use_case, key, s)
+    train = _load(layout.train_dir / TRAIN_RESULT)
+    evaluation = _load(layout.evaluation_file)
+    out: dict[str, Any] = {"use_case": use_case, "run_key": key, "state": state,
+                           "run_dir": str(layout.run_dir), **run_outcome(use_case, key, s)}
+    if train:
+        out.update(mlflow_run_id=train["run_id"], params=train["params"],
+                   train_seconds=train["train_seconds"])
+    out["metrics"] = {k: v for k, v in evaluation.items()
+                      if isinstance(v, int | float) and not isinstance(v, bool)}
+    if log_file is not None:
+        out["log_file"] = str(log_file)
+    if state == "success":
+        request = write_example_request(use_case, layout)
+        if request is not None:
+            out["request"] = str(request)
+    elif progress_file is not None and (failed := failure(progress_file)):
+        out["failed_task"], out["error"] = failed["task"], failed["error"]
+    return out
+
+
+def _tail(path: Path, offset: int, echo: Callable[[str], None]) -> int:
+    if not path.is_file():
+        return offset
+    with open(path, encoding="utf-8") as fh:
+        fh.seek(offset)
+        for line in fh.read().splitlines():
+            echo(line)
+        return fh.tell()
+
+
+def run_pipeline(use_case: str, conf: dict[str, Any], logical_date: datetime | None = None,
+                 echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run one use case's DAG end to end with Airflow's ``dag.test()`` in a child process.
+
+    Args:
+        use_case: Use-case name.
+        conf: Run params (the trigger form's values).
+        logical_date: The run's logical date (default: now); re-using one re-runs that run.
+        echo: Where progress lines go (default: stdout).
+
+    Returns:
+        The run's summary (:func:`summarise`), with the log file's path.
+
+    """
+    s = apply_env()
+    echo = echo or (lambda line: print(line, flush=True))
+    logical = (logical_date or datetime.now(UTC)).replace(microsecond=0)
+    key = run_key(logical)
+    logs = s.root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    log_file = logs / f"run-{use_case}-{key}-{stamp}.log"
+    progress_file = log_file.with_suffix(".progress")
+    echo(f"{use_case} run {key}: full logs in {log_file}")
+    env = {**os.environ, progress.ENV: str(progress_file)}
+    cmd = [sys.executable, "-m", "tasks.operations.local", use_case, json.dumps(conf),
+           logical.isoformat()]
+    offset = 0
+    with open(log_file, "ab") as log_fh:
+        child = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, env=env)
+        while child.poll() is None:
+            offset = _tail(progress_file, offset, echo)
+            time.sleep(0.5)
+    _tail(progress_file, offset, echo)
+    state = "success" if child.returncode == 0 else "failed"
+    return summarise(use_case, key, state, log_file, progress_file, s)
+
+
+def _child(use_case: str, conf_json: str, logical_iso: str) -> int:
+    """The child process: migrate the metadata DB, run the DAG, exit 0 on success."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    apply_env()
+    migrate_airflow_db()
+    from tasks.orchestration import build_dag
+
+    dag_run = build_dag(use_case).test(logical_date=datetime.fromisoformat(logical_iso),
+                                       run_conf=json.loads(conf_json))
+    state = str(dag_run.state)
+    logging.getLogger(__name__).info("DAG run %s of %s ended: %s", logical_iso, use_case, state)
+    return 0 if state == "success" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(_child(*sys.argv[1:4]))

@@ -1,0 +1,231 @@
+"""One DAG factory for every use case: ingest -> preprocess -> train -> evaluate -> gate -> deploy.
+
+Tasks are thin wrappers of the pure step functions in :mod:`tasks.steps`: each finds its
+run's paths in the :class:`~tasks.core.run.RunLayout`, calls its step, and returns the
+step's typed result as a small XCom dict. Heavy modules (TensorFlow, Beam, MLflow) are
+imported inside the task callables, so parsing a DAG file costs only this module and the
+use-case spec. A :class:`~tasks.core.errors.PermanentError` (bad data, a bad parameter,
+divergence) fails the task at once: a retry could not fix it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import DAG, Param, get_current_context, task
+
+from tasks import objectives
+from tasks.core import progress
+from tasks.core.errors import PermanentError
+from tasks.core.run import (
+    Dataset,
+    Deployment,
+    Evaluation,
+    RunLayout,
+    Snapshot,
+    TrainedModel,
+    Verdict,
+    run_key,
+)
+from tasks.orchestration.assets import dag_schedule, triggering_location
+from tasks.spec import UseCaseSpec, catalog
+
+START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
+TASK_IDS = ("ingest", "preprocess", "train", "evaluate", "gate", "deploy")
+
+
+def context_run_key(context: Any) -> str:
+    """The run key of the running DAG run (logical date, else run id)."""
+    dag_run = context["dag_run"]
+    return run_key(getattr(dag_run, "logical_date", None), dag_run.run_id)
+
+
+@contextlib.contextmanager
+def step(name: str, spec: UseCaseSpec, key: str) -> Iterator[progress.StepOutcome]:
+    """Progress lines around a step; a permanent error fails the task without retry."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        with progress.step(name, spec.name, key) as outcome:
+            yield outcome
+    except PermanentError as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
+def trigger_params(spec: UseCaseSpec) -> dict[str, Param]:
+    """The spec's run params plus the platform's own, as Airflow's typed trigger form."""
+    params = {name: Param(p.default, **p.schema()) for name, p in spec.params.items()}
+    params["source_dir"] = Param(
+        spec.source.default_location, type="string",
+        description="Directory holding the raw input files to ingest",
+    )
+    params["force_deploy"] = Param(
+        False, type="boolean",
+        description="Operator override: deploy even if the gate fails (needs force_reason)",
+    )
+    params["force_reason"] = Param(
+        "", type="string",
+        description="Why the gate is overridden; required with force_deploy, kept on the version",
+    )
+    return params
+
+
+def _ingest(spec: UseCaseSpec) -> Snapshot:
+    from tasks.steps.ingest import ingest
+
+    ctx = get_current_context()
+    layout = RunLayout.of(spec.name, context_run_key(ctx))
+    with step("ingest", spec, layout.key) as out:
+        location = triggering_location(ctx, spec.name) or ctx["params"]["source_dir"]
+        manifest = ingest(spec.source, location, layout.raw_dir)
+        out.summary = f"snapshot {manifest['checksum'][:12]} {manifest['facts']}"
+    return Snapshot(layout.key, str(layout.raw_dir), manifest["checksum"])
+
+
+def _preprocess(spec: UseCaseSpec, snapshot: Snapshot) -> Dataset:
+    from pathlib import Path
+
+    from tasks.core.config import settings
+    from tasks.steps.ingest import snapshot_files
+    from tasks.steps.preprocess import preprocess
+
+    s = settings()
+    params = get_current_context()["params"]
+    layout = RunLayout.of(spec.name, snapshot.run_key, s)
+    split = spec.split
+    if "validation_size" in params:
+        split = replace(split, validation_size=int(params["validation_size"]))
+    with step("preprocess", spec, layout.key) as out:
+        manifest = preprocess(spec.source, snapshot_files(Path(snapshot.snapshot_dir)),
+                              spec.preprocess, split, layout.dataset_dir,
+                              runner=s.beam_runner, runner_options=s.beam_options)
+        rows = {k: v["rows"] for k, v in manifest["splits"].items()}
+        out.summary = f"rows {rows}, quarantined {manifest['quarantined_rows']}"
+    return Dataset(str(layout.dataset_dir), rows)
+
+
+def _train(spec: UseCaseSpec, snapshot: Snapshot, dataset: Dataset) -> TrainedModel:
+    from tasks.steps.train import train
+
+    params = get_current_context()["params"]
+    layout = RunLayout.of(spec.name, snapshot.run_key)
+    with step("train", spec, layout.key) as out:
+        trained = train(spec, {k: params[k] for k in spec.params}, dataset.dataset_dir,
+                        layout.train_dir, snapshot)
+        out.summary = f"MLflow run {trained.run_id} ({trained.train_seconds:.0f}s of fitting)"
+    return trained
+
+
+def _evaluate(spec: UseCaseSpec, snapshot: Snapshot, dataset: Dataset,
+              trained: TrainedModel) -> Evaluation:
+    from tasks.steps.evaluate import evaluate
+
+    layout = RunLayout.of(spec.name, snapshot.run_key)
+    with step("evaluate", spec, layout.key) as out:
+        evaluation = evaluate(spec, dataset.dataset_dir, trained, layout.evaluation_dir)
+        out.summary = f"{spec.gate.metric}={evaluation.metrics.get(spec.gate.metric)}"
+    return evaluation
+
+
+def _gate(spec: UseCaseSpec, snapshot: Snapshot, evaluation: Evaluation) -> Verdict:
+    from tasks.core.files import write_json
+    from tasks.steps.gate import run_gate
+
+    params = get_current_context()["params"]
+    layout = RunLayout.of(spec.name, snapshot.run_key)
+    with step("gate", spec, layout.key) as out:
+        verdict = run_gate(spec.name, spec.gate, evaluation,
+                           force_deploy=bool(params.get("force_deploy", False)),
+                           force_reason=params.get("force_reason", ""), out_dir=layout.gate_dir)
+        write_json(layout.gate_file, verdict.to_dict())
+        out.summary = ("PASSED" if verdict.passed else "FAILED") + f": {verdict.reason}"
+    return verdict
+
+
+def _deploy(spec: UseCaseSpec, snapshot: Snapshot, trained: TrainedModel,
+            verdict: Verdict) -> Deployment:
+    from tasks.core.files import write_json
+    from tasks.steps.deploy import deploy
+
+    layout = RunLayout.of(spec.name, snapshot.run_key)
+    with step("deploy", spec, layout.key) as out:
+        deployment = deploy(spec.name, trained, verdict, snapshot, layout)
+        write_json(layout.deploy_file, deployment.to_xcom())
+        out.summary = f"{spec.name} version {deployment.version} is {deployment.alias}"
+    return deployment
+
+
+def build_dag(use_case: UseCaseSpec | str) -> DAG:
+    """Build the training pipeline DAG of one use case.
+
+    Args:
+        use_case: The use case's spec, or its name (looked up in :mod:`tasks.spec.catalog`).
+
+    Returns:
+        The DAG, with the spec's run params rendered as the trigger form.
+
+    Raises:
+        SpecError: The spec names an unknown model objective.
+
+    """
+    spec = catalog.get(use_case) if isinstance(use_case, str) else use_case
+    if spec.model is not None:
+        objectives.get(spec.model.objective)  # an unknown kind fails at parse time
+    with DAG(
+        dag_id=spec.name,
+        description=(spec.description.strip().splitlines() or [spec.name])[0],
+        doc_md=spec.description,
+        schedule=dag_schedule(spec),
+        # Without catchup no start date is needed, and none lets the cron wait for its next
+        # point; catchup replays from START_DATE.
+        start_date=START_DATE if spec.catchup else None,
+        catchup=spec.catchup,
+        max_active_runs=1,
+        params=trigger_params(spec),
+        tags=["mlp", *spec.tags],
+        default_args={"owner": "mlp", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    ) as dag:
+
+        @task(task_id="ingest")
+        def ingest() -> dict[str, Any]:
+            return _ingest(spec).to_xcom()
+
+        @task(task_id="preprocess")
+        def preprocess(snapshot: dict[str, Any]) -> dict[str, Any]:
+            return _preprocess(spec, Snapshot.from_xcom(snapshot)).to_xcom()
+
+        @task(task_id="train")
+        def train(snapshot: dict[str, Any], dataset: dict[str, Any]) -> dict[str, Any]:
+            return _train(spec, Snapshot.from_xcom(snapshot), Dataset.from_xcom(dataset)
+                          ).to_xcom()
+
+        @task(task_id="evaluate")
+        def evaluate(snapshot: dict[str, Any], dataset: dict[str, Any],
+                     trained: dict[str, Any]) -> dict[str, Any]:
+            return _evaluate(spec, Snapshot.from_xcom(snapshot), Dataset.from_xcom(dataset),
+                             TrainedModel.from_xcom(trained)).to_xcom()
+
+        @task.short_circuit(task_id="gate")
+        def gate(snapshot: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any] | bool:
+            verdict = _gate(spec, Snapshot.from_xcom(snapshot), Evaluation.from_xcom(evaluation))
+            # A falsy return skips deploy: the run stops before deployment, reason logged.
+            return verdict.to_xcom() if verdict.passed else False
+
+        @task(task_id="deploy")
+        def deploy(snapshot: dict[str, Any], trained: dict[str, Any],
+                   verdict: dict[str, Any]) -> dict[str, Any]:
+            return _deploy(spec, Snapshot.from_xcom(snapshot), TrainedModel.from_xcom(trained),
+                           Verdict.from_xcom(verdict)).to_xcom()
+
+        snap = ingest()
+        data = preprocess(snap)
+        if spec.model is None:  # a data-only use case (model still to come)
+            return dag
+        trained = train(snap, data)
+        verdict = gate(snap, evaluate(snap, data, trained))
+        deploy(snap, trained, verdict)
+    return dag

@@ -1,0 +1,36 @@
+"""The use-case contract: what a module in ``models/`` declares, and how the platform finds it.
+
+- :mod:`tasks.spec.usecase`: the typed spec (``UseCaseSpec`` and its parts: data source
+  protocol, preprocessing features, split rule, model, gate, run params); cheap to import
+  (no TensorFlow, Beam or I/O) because DAG files build specs at parse time;
+- :mod:`tasks.spec.catalog`: discovery of use cases by module name.
+
+A use case imports from here, from :mod:`tasks.data` (sources) and from
+:mod:`tasks.features`; nothing else of the platform.
+"""
+
+from tasks.spec.usecase import (
+    RATIO,
+    DataSource,
+    Feature,
+    GateSpec,
+    ModelSpec,
+    PreprocessSpec,
+    RunParam,
+    SpecError,
+    SplitSpec,
+    UseCaseSpec,
+)
+
+__all__ = [
+    "RATIO",
+    "DataSource",
+    "Feature",
+    "GateSpec",
+    "ModelSpec",
+    "PreprocessSpec",
+    "RunParam",
+    "SpecError",
+    "SplitSpec",
+    "UseCaseSpec",
+]

@@ -1,0 +1,300 @@
+"""Typed use-case specification: what a module in ``models/`` declares.
+
+A use case is data (a spec object), not code paths in the platform: the DAG factory and
+every step read what they need from here. Specs are cheap to import (no TensorFlow, no
+Beam, no I/O) because DAG files build them at parse time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tasks.core.errors import PermanentError
+
+
+class SpecError(PermanentError, ValueError):
+    """A use-case spec is inconsistent; raised at DAG parse time, never silently passed."""
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """Deployment gate: absolute bounds plus a comparison with the current champion.
+
+    Attributes:
+        metric: Metric name as logged by the evaluation step (e.g. ``test_accuracy``).
+        min_value: Candidate must reach at least this value (if set).
+        max_value: Candidate must stay at or below this value (if set).
+        higher_is_better: Direction of the metric, used for the champion comparison.
+        max_regression: Largest allowed absolute regression versus the champion
+            (``0.0`` = must not be worse; ``None`` = no champion comparison).
+
+    """
+
+    metric: str
+    min_value: float | None = None
+    max_value: float | None = None
+    higher_is_better: bool = True
+    max_regression: float | None = 0.0
+
+    def __post_init__(self) -> None:
+        if self.min_value is None and self.max_value is None:
+            raise SpecError(
+                f"gate on {self.metric!r} has no value threshold: set min_value or max_value "
+                "(a gate without thresholds would bless everything)"
+            )
+        if self.max_regression is not None and self.max_regression < 0:
+            raise SpecError(f"gate max_regression must be >= 0, got {self.max_regression}")
+
+
+@dataclass(frozen=True)
+class RunParam:
+    """A typed run-time knob, rendered by Airflow as a field of the trigger form."""
+
+    default: Any
+    type: str
+    description: str
+    minimum: float | None = None
+    maximum: float | None = None
+    enum: tuple[Any, ...] | None = None
+
+    def schema(self) -> dict[str, Any]:
+        """JSON-schema keywords for ``airflow.sdk.Param``."""
+        out: dict[str, Any] = {"type": self.type, "description": self.description}
+        if self.minimum is not None:
+            out["minimum"] = self.minimum
+        if self.maximum is not None:
+            out["maximum"] = self.maximum
+        if self.enum is not None:
+            out["enum"] = list(self.enum)
+        return out
+
+
+RATIO = "ratio"
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """How source partitions become train/validation/test.
+
+    Two kinds of rule, per source partition (``partition_to_split``):
+
+    - a fixed split name (``"train"``, ``"test"``): every row goes there, except that
+      ``validation_size`` rows of ``validation_from`` are carved out for validation (the
+      books' MNIST rule: 55,000/5,000 from train, the 10,000 test file as test);
+    - ``"ratio"``: rows are dealt to splits by ``ratios``, per class of ``stratify_by`` when
+      set, and ``class_ratios`` overrides the ratios for given classes (the books' fraud
+      rule: normal 60/20/20, fraud 0/50/50, i.e. never a fraud row in training).
+
+    Counts are exact (largest remainder per class), assignments seeded and deterministic.
+
+    Attributes:
+        validation_from: Source partition the validation split is carved from.
+        validation_size: Number of rows moved from ``validation_from`` to validation.
+        stratify_by: Column whose class proportions the split preserves (or None).
+        partition_to_split: Where each source partition goes (a split name or ``"ratio"``).
+        ratios: Split -> fraction for ``"ratio"`` partitions (must sum to 1).
+        class_ratios: Class value -> ratios, overriding ``ratios`` for that class.
+        seed: Seed of the split and of the global shuffle.
+        shards: Number of TFRecord shards per output split.
+
+    """
+
+    validation_from: str = "train"
+    validation_size: int = 0
+    stratify_by: str | None = None
+    partition_to_split: Mapping[str, str] = field(
+        default_factory=lambda: {"train": "train", "test": "test"}
+    )
+    ratios: Mapping[str, float] | None = None
+    class_ratios: Mapping[Any, Mapping[str, float]] = field(default_factory=dict)
+    seed: int = 42
+    shards: Mapping[str, int] = field(
+        default_factory=lambda: {"train": 4, "validation": 1, "test": 1}
+    )
+
+    def __post_init__(self) -> None:
+        for name, r in [("ratios", self.ratios), *((f"class {k}", v)
+                                                   for k, v in self.class_ratios.items())]:
+            if r is None:
+                continue
+            if set(r) - {"train", "validation", "test"}:
+                raise SpecError(f"{name}: unknown split in {dict(r)}")
+            if abs(sum(r.values()) - 1.0) > 1e-9 or min(r.values()) < 0:
+                raise SpecError(f"{name}: ratios must be >= 0 and sum to 1, got {dict(r)}")
+        if RATIO in self.partition_to_split.values() and self.ratios is None:
+            raise SpecError("a partition uses the ratio rule but no ratios are given")
+        if self.class_ratios and not self.stratify_by:
+            raise SpecError("class_ratios need stratify_by (the class column)")
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One input column and the transform preprocessing applies to it.
+
+    Attributes:
+        name: Column name in the source.
+        transform: ``identity``, ``minmax``, ``zscore``, ``clip``, ``vocab``, ``onehot`` or
+            ``uint8`` (raw image bytes; see :mod:`tasks.features.transforms`).
+        log1p: Apply ``log1p`` before the analyzer and the transform.
+        clip_quantiles: Training-split quantiles ``clip`` clips to.
+
+    """
+
+    name: str
+    transform: str = "identity"
+    log1p: bool = False
+    clip_quantiles: tuple[float, float] = (0.001, 0.999)
+
+    def __post_init__(self) -> None:
+        known = {"identity", "minmax", "zscore", "clip", "vocab", "onehot", "uint8"}
+        if self.transform not in known:
+            raise SpecError(f"feature {self.name!r}: unknown transform {self.transform!r}; "
+                            f"choose one of {sorted(known)}")
+
+    @property
+    def is_raw(self) -> bool:
+        """Written as raw bytes under its own name (images), not packed into ``features``."""
+        return self.transform == "uint8"
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """What preprocessing writes: transformed features, the label and the limits.
+
+    Attributes:
+        features: Model inputs in order. ``uint8`` features are written as raw bytes under
+            their own name; all others are transformed and packed, in order, into one
+            float32 vector named ``features``.
+        label: Target column (or None for unsupervised use cases).
+        label_dtype: ``int64`` (classes) or ``float32`` (regression targets).
+        max_bad_fraction: Largest tolerated fraction of quarantined rows (default 0).
+        batch_size: Rows per Beam element.
+
+    """
+
+    features: tuple[Feature, ...]
+    label: str | None = "label"
+    label_dtype: str = "int64"
+    max_bad_fraction: float = 0.0
+    batch_size: int = 4096
+
+    @property
+    def packed(self) -> tuple[Feature, ...]:
+        """Features transformed and packed, in order, into the float32 ``features`` vector."""
+        return tuple(f for f in self.features if not f.is_raw)
+
+    @property
+    def raw(self) -> tuple[Feature, ...]:
+        """Features kept as raw bytes under their own names (images)."""
+        return tuple(f for f in self.features if f.is_raw)
+
+
+class DataSource(Protocol):
+    """Where raw data comes from and how it is validated and read in batches."""
+
+    default_location: str
+
+    def files(self, location: str) -> dict[str, str]:
+        """Resolve the named raw files under ``location``; raise naming what is missing."""
+        ...
+
+    def validate(self, files: Mapping[str, str]) -> dict[str, Any]:
+        """Check the raw files; raise a clear error naming file and field; return facts."""
+        ...
+
+    def partitions(self) -> dict[str, dict[str, str]]:
+        """Source partitions (``train``, ``test`` ...): field -> key into :meth:`files`."""
+        ...
+
+    def read_batches(
+        self, files: Mapping[str, str], partition: str, batch_size: int
+    ) -> Any:
+        """Yield column batches in file order.
+
+        Each batch is a dict of numpy arrays holding only valid rows, with ``row`` (row ids
+        in the partition) and ``_bad`` (records of rejected rows: file, row, field, value,
+        reason) for the quarantine file.
+        """
+        ...
+
+
+    def schema(self) -> dict[str, dict[str, Any]]:
+        """Column name -> {dtype, shape} of the batches :meth:`read_batches` yields."""
+        ...
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Model side of a use case.
+
+    Attributes:
+        build: ``build(params, stats) -> keras.Model`` (compiled) on the training inputs
+            (``stats`` is the preprocessing statistics, per split); imports Keras lazily.
+        input_key: Feature fed to the model (``features`` for packed tabular inputs).
+        label_key: Target feature (None for unsupervised models).
+        objective: The model kind, one object of :mod:`tasks.objectives` each:
+            ``classification`` (softmax over classes), ``binary`` (one sigmoid),
+            ``regression``, ``autoencoder`` (reconstructs its input) or ``anomaly``
+            (autoencoder whose reconstruction error scores rows against a threshold
+            chosen on validation; the label says which rows are anomalies).
+        class_names: Human-readable class labels (classification).
+        target: Optional ``target(x, y, stats)`` in TensorFlow ops giving the training
+            target (default: the objective's: the label, or the input for autoencoders).
+        extra_metrics: Optional ``extra_metrics(serving_model, stats) -> {name: value}``
+            logged with the evaluation (e.g. the fitted slope of a linear model).
+        default_epochs: Optional ``default_epochs(params) -> int`` used when the run's
+            ``epochs`` param is 0 (e.g. per model variant).
+
+    """
+
+    build: Callable[[Mapping[str, Any], Mapping[str, Any]], Any]
+    input_key: str
+    label_key: str | None
+    objective: str = "classification"
+    class_names: tuple[str, ...] = ()
+    target: Callable[[Any, Any, Mapping[str, Any]], Any] | None = None
+    extra_metrics: Callable[[Any, Mapping[str, Any]], dict[str, float]] | None = None
+    default_epochs: Callable[[Mapping[str, Any]], int] | None = None
+
+
+@dataclass(frozen=True)
+class UseCaseSpec:
+    """Everything the platform needs to run one use case end to end.
+
+    Attributes:
+        schedule: Cron string (UTC) of periodic retraining, or None for data-triggered and
+            manual runs only. New data (an event on the ``mlp://<name>/raw`` asset) also
+            triggers a run either way.
+        catchup: Replay the cron points missed since the DAG's start date. Off by default:
+            a deployment or a restart then waits for the next cron point.
+
+    """
+
+    name: str
+    description: str
+    source: DataSource
+    preprocess: PreprocessSpec
+    split: SplitSpec
+    model: ModelSpec | None
+    gate: GateSpec | None
+    params: Mapping[str, RunParam]
+    schedule: str | None = None
+    tags: tuple[str, ...] = ()
+    catchup: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise SpecError(f"use-case name {self.name!r} must be a Python identifier")
+        if self.schedule is not None:
+            from croniter import croniter  # small, and only for specs with a schedule
+
+            if not croniter.is_valid(self.schedule):
+                raise SpecError(f"use case {self.name!r}: schedule {self.schedule!r} is not a "
+                                "valid cron string (e.g. '0 3 * * 1')")
+        if (self.model is None) != (self.gate is None):
+            raise SpecError(f"use case {self.name!r}: a model needs a gate and vice versa")
+        for required in ("epochs", "batch_size") if self.model else ():
+            if required not in self.params:
+                raise SpecError(f"use case {self.name!r} lacks the run param {required!r}")

@@ -1,0 +1,82 @@
+"""Ingest step: validate raw files and snapshot them per run with checksums."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tasks.core.files import atomic_dir, read_json, sha256_file, write_json
+from tasks.core.run import SNAPSHOT_MANIFEST as MANIFEST
+from tasks.spec import DataSource
+
+log = logging.getLogger(__name__)
+
+
+def ingest(source: DataSource, location: str, dest: Path) -> dict[str, Any]:
+    """Validate the raw files at ``location`` and snapshot them into ``dest``.
+
+    The copy is validated (so what was checked is exactly what is kept), then the
+    directory appears atomically with a manifest of SHA-256 checksums. The source files are
+    never modified. Re-running for the same ``dest`` verifies and reuses the snapshot.
+
+    Args:
+        source: The use case's data source.
+        location: Directory holding the raw files.
+        dest: Snapshot directory for this run (``<root>/raw/<use_case>/<run_key>``).
+
+    Returns:
+        The manifest: files with checksums and sizes, validation facts, and a combined
+        ``checksum`` identifying the snapshot.
+
+    Raises:
+        SourceError, IdxFormatError: The raw data is missing or malformed (message names
+            the file).
+
+    """
+    dest = Path(dest)
+    if (dest / MANIFEST).is_file():
+        manifest = read_json(dest / MANIFEST)
+        for entry in manifest["files"].values():
+            if sha256_file(dest / entry["file"]) != entry["sha256"]:
+                raise RuntimeError(f"{dest / entry['file']}: snapshot checksum changed on disk")
+        log.info("snapshot %s already exists and verifies; reusing it", dest)
+        return manifest
+
+    files = source.files(location)
+    with atomic_dir(dest) as tmp:
+        copied: dict[str, str] = {}
+        entries: dict[str, dict[str, Any]] = {}
+        for key, src in sorted(files.items()):
+            target = tmp / Path(src).name
+            shutil.copyfile(src, target)
+            copied[key] = str(target)
+            entries[key] = {
+                "file": target.name,
+                "source": str(Path(src).resolve()),
+                "sha256": sha256_file(target),
+                "bytes": target.stat().st_size,
+            }
+        facts = source.validate(copied)
+        combined = hashlib.sha256(
+            "".join(f"{k}:{v['sha256']}\n" for k, v in sorted(entries.items())).encode()
+        ).hexdigest()
+        manifest = {
+            "location": str(Path(location).resolve()),
+            "files": entries,
+            "facts": facts,
+            "checksum": combined,
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+        write_json(tmp / MANIFEST, manifest)
+    log.info("snapshot %s: %d files, checksum %s, facts %s", dest, len(entries), combined, facts)
+    return manifest
+
+
+def snapshot_files(snapshot_dir: Path) -> dict[str, str]:
+    """File keys of a snapshot mapped to their paths inside it."""
+    manifest = read_json(Path(snapshot_dir) / MANIFEST)
+    return {k: str(Path(snapshot_dir) / v["file"]) for k, v in manifest["files"].items()}

@@ -1,0 +1,509 @@
+"""Beam preprocessing: validate, full-pass analyzers, split, global shuffle, transform, TFRecords.
+
+Elements are column batches (dicts of numpy arrays), never single rows: Beam's
+per-element overhead (~40 us here) would otherwise dominate. The graph is one linear main
+chain, with the two full-pass results broadcast as side inputs:
+
+    read ──► transform, encode, key by (split, shard) ──► group ──► write ──► finalize
+                  ▲            ▲                                                 ▲
+    read ─► keys ─► split + shuffle plan (side input) ───────────────────────────┤
+    read ─► analyzers per split (side input: min/max/mean/std, quantiles,  ──────┘
+            vocabularies, class counts)
+
+There is no fan-out: each branch reads the snapshot itself. Beam 2.77's DaskRunner
+executes just one consumer of a PCollection that has several and gave inconsistent
+side-input branches on shared input, so fan-out silently corrupted output there.
+
+Rows a source rejects travel to the end of the chain and land in a quarantine file with
+file, row, field and reason; the step fails with a summary when their fraction exceeds the
+configured maximum. Outputs appear atomically (temporary directory, then rename).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from tasks.core.errors import PermanentError
+from tasks.core.files import atomic_dir, read_json, write_json
+from tasks.core.run import DATASET_MANIFEST, FEATURE_SPEC, STATS, quarantine_file_for
+from tasks.data.tfrecord import PACKED, encode_examples, output_spec, shard_name
+from tasks.features.transforms import Analyzer, apply_numpy
+from tasks.spec import RATIO, DataSource, Feature, PreprocessSpec, SplitSpec
+from tasks.steps.beam_runner import make_pipeline
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+
+# Group keys are integers (split index * _SHARD_BASE + shard; _BAD for rejected rows):
+# the DaskRunner partitions by Python hash(), which differs per worker process for strings
+# (apache/beam#29365), so string or tuple keys would split a group across workers.
+_SHARD_BASE = 1_000_000
+_BAD = -1
+
+
+class PreprocessError(PermanentError, RuntimeError):
+    """Preprocessing refused the input; the message summarises why."""
+
+
+# --------------------------------------------------------------------------- planning
+def _apportion(total: int, ratios: Mapping[str, float]) -> dict[str, int]:
+    """Exact integer counts per split summing to ``total`` (largest remainder)."""
+    names = [s for s in SPLITS if ratios.get(s, 0) > 0]
+    exact = np.array([total * ratios[s] for s in names])
+    counts = np.floor(exact).astype(np.int64)
+    order = np.argsort(-(exact - counts), kind="stable")
+    counts[order[: total - int(counts.sum())]] += 1
+    return dict(zip(names, counts.tolist(), strict=True))
+
+
+def _stratified_pick(strata: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of ``k`` rows whose class proportions follow ``strata`` (largest remainder)."""
+    classes, counts = np.unique(strata, return_counts=True)
+    exact = k * counts / counts.sum()
+    quota = np.floor(exact).astype(np.int64)
+    order = np.argsort(-(exact - quota), kind="stable")
+    quota[order[: k - int(quota.sum())]] += 1
+    picked = [
+        rng.permutation(np.flatnonzero(strata == c))[:q]
+        for c, q in zip(classes, quota, strict=True)
+    ]
+    return np.sort(np.concatenate(picked)) if picked else np.empty(0, np.int64)
+
+
+def plan_splits(
+    pieces: Iterable[tuple[str, np.ndarray, np.ndarray | None]], split: SplitSpec
+) -> dict[str, Any]:
+    """Deterministic split assignment and globally shuffled positions.
+
+    Args:
+        pieces: ``(partition, row ids, class values or None)`` in any order and chunking.
+        split: The split rule.
+
+    Returns:
+        ``{"partitions": {p: {"rows", "split", "pos"}}, "sizes": {split: n},
+        "counts": {split: {class: n}}}`` where ``rows`` is sorted, ``split`` indexes
+        :data:`SPLITS` and ``pos`` is each row's place in its split's shuffled order.
+
+    """
+    by_part: dict[str, list[tuple[np.ndarray, np.ndarray | None]]] = {}
+    for part, rows, strata in pieces:
+        by_part.setdefault(part, []).append((rows, strata))
+    rng = np.random.default_rng(split.seed)
+    plan: dict[str, dict[str, np.ndarray]] = {}
+    for part in sorted(by_part):
+        rows = np.concatenate([r for r, _ in by_part[part]]).astype(np.int64)
+        order = np.argsort(rows, kind="stable")
+        rows = rows[order]
+        strata = None
+        if split.stratify_by:
+            strata = np.concatenate([s for _, s in by_part[part]])[order]
+        target = split.partition_to_split.get(part)
+        if target == RATIO:
+            codes = np.zeros(len(rows), dtype=np.int8)
+            groups = [(None, np.arange(len(rows)))] if strata is None else [
+                (c, np.flatnonzero(strata == c)) for c in np.unique(strata)]
+            for cls, members in groups:
+                ratios = split.class_ratios.get(
+                    cls.item() if hasattr(cls, "item") else cls, split.ratios)
+                counts = _apportion(len(members), ratios)
+                shuffled = rng.permutation(members)
+                start = 0
+                for name, n in counts.items():
+                    codes[shuffled[start:start + n]] = SPLITS.index(name)
+                    start += n
+        elif target in SPLITS:
+            codes = np.full(len(rows), SPLITS.index(target), dtype=np.int8)
+            if part == split.validation_from and split.validation_size:
+                if split.validation_size >= len(rows):
+                    raise PreprocessError(
+                        f"validation_size {split.validation_size} >= {len(rows)} rows "
+                        f"of {part!r}")
+                if strata is not None:
+                    chosen = _stratified_pick(strata, split.validation_size, rng)
+                else:
+                    chosen = np.sort(rng.permutation(len(rows))[: split.validation_size])
+                codes[chosen] = SPLITS.index("validation")
+        else:
+            raise PreprocessError(f"partition {part!r} maps to unknown split {target!r}")
+        plan[part] = {"rows": rows, "split": codes, "pos": np.zeros(len(rows), np.int64),
+                      "strata": strata}
+    sizes, counts = {}, {}
+    for code, name in enumerate(SPLITS):
+        members = [(p, np.flatnonzero(plan[p]["split"] == code)) for p in sorted(plan)]
+        n = sum(len(m) for _, m in members)
+        sizes[name] = n
+        perm = rng.permutation(n)
+        start = 0
+        per_class: dict[str, int] = {}
+        for p, m in members:
+            plan[p]["pos"][m] = perm[start : start + len(m)]
+            start += len(m)
+            if plan[p]["strata"] is not None:
+                for c, k in zip(*np.unique(plan[p]["strata"][m], return_counts=True),
+                                strict=True):
+                    per_class[str(c)] = per_class.get(str(c), 0) + int(k)
+        counts[name] = dict(sorted(per_class.items()))
+    for p in plan.values():
+        del p["strata"]
+    return {"partitions": plan, "sizes": sizes, "counts": counts}
+
+
+# --------------------------------------------------------------------------- Beam pieces
+class ReadPartition(beam.DoFn):
+    """Emit the column batches of one source partition (rejected rows ride along)."""
+
+    def __init__(self, source: DataSource, files: Mapping[str, str], batch_size: int) -> None:
+        self._source = source
+        self._files = dict(files)
+        self._batch_size = batch_size
+        self._rows = Metrics.counter("preprocess", "rows_valid")
+        self._bad = Metrics.counter("preprocess", "rows_quarantined")
+
+    def process(self, partition: str) -> Iterator[dict[str, Any]]:
+        for batch in self._source.read_batches(self._files, partition, self._batch_size):
+            self._rows.inc(len(batch["row"]))
+            self._bad.inc(len(batch["_bad"]))
+            yield {"partition": partition, **batch}
+
+
+def _keys(batch: dict[str, Any], stratify_by: str | None) -> tuple[str, np.ndarray, Any]:
+    return batch["partition"], batch["row"], batch[stratify_by] if stratify_by else None
+
+
+def _locate(batch: dict[str, Any], plan: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    info = plan["partitions"][batch["partition"]]
+    idx = np.searchsorted(info["rows"], batch["row"])
+    return info["split"][idx], info["pos"][idx]
+
+
+def _by_split(batch: dict[str, Any], plan: dict[str, Any], columns: Sequence[str]
+              ) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+    if not len(batch["row"]):
+        return
+    codes, _ = _locate(batch, plan)
+    for code in np.unique(codes):
+        sel = codes == code
+        yield SPLITS[code], {c: batch[c][sel] for c in columns}
+
+
+class Route(beam.DoFn):
+    """Transform, encode and key each batch's rows by their (split, shard).
+
+    Encoding happens here, in the parallel stage, so only compact serialised records (and
+    their shuffled positions) cross the grouping step; the writer just orders and writes.
+    """
+
+    def __init__(self, prep: PreprocessSpec, schema: Mapping[str, Any],
+                 shards: Mapping[str, int]) -> None:
+        self._prep = prep
+        self._schema = dict(schema)
+        self._shards = dict(shards)
+
+    def process(self, batch: dict[str, Any], plan: dict[str, Any], stats: dict[str, Any]
+                ) -> Iterator[tuple[int, dict[str, Any]]]:
+        if batch["_bad"]:
+            yield _BAD, {"_bad": batch["_bad"]}
+        if not len(batch["row"]):
+            return
+        train = stats.get("train") or {"features": {}}
+        spec = output_spec(self._prep, self._schema, train)
+        cols = dict(batch)
+        if PACKED in spec:
+            cols[PACKED] = apply_numpy(self._prep.features, train, batch)
+        codes, pos = _locate(batch, plan)
+        for code in np.unique(codes):
+            name = SPLITS[code]
+            in_split = np.flatnonzero(codes == code)
+            n_shards, n_rows = self._shards.get(name, 1), plan["sizes"][name]
+            shard = pos[in_split] * n_shards // n_rows
+            for s in np.unique(shard):
+                sel = in_split[shard == s]
+                records = encode_examples(spec, {k: cols[k][sel] for k in spec})
+                yield int(code) * _SHARD_BASE + int(s), {"pos": pos[sel], "records": records}
+
+
+class CollectPieces(beam.CombineFn):
+    """Gather the routed pieces of one shard (a GroupByKey that every runner executes).
+
+    Beam 2.77's DaskRunner drops the output of GroupByKey followed by a ParDo, while
+    CombinePerKey works there; on the other runners this is an ordinary grouping.
+    """
+
+    def create_accumulator(self) -> list[dict[str, Any]]:
+        return []
+
+    def add_input(self, acc: list, piece: dict[str, Any]) -> list:
+        acc.append(piece)
+        return acc
+
+    def merge_accumulators(self, accs: Iterable[list]) -> list:
+        return [piece for acc in accs for piece in acc]
+
+    def extract_output(self, acc: list) -> list:
+        return acc
+
+
+class SplitAnalyzers(beam.CombineFn):
+    """Full-pass analyzers of every split at once: accumulator is {split: accumulator}."""
+
+    def __init__(self, analyzer: Analyzer) -> None:
+        self._a = analyzer
+
+    def create_accumulator(self) -> dict[str, Any]:
+        return {}
+
+    def add_input(self, acc: dict[str, Any], item: tuple[str, dict[str, np.ndarray]]
+                  ) -> dict[str, Any]:
+        split, cols = item
+        acc[split] = self._a.add(acc.get(split) or self._a.create(), cols)
+        return acc
+
+    def merge_accumulators(self, accs: Iterable[dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, list] = {}
+        for acc in accs:
+            for split, a in acc.items():
+                out.setdefault(split, []).append(a)
+        return {split: self._a.merge(parts) for split, parts in out.items()}
+
+    def extract_output(self, acc: dict[str, Any]) -> dict[str, Any]:
+        return {split: self._a.finish(a) for split, a in sorted(acc.items())}
+
+
+class WriteShard(beam.DoFn):
+    """Write one (split, shard) group as a TFRecord file, rows in shuffled-position order."""
+
+    def __init__(self, out_dir: str, shards: Mapping[str, int]) -> None:
+        self._out = out_dir
+        self._shards = dict(shards)
+        self._written = Metrics.counter("preprocess", "rows_written")
+
+    def process(self, element: tuple[int, list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+        import tensorflow as tf
+
+        key, parts = element
+        if key == _BAD:
+            yield {"bad": [r for p in parts for r in p["_bad"]]}
+            return
+        split, shard = SPLITS[key // _SHARD_BASE], key % _SHARD_BASE
+        pos = np.concatenate([p["pos"] for p in parts])
+        records = [r for p in parts for r in p["records"]]
+        rel = shard_name(split, shard, self._shards.get(split, 1))
+        path = Path(self._out) / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            for i in np.argsort(pos, kind="stable"):
+                writer.write(records[i])
+        self._written.inc(len(records))
+        yield {"split": split, "shard": shard, "file": rel, "rows": len(records)}
+
+
+def _finalize(records: list[dict[str, Any]], work_dir: str, stats: dict[str, Any],
+              plan: dict[str, Any]) -> int:
+    shards = sorted((r for r in records if "file" in r), key=lambda r: r["file"])
+    bad = sorted((b for r in records if "bad" in r for b in r["bad"]),
+                 key=lambda b: (b["partition"], b["row"], str(b["field"])))
+    write_json(Path(work_dir) / "_summary.json", {
+        "shards": shards, "bad": bad, "stats": stats,
+        "sizes": plan["sizes"], "counts": plan["counts"],
+    })
+    return len(shards)
+
+
+# --------------------------------------------------------------------------- the step
+def build_pipeline(
+    p: beam.Pipeline,
+    source: DataSource,
+    files: Mapping[str, str],
+    prep: PreprocessSpec,
+    split: SplitSpec,
+    work_dir: Path,
+) -> dict[str, beam.PCollection]:
+    """Attach the preprocessing graph to ``p``; it writes shards and ``_summary.json``.
+
+    Returns:
+        ``plan``, ``stats`` (one dict: split -> statistics), ``shards`` (one record per
+        written shard or quarantine batch) and ``done``, for ``assert_that`` in tests.
+
+    """
+    schema = source.schema()
+    columns = sorted({f.name for f in prep.features} | ({prep.label} if prep.label else set()))
+    analyzer = Analyzer(list(prep.packed)
+                        + _extra_stats(prep), prep.label, prep.label_dtype == "int64")
+    def read(label: str) -> beam.PCollection:
+        # Each branch reads the immutable snapshot itself instead of sharing one
+        # PCollection: the DaskRunner mishandles fan-out (see the module docstring), and
+        # re-reading a snapshot is cheap next to encoding and writing.
+        return (
+            p
+            | f"Partitions{label}" >> beam.Create(sorted(source.partitions()))
+            | f"Read{label}" >> beam.ParDo(ReadPartition(source, files, prep.batch_size))
+        )
+
+    plan = (
+        read("ForPlan")
+        | "Keys" >> beam.Map(_keys, split.stratify_by)
+        | "CollectKeys" >> beam.combiners.ToList()
+        | "Plan" >> beam.Map(plan_splits, split)
+    )
+    plan_si = beam.pvalue.AsSingleton(plan)
+    stats = (
+        read("ForStats")
+        | "BySplit" >> beam.FlatMap(_by_split, plan=plan_si, columns=columns)
+        | "Analyze" >> beam.CombineGlobally(SplitAnalyzers(analyzer))
+    )
+    stats_si = beam.pvalue.AsSingleton(stats)
+    shards = (
+        read("")
+        | "Route" >> beam.ParDo(Route(prep, schema, split.shards), plan=plan_si,
+                                stats=stats_si)
+        | "Group" >> beam.CombinePerKey(CollectPieces())
+        | "Write" >> beam.ParDo(WriteShard(str(work_dir), split.shards))
+    )
+    done = (
+        shards
+        | "CollectShards" >> beam.combiners.ToList()
+        | "Finalize" >> beam.Map(_finalize, str(work_dir), stats=stats_si, plan=plan_si)
+    )
+    return {"plan": plan, "stats": stats, "shards": shards, "done": done}
+
+
+def _extra_stats(prep: PreprocessSpec) -> list[Any]:
+    """Statistics kept beside the transformed features, as plain ``identity`` analyzers.
+
+    Image features are written raw, but their min/max feed the in-model rescaling; a
+    regression label's mean is the baseline (mean predictor) evaluation compares against.
+    """
+    from dataclasses import replace
+
+    extra = [replace(f, transform="identity") for f in prep.raw]
+    if prep.label and prep.label_dtype != "int64":
+        extra.append(Feature(prep.label, "identity"))
+    return extra
+
+
+def _run_beam(source: DataSource, files: Mapping[str, str], prep: PreprocessSpec,
+              split: SplitSpec, work_dir: Path, runner: str, runner_options: Sequence[str]
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the graph into ``work_dir``; return its summary and the Beam counters."""
+    p = make_pipeline(runner, runner_options)
+    build_pipeline(p, source, files, prep, split, work_dir)
+    result = p.run()
+    result.wait_until_finish()
+    try:
+        counters = {c.key.metric.name: c.committed
+                    for c in result.metrics().query()["counters"]}
+    except NotImplementedError:  # the DaskRunner collects no metrics (Beam 2.77)
+        counters = {}
+    log.info("beam counters: %s", counters)
+    summary = read_json(work_dir / "_summary.json")
+    (work_dir / "_summary.json").unlink()
+    return summary, counters
+
+
+def _check_bad_rows(bad: list[dict[str, Any]], good: int, prep: PreprocessSpec,
+                    quarantine: Path) -> None:
+    """Write the quarantine file; fail past ``max_bad_fraction`` naming the first bad row.
+
+    Raises:
+        PreprocessError: No rows at all, or too many bad ones.
+
+    """
+    total = good + len(bad)
+    if bad:
+        quarantine.write_text("".join(json.dumps(r, default=str) + "\n" for r in bad))
+        log.warning("%d bad rows quarantined to %s", len(bad), quarantine)
+    elif quarantine.exists():
+        quarantine.unlink()
+    if total == 0:
+        raise PreprocessError("no rows were read from the source")
+    if len(bad) / total > prep.max_bad_fraction:
+        first = bad[0]
+        where = f"line {first['line']}" if "line" in first else f"row {first['row']}"
+        raise PreprocessError(
+            f"{len(bad)} of {total} rows are bad (max fraction {prep.max_bad_fraction}); "
+            f"first: {first['file']} {where} field {first['field']!r}: "
+            f"{first['reason']} (value {first['value']!r}); all in {quarantine}"
+        )
+
+
+def _complete_shards(work_dir: Path, split: SplitSpec) -> dict[str, list[str]]:
+    """Every declared shard file (empty ones for splits smaller than their shard count)."""
+    files_by_split: dict[str, list[str]] = {}
+    for name, n_shards in split.shards.items():
+        for s in range(n_shards):
+            rel = shard_name(name, s, n_shards)
+            if not (work_dir / rel).exists():
+                (work_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                (work_dir / rel).touch()
+            files_by_split.setdefault(name, []).append(rel)
+    return files_by_split
+
+
+def preprocess(
+    source: DataSource,
+    files: Mapping[str, str],
+    prep: PreprocessSpec,
+    split: SplitSpec,
+    out_dir: Path,
+    runner: str = "direct",
+    runner_options: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Run the Beam preprocessing pipeline and atomically publish its outputs.
+
+    Args:
+        source: Data source of the use case.
+        files: Snapshot file keys -> paths (from the ingest manifest).
+        prep: Features, transforms, label and bad-row tolerance.
+        split: Split, shuffle and sharding rule.
+        out_dir: Final dataset directory for this run.
+        runner: Beam runner (see :func:`tasks.steps.beam_runner.make_pipeline`).
+        runner_options: Pass-through Beam options.
+
+    Returns:
+        The dataset manifest (per-split rows and class counts, shard files, counters).
+
+    Raises:
+        PreprocessError: Too many bad rows; the quarantine file is kept beside
+            ``out_dir`` and named in the message.
+
+    """
+    out_dir = Path(out_dir)
+    if (out_dir / DATASET_MANIFEST).is_file():
+        log.info("dataset %s already complete; reusing it", out_dir)
+        return read_json(out_dir / DATASET_MANIFEST)
+    quarantine = quarantine_file_for(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        summary, counters = _run_beam(source, files, prep, split, tmp, runner, runner_options)
+        _check_bad_rows(summary["bad"], sum(summary["sizes"].values()), prep, quarantine)
+        files_by_split = _complete_shards(tmp, split)
+        stats = summary["stats"]
+        write_json(tmp / FEATURE_SPEC,
+                   output_spec(prep, source.schema(), stats.get("train", {"features": {}})))
+        write_json(tmp / STATS, stats)
+        manifest = {
+            "splits": {name: {"rows": summary["sizes"][name],
+                              "class_counts": summary["counts"][name],
+                              "files": files_by_split.get(name, [])} for name in SPLITS},
+            "shards_written": summary["shards"],
+            "quarantined_rows": len(summary["bad"]),
+            "quarantine_file": str(quarantine) if summary["bad"] else None,
+            "seed": split.seed,
+            "runner": runner,
+            "counters": counters,
+            "feature_spec": FEATURE_SPEC,
+            "stats": STATS,
+        }
+        write_json(tmp / DATASET_MANIFEST, manifest)
+    log.info("dataset %s: %s; classes %s", out_dir,
+             {k: v["rows"] for k, v in manifest["splits"].items()},
+             {k: v["class_counts"] for k, v in manifest["splits"].items()})
+    return manifest

@@ -1,0 +1,295 @@
+"""Training step: tf.data over the TFRecord shards, Keras fit, everything tracked in MLflow.
+
+:func:`train` is a fixed sequence: resolve the params, reuse an earlier result of the same
+run and params, fit, refuse a diverged model, let the objective calibrate on validation,
+export what is served (transform layer + model + objective head) and log it. What differs
+between model kinds lives in their objective (:mod:`tasks.objectives`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tasks import objectives, tracking
+from tasks.core.config import Settings, settings
+from tasks.core.errors import PermanentError
+from tasks.core.files import atomic_dir, read_json, write_json
+from tasks.core.progress import report
+from tasks.core.run import (
+    SERVED_MODEL,
+    TRAIN_HISTORY,
+    TRAIN_RESULT,
+    TRAINED_MODEL,
+    Snapshot,
+    TrainedModel,
+)
+from tasks.data.tfrecord import PACKED, DatasetReader
+from tasks.objectives import plots
+from tasks.objectives.base import Calibration, Objective
+from tasks.spec import UseCaseSpec
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(PermanentError, RuntimeError):
+    """The loss became NaN/inf; the model is not saved or registered."""
+
+
+def resolve_params(spec: UseCaseSpec, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The run params with ``epochs=0`` replaced by the use case's default for them."""
+    params = dict(params)
+    if not int(params.get("epochs", 1)) and spec.model.default_epochs is not None:
+        params["epochs"] = int(spec.model.default_epochs(params))
+    return params
+
+
+def params_digest(params: Mapping[str, Any]) -> str:
+    """A short stable digest of the params (a rerun with other params trains again)."""
+    return hashlib.sha256(json.dumps(dict(params), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _epoch_logger() -> Any:
+    import keras
+    import mlflow
+
+    class EpochLogger(keras.callbacks.Callback):
+        """Per-epoch metrics to MLflow and one readable progress line per epoch."""
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self._t = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            logs = {k: float(v) for k, v in (logs or {}).items()}
+            mlflow.log_metrics(logs, step=epoch)
+            line = " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items()))
+            report("  epoch %d/%d %s (%.1fs)", epoch + 1, self.params["epochs"], line,
+                   time.perf_counter() - self._t)
+            if any(not math.isfinite(v) for v in logs.values()):
+                self.model.stop_training = True
+
+    return EpochLogger()
+
+
+def fit(model: Any, reader: DatasetReader, spec: UseCaseSpec, objective: Objective,
+        params: Mapping[str, Any], tensorboard_dir: Path) -> tuple[dict[str, list[float]], float]:
+    """Fit on the training split, validating each epoch; returns history and seconds."""
+    import keras
+
+    mk = spec.model
+    seed = int(params.get("seed", 42))
+    target = objective.target(mk)
+    train_ds = reader.split("train", mk.input_key, mk.label_key, int(params["batch_size"]),
+                            target=target, shuffle_seed=seed)
+    val_ds = reader.split("validation", mk.input_key, mk.label_key, 1024, target=target)
+    started = time.perf_counter()
+    history = model.fit(
+        train_ds, validation_data=val_ds, epochs=int(params["epochs"]), verbose=0,
+        callbacks=[_epoch_logger(),
+                   keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), histogram_freq=0)],
+    )
+    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    return hist, time.perf_counter() - started
+
+
+def check_finite(name: str, hist: Mapping[str, list[float]], params: Mapping[str, Any]) -> None:
+    """Refuse a diverged model (NaN or infinite loss) before anything is saved.
+
+    Raises:
+        TrainingDiverged: Some logged value is NaN or infinite.
+
+    """
+    if all(math.isfinite(v) for vals in hist.values() for v in vals):
+        return
+    import mlflow
+
+    mlflow.set_tag("diverged", "true")
+    final = {k: v[-1] for k, v in hist.items()}
+    raise TrainingDiverged(
+        f"{name}: training diverged (loss became NaN or infinite: {final}); "
+        f"learning_rate {params.get('learning_rate')} is too large for this model. "
+        "The model is not saved or registered."
+    )
+
+
+def serving_model(spec: UseCaseSpec, trained: Any, stats: Mapping[str, Any],
+                  objective: Objective, calibration: Mapping[str, Any]) -> Any:
+    """Wrap the trained model into what is served: raw inputs in, answers out.
+
+    Tabular use cases get the preprocessing transform (:func:`keras_layer`) as their
+    first layer, so clients send raw values; the objective may append a head (anomaly
+    models return the reconstruction-error score and the flag at the shipped threshold).
+    """
+    import keras
+
+    from tasks.features.transforms import keras_layer
+
+    if spec.model.input_key == PACKED:
+        feats = spec.preprocess.packed
+        raw = keras.Input(shape=(len(feats),), dtype="float32", name="inputs")
+        x = keras_layer(feats, stats["train"])(raw)
+    else:
+        raw = x = keras.Input(shape=trained.inputs[0].shape[1:], dtype=trained.inputs[0].dtype,
+                              name=trained.inputs[0].name)
+    out = trained(x)
+    head = objective.head(x, out, calibration)
+    if head is None and raw is x:
+        return trained  # nothing to add: the trained model is what is served
+    return keras.Model(raw, out if head is None else head, name=f"{spec.name}_serving")
+
+
+def _as_numpy(out: Any) -> Any:
+    import numpy as np
+
+    if isinstance(out, dict):
+        return {k: np.asarray(v) for k, v in out.items()}
+    return np.asarray(out)
+
+
+def serving_example(spec: UseCaseSpec, reader: DatasetReader) -> Any:
+    """Two raw inputs as a client would send them (for the MLflow signature and example)."""
+    import numpy as np
+
+    mk = spec.model
+    if mk.input_key != PACKED:  # images: two real validation inputs
+        x, _ = next(iter(reader.split("validation", mk.input_key, mk.label_key, 2)))
+        return x.numpy().astype(np.float32)
+    # Invert the transforms to raw values only where they are affine; the example only
+    # needs plausible raw inputs, so a row of training means serves otherwise.
+    raw = []
+    for f in spec.preprocess.packed:
+        st = reader.stats["train"]["features"][f.name]
+        if "vocab" in st:
+            raw.append(float(st["vocab"][0]))
+        else:
+            value = st["mean"]
+            raw.append(float(np.expm1(value) if f.log1p else value))
+    return np.tile(np.asarray(raw, np.float32), (2, 1))
+
+
+def log_training_inputs(spec: UseCaseSpec, params: Mapping[str, Any], digest: str,
+                        reader: DatasetReader) -> None:
+    """Params, preprocessing statistics and the three splits as MLflow dataset inputs."""
+    import mlflow
+
+    mlflow.log_params({**params, "params_digest": digest, "objective": spec.model.objective})
+    mlflow.log_dict(reader.stats, "preprocessing/stats.json")
+    mlflow.log_dict(reader.feature_spec, "preprocessing/feature_spec.json")
+    ds_digest = hashlib.sha256(
+        json.dumps(reader.manifest["splits"], sort_keys=True).encode()).hexdigest()
+    for split, context in (("train", "training"), ("validation", "validation"),
+                           ("test", "testing")):
+        tracking.log_dataset(reader.dataset_dir / split, f"{spec.name}-{split}",
+                             f"{ds_digest}-{split}", context)
+
+
+def log_calibration(calibration: Calibration, out_dir: Path) -> None:
+    """Calibration values as params, its reports as artifacts (and files in ``out_dir``)."""
+    import mlflow
+
+    if calibration.values:
+        mlflow.log_params(calibration.values)
+    for artifact, content in calibration.reports.items():
+        mlflow.log_dict(content, artifact)
+        write_json(out_dir / Path(artifact).name, content)
+
+
+def export_and_log(spec: UseCaseSpec, trained: Any, reader: DatasetReader,
+                   objective: Objective, calibration: Calibration, out_dir: Path) -> str:
+    """Save the trained and served models into ``out_dir``; log the served one to MLflow.
+
+    Returns:
+        The logged model's URI.
+
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    trained.save(out_dir / TRAINED_MODEL)
+    served = serving_model(spec, trained, reader.stats, objective, calibration.values)
+    served.save(out_dir / SERVED_MODEL)
+    example = serving_example(spec, reader)
+    signature = infer_signature(example, _as_numpy(served.predict(example, verbose=0)))
+    info = mlflow.tensorflow.log_model(
+        served, name="model", signature=signature, input_example=example,
+        code_paths=[str(Path(__file__).parents[1] / "features" / "layers.py")],
+    )
+    return info.model_uri
+
+
+def cached_result(out_dir: Path, digest: str) -> TrainedModel | None:
+    """The result of an earlier training of this run with the same params, if any."""
+    if not (Path(out_dir) / TRAIN_RESULT).is_file():
+        return None
+    cached = read_json(Path(out_dir) / TRAIN_RESULT)
+    if cached.get("params_digest") != digest:
+        return None
+    return TrainedModel.from_xcom(cached)
+
+
+def train(spec: UseCaseSpec, params: Mapping[str, Any], dataset_dir: Path, out_dir: Path,
+          snapshot: Snapshot, s: Settings | None = None) -> TrainedModel:
+    """Train the use case's model on the preprocessed dataset and track it in MLflow.
+
+    Idempotent per run: when ``out_dir`` already holds a result for the same params, that
+    result (MLflow run, model) is returned instead of training again.
+
+    Args:
+        spec: The use case.
+        params: Run params (epochs, batch_size, learning_rate, variant, ...).
+        dataset_dir: Output of the preprocessing step.
+        out_dir: The run's train folder (appears atomically).
+        snapshot: The run's raw snapshot (run key and checksum are tagged for lineage).
+        s: Settings (default: from the environment).
+
+    Raises:
+        TrainingDiverged: The loss became NaN or infinite.
+
+    """
+    import keras
+    import mlflow
+
+    s = s or settings()
+    params = resolve_params(spec, params)
+    digest = params_digest(params)
+    out_dir = Path(out_dir)
+    if (cached := cached_result(out_dir, digest)) is not None:
+        log.info("training for run %s already done (MLflow run %s); reusing it",
+                 snapshot.run_key, cached.run_id)
+        return cached
+    reader = DatasetReader.open(dataset_dir)
+    objective = objectives.get(spec.model.objective)
+    keras.utils.set_random_seed(int(params.get("seed", 42)))
+    model = spec.model.build(params, reader.stats)
+    exp_id = tracking.experiment_id(spec.name, s)
+    tags = {"use_case": spec.name, "run_key": snapshot.run_key,
+            "data_checksum": snapshot.checksum, "git_commit": tracking.git_commit()}
+    with atomic_dir(out_dir) as tmp, mlflow.start_run(
+            experiment_id=exp_id, run_name=f"{spec.name}-{snapshot.run_key}", tags=tags) as run:
+        log_training_inputs(spec, params, digest, reader)
+        hist, seconds = fit(model, reader, spec, objective, params, tmp / "tensorboard")
+        check_finite(spec.name, hist, params)
+        mlflow.log_metric("train_seconds", seconds)
+        mlflow.log_artifacts(str(tmp / "tensorboard"), "tensorboard")
+        write_json(tmp / TRAIN_HISTORY, hist)
+        mlflow.log_artifact(str(plots.learning_curves([("", hist)],
+                                                      tmp / "learning_curves.png")), "plots")
+        calibration = objective.calibrate(model, reader, spec.model)
+        log_calibration(calibration, tmp)
+        result = TrainedModel(
+            run_id=run.info.run_id, experiment_id=exp_id,
+            model_uri=export_and_log(spec, model, reader, objective, calibration, tmp),
+            model_path=str(out_dir / SERVED_MODEL), trained_path=str(out_dir / TRAINED_MODEL),
+            params=params, params_digest=digest, train_seconds=round(seconds, 2),
+            calibration=calibration.values,
+        )
+        write_json(tmp / TRAIN_RESULT, result.to_xcom())
+    log.info("trained %s in %.1fs: %s (MLflow run %s)", spec.name, seconds,
+             {k: v[-1] for k, v in hist.items()}, result.run_id)
+    return result

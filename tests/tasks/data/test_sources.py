@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+
+from tasks.data.idx import IdxFormatError, write_idx
+from tasks.data.sources import IdxImageSource, SourceError
+
+
+def test_files_and_validate(mnist_dir):
+    src = IdxImageSource()
+    files = src.files(str(mnist_dir))
+    assert set(files) == {"train.image", "train.label", "test.image", "test.label"}
+    assert src.validate(files) == {"train": {"rows": 300}, "test": {"rows": 100}}
+
+
+def test_raw_files_are_found_too(tmp_path):
+    from tests.conftest import digits_as_mnist, write_mnist_dir
+
+    d = write_mnist_dir(tmp_path / "raw", digits_as_mnist(20, 10), gz=False)
+    assert IdxImageSource().validate(IdxImageSource().files(str(d)))["test"]["rows"] == 10
+
+
+def test_missing_file_is_named(mnist_dir):
+    (mnist_dir / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(SourceError, match="missing test label file t10k-labels-idx1-ubyte"):
+        IdxImageSource().files(str(mnist_dir))
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(SourceError, match="source directory does not exist"):
+        IdxImageSource().files(str(tmp_path / "nope"))
+
+
+def test_label_image_count_mismatch_names_both_files(mnist_dir):
+    write_idx(mnist_dir / "train-labels-idx1-ubyte.gz", np.zeros(299, np.uint8))
+    src = IdxImageSource()
+    with pytest.raises(SourceError,
+                       match=r"train-labels-idx1-ubyte.gz: label count 299 does not match "
+                             r"image count 300 of .*train-images-idx3-ubyte.gz"):
+        src.validate(src.files(str(mnist_dir)))
+
+
+def test_wrong_image_dims(mnist_dir):
+    write_idx(mnist_dir / "t10k-images-idx3-ubyte.gz", np.zeros((100, 8, 8), np.uint8))
+    src = IdxImageSource()
+    with pytest.raises(IdxFormatError, match=r"t10k-images-idx3-ubyte.gz: image dims \[8, 8\]"):
+        src.validate(src.files(str(mnist_dir)))
+
+
+def test_labels_swapped_with_images(mnist_dir):
+    # A labels file where images belong: wrong magic (idx1 instead of idx3).
+    (mnist_dir / "train-images-idx3-ubyte.gz").write_bytes(
+        (mnist_dir / "train-labels-idx1-ubyte.gz").read_bytes())
+    src = IdxImageSource()
+    with pytest.raises(IdxFormatError, match="expected uint8 images"):
+        src.validate(src.files(str(mnist_dir)))
+
+
+def test_out_of_range_labels_leave_the_batch_as_bad_records(mnist_dir):
+    labels = np.zeros(300, np.uint8)
+    labels[[3, 250]] = [10, 255]
+    write_idx(mnist_dir / "train-labels-idx1-ubyte.gz", labels)
+    src = IdxImageSource()
+    batches = list(src.read_batches(src.files(str(mnist_dir)), "train", 128))
+    assert sum(len(b["row"]) for b in batches) == 298
+    bad = [r for b in batches for r in b["_bad"]]
+    assert [(r["row"], r["field"], r["value"]) for r in bad] == [(3, "label", 10),
+                                                                (250, "label", 255)]
+    assert bad[0]["file"].endswith("train-labels-idx1-ubyte.gz")
+    assert 3 not in batches[0]["row"]

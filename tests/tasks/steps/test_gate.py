@@ -1,0 +1,42 @@
+import pytest
+
+from tasks.spec import GateSpec, SpecError
+from tasks.steps.gate import decide
+
+GATE = GateSpec(metric="test_accuracy", min_value=0.8, max_regression=0.01)
+
+
+def test_first_run_without_champion_uses_value_threshold_only():
+    v = decide(GATE, {"test_accuracy": 0.85}, champion=None)
+    assert v.passed and "no champion yet" in v.reason
+
+
+def test_fails_value_threshold():
+    v = decide(GATE, {"test_accuracy": 0.79}, champion=None)
+    assert not v.passed and "test_accuracy >= 0.8" in v.reason
+
+
+def test_fails_against_champion():
+    v = decide(GATE, {"test_accuracy": 0.85}, champion=0.9, champion_version="3")
+    assert not v.passed and "regression vs champion v3" in v.reason
+
+
+def test_within_tolerance_of_champion_passes():
+    assert decide(GATE, {"test_accuracy": 0.895}, champion=0.9, champion_version="3").passed
+
+
+def test_lower_is_better_direction():
+    g = GateSpec(metric="rmse", max_value=10.0, higher_is_better=False, max_regression=0.0)
+    assert decide(g, {"rmse": 5.0}, champion=6.0).passed
+    assert not decide(g, {"rmse": 6.5}, champion=6.0).passed
+    assert not decide(g, {"rmse": 11.0}, champion=None).passed
+
+
+def test_missing_metric_is_an_error():
+    with pytest.raises(KeyError, match="test_accuracy"):
+        decide(GATE, {"loss": 1.0}, champion=None)
+
+
+def test_gate_without_thresholds_is_a_spec_error():
+    with pytest.raises(SpecError, match="no value threshold"):
+        GateSpec(metric="test_accuracy")

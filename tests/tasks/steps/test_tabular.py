@@ -1,0 +1,231 @@
+"""Tabular preprocessing: schema/value validation, quarantine, splits, analyzers, transforms."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that
+
+from models.creditcard_fraud import SPEC, V_COLUMNS, generate
+from tasks.data.sources import SourceError
+from tasks.spec import RATIO, SplitSpec
+from tasks.steps.preprocess import PreprocessError, build_pipeline, plan_splits, preprocess
+
+SOURCE = SPEC.source
+PREP = replace(SPEC.preprocess, batch_size=500)
+SPLIT = replace(SPEC.split, shards={"train": 2, "validation": 1, "test": 1})
+
+
+@pytest.fixture()
+def cc_dir(tmp_path):
+    d = tmp_path / "cc"
+    d.mkdir()
+    generate(d, 3000, seed=1)
+    return d
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+def test_generator_is_seeded_and_has_kaggle_schema(tmp_path, cc_dir):
+    other = tmp_path / "again"
+    other.mkdir()
+    generate(other, 3000, seed=1)
+    assert (other / "creditcard.csv").read_bytes() == (cc_dir / "creditcard.csv").read_bytes()
+    header = SOURCE.header(str(cc_dir / "creditcard.csv"))  # quoted, like Kaggle's file
+    assert header == ["Time", *V_COLUMNS, "Amount", "Class"]
+    classes = [line.rsplit(",", 1)[1] for line in _lines(cc_dir / "creditcard.csv")[1:]]
+    assert classes.count("1") == round(3000 * 492 / 284_807)
+
+
+def test_missing_and_extra_columns_name_file_and_columns(cc_dir):
+    path = cc_dir / "creditcard.csv"
+    lines = _lines(path)
+    lines[0] = lines[0].replace("V7", "V7x")
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SourceError, match=r"creditcard.csv: columns do not match the schema: "
+                                          r"missing \['V7'\], unexpected \['V7x'\]"):
+        SOURCE.validate(SOURCE.files(str(cc_dir)))
+
+
+def _corrupt(cc_dir: Path) -> Path:
+    """Write five kinds of bad rows into the CSV at known lines."""
+    path = cc_dir / "creditcard.csv"
+    lines = _lines(path)
+
+    def set_field(line_no, col, value):
+        fields = lines[line_no - 1].split(",")
+        fields[(["Time", *V_COLUMNS, "Amount", "Class"]).index(col)] = value
+        lines[line_no - 1] = ",".join(fields)
+
+    set_field(5, "V3", "abc")           # non-numeric
+    set_field(9, "Amount", "")          # missing
+    set_field(12, "V28", "nan")         # NaN
+    set_field(20, "Amount", "-5.0")     # out of range
+    set_field(33, "Class", "7")         # not an allowed label
+    lines[40 - 1] = ",".join(lines[40 - 1].split(",")[:-2])  # ragged: 29 fields
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_bad_rows_are_quarantined_with_line_field_reason(cc_dir, tmp_path):
+    path = _corrupt(cc_dir)
+    raw_before = path.read_bytes()
+    files = SOURCE.files(str(cc_dir))
+    out = tmp_path / "run" / "dataset"
+    with pytest.raises(PreprocessError, match=r"6 of 3000 rows are bad \(max fraction 0.0\); "
+                                              r"first: .*creditcard.csv line 5 field 'V3': "
+                                              r"not a number \(value 'abc'\)"):
+        preprocess(SOURCE, files, PREP, SPLIT, out)
+    assert not out.exists() and path.read_bytes() == raw_before  # raw data untouched
+    q = [json.loads(x) for x in _lines(tmp_path / "run" / "dataset.quarantine.jsonl")]
+    assert [(r["line"], r["field"], r["reason"]) for r in q] == [
+        (5, "V3", "not a number"),
+        (9, "Amount", "missing value"),
+        (12, "V28", "NaN or infinite value"),
+        (20, "Amount", "below minimum 0.0"),
+        (33, "Class", "not one of [0, 1]"),
+        (40, None, "expected 31 fields, got 29"),
+    ]
+    # Tolerating 1% lets the 2994 good rows through; the quarantine file stays.
+    m = preprocess(SOURCE, files, replace(PREP, max_bad_fraction=0.01), SPLIT, out)
+    assert m["quarantined_rows"] == 6
+    assert sum(v["rows"] for v in m["splits"].values()) == 2994
+
+
+def test_parquet_source_reads_the_same_rows(cc_dir, tmp_path):
+    import pyarrow.parquet as pq
+    from pyarrow import csv
+
+    pq_dir = tmp_path / "pq"
+    pq_dir.mkdir()
+    pq.write_table(csv.read_csv(cc_dir / "creditcard.csv"), pq_dir / "creditcard.parquet")
+    src = replace(SOURCE, format="parquet", layout={"all": "creditcard.parquet"})
+    a = list(SOURCE.read_batches(SOURCE.files(str(cc_dir)), "all", 1000))
+    b = list(src.read_batches(src.files(str(pq_dir)), "all", 1000))
+    for col in ("row", "V1", "Amount", "Class"):
+        np.testing.assert_array_equal(np.concatenate([x[col] for x in a]),
+                                      np.concatenate([x[col] for x in b]))
+
+
+def test_fraud_rule_never_trains_on_fraud_and_counts_are_exact():
+    rng = np.random.default_rng(0)
+    labels = (rng.random(100_000) < 0.00172).astype(np.int64)
+    plan = plan_splits([("all", np.arange(100_000), labels)], SPEC.split)
+    n_fraud, n_normal = int(labels.sum()), int((labels == 0).sum())
+    assert plan["counts"]["train"] == {"0": round(0.6 * n_normal)} or abs(
+        plan["counts"]["train"]["0"] - 0.6 * n_normal) <= 1
+    assert "1" not in plan["counts"]["train"]
+    for split in ("validation", "test"):
+        assert abs(plan["counts"][split]["1"] - 0.5 * n_fraud) <= 1
+        assert abs(plan["counts"][split]["0"] - 0.2 * n_normal) <= 1
+    assert sum(plan["sizes"].values()) == 100_000
+
+
+@pytest.mark.parametrize("n", [10, 999, 10_001])
+def test_ratio_split_counts_within_one_row(n):
+    split = SplitSpec(partition_to_split={"all": RATIO},
+                      ratios={"train": 0.7, "validation": 0.15, "test": 0.15}, seed=5)
+    plan = plan_splits([("all", np.arange(n), None)], split)
+    for name, r in split.ratios.items():
+        assert abs(plan["sizes"][name] - r * n) <= 1
+    assert sum(plan["sizes"].values()) == n
+
+
+def test_analyzers_equal_numpy_and_test_frauds_are_not_at_the_end(cc_dir, tmp_path):
+    files = SOURCE.files(str(cc_dir))
+    data = {k: np.concatenate([b[k] for b in SOURCE.read_batches(files, "all", 4096)])
+            for k in ("row", "V1", "V14", "Class")}
+    keys = [("all", data["row"], data["Class"])]
+    plan = plan_splits(keys, SPEC.split)
+    train = plan["partitions"]["all"]["split"] == 0
+    work = tmp_path / "w"
+    work.mkdir()
+    with TestPipeline(runner=FnApiRunner(), options=PipelineOptions([])) as p:
+        out = build_pipeline(p, SOURCE, files, PREP, SPLIT, work)
+
+        def check(items):
+            (stats,) = items
+            for col in ("V1", "V14"):
+                st = stats["train"]["features"][col]
+                x = data[col][train]
+                assert st["min"] == x.min() and st["max"] == x.max()
+                assert st["mean"] == pytest.approx(x.mean(), rel=1e-9, abs=1e-12)
+                assert st["std"] == pytest.approx(x.std(), rel=1e-9)
+            assert stats["train"]["class_counts"] == {"0": int(train.sum())}
+
+        assert_that(out["stats"], check)
+    m = preprocess(SOURCE, files, PREP, SPLIT, tmp_path / "ds")
+    import tensorflow as tf
+
+    spec = json.loads((tmp_path / "ds" / "feature_spec.json").read_text())
+    assert spec["features"]["shape"] == [28] and spec["features"]["encoding"] == "raw"
+    labels, feats = [], []
+    for rec in tf.data.TFRecordDataset(sorted(str(f) for f in (tmp_path / "ds" / "test")
+                                              .glob("*.tfrecord"))):
+        ex = tf.train.Example.FromString(rec.numpy()).features.feature
+        labels.append(ex["Class"].int64_list.value[0])
+        feats.append(np.frombuffer(ex["features"].bytes_list.value[0], "<f4"))
+    labels, feats = np.array(labels), np.stack(feats)
+    assert labels.sum() == m["splits"]["test"]["class_counts"]["1"]
+    # Shuffled after concatenation: frauds are spread, not all at the end of the file.
+    assert np.flatnonzero(labels).min() < 0.5 * len(labels)
+    # Min-max scaling used the training split: train rows land in [0, 1].
+    assert feats.shape[1] == 28
+
+
+def test_keras_transform_layer_matches_numpy():
+    from tasks.features.transforms import Analyzer, apply_numpy, keras_layer
+    from tasks.spec import Feature
+
+    rng = np.random.default_rng(0)
+    cols = {"a": rng.normal(3, 2, 500), "b": rng.lognormal(1, 1, 500), "c": rng.normal(0, 5, 500)}
+    feats = [Feature("a", "minmax"), Feature("b", "zscore", log1p=True),
+             Feature("c", "clip", clip_quantiles=(0.05, 0.95))]
+    an = Analyzer(feats, None, False)
+    stats = an.finish(an.merge([an.add(an.create(), {k: v[:250] for k, v in cols.items()}),
+                                an.add(an.create(), {k: v[250:] for k, v in cols.items()})]))
+    assert stats["features"]["c"]["clip_low"] == pytest.approx(np.quantile(cols["c"], 0.05),
+                                                               abs=0.1)
+    expected = apply_numpy(feats, stats, cols)
+    layer = keras_layer(feats, stats)
+    got = np.asarray(layer(np.stack([cols["a"], cols["b"], cols["c"]], axis=1)))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert layer.__class__.from_config(layer.get_config()) is not None
+    onehot = [Feature("k", "onehot"), Feature("a", "zscore")]
+    k = np.array([1.0, 2.0, 2.0, 3.0, 9.0])
+    st = an2 = Analyzer(onehot, None, False)
+    st = an2.finish(an2.add(an2.create(), {"k": k[:4], "a": cols["a"][:4]}))
+    raw = np.stack([k, cols["a"][:5]], axis=1)
+    np.testing.assert_allclose(np.asarray(keras_layer(onehot, st)(raw)),
+                               apply_numpy(onehot, st, {"k": k, "a": cols["a"][:5]}),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_onehot_and_vocab_transforms():
+    from tasks.features.transforms import Analyzer, apply_numpy
+    from tasks.spec import Feature
+
+    cols = {"s": np.array(["b", "a", "b", "c", "b", "a"], dtype=object)}
+    an = Analyzer([Feature("s", "onehot")], None, False)
+    stats = an.finish(an.add(an.create(), cols))
+    assert stats["features"]["s"]["vocab"] == ["b", "a", "c"]
+    out = apply_numpy([Feature("s", "onehot")], stats, {"s": np.array(["a", "zz"], object)})
+    np.testing.assert_array_equal(out, [[0, 1, 0, 0], [0, 0, 0, 1]])
+    idx = apply_numpy([Feature("s", "vocab")], stats, {"s": np.array(["c"], object)})
+    assert idx.tolist() == [[2.0]]
+
+
+def test_split_spec_rejects_bad_ratios():
+    from tasks.spec import SpecError
+
+    with pytest.raises(SpecError, match="sum to 1"):
+        SplitSpec(partition_to_split={"all": RATIO}, ratios={"train": 0.5, "test": 0.4})
+    with pytest.raises(SpecError, match="no ratios"):
+        SplitSpec(partition_to_split={"all": RATIO})

@@ -1,0 +1,134 @@
+"""Registry deploy, lineage tags, rollback, idempotency and ``mlp models``/``mlp rollback``."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tasks.core.run import RunLayout, Snapshot, TrainedModel, Verdict
+from tasks.steps.deploy import deploy
+from tasks.tracking.registry import (
+    RegistryError,
+    format_models,
+    list_models,
+    rollback,
+    version_tags,
+)
+
+VERDICT = Verdict(passed=True, reason="test_accuracy=0.9 passed", metric="test_accuracy",
+                  candidate=0.9, champion=None, champion_version=None, checks=[])
+
+
+def trained_of(logged):
+    """The training step's result for a logged fixture model."""
+    return TrainedModel(run_id=logged.run_id, experiment_id="0", model_uri=logged.model_uri,
+                        model_path="", trained_path="", params={}, params_digest="",
+                        train_seconds=0.0)
+
+
+def _deploy(s, name, logged, run_key="20260301T000000Z"):
+    layout = RunLayout(Path("/data"), name, run_key)
+    return deploy(name, trained_of(logged), VERDICT, Snapshot(run_key, "", "a" * 64), layout,
+                  s).to_xcom()
+
+
+def _aliases(s, name):
+    from tasks import tracking
+
+    return {k: str(v) for k, v in tracking.configure(s).get_registered_model(name)
+            .aliases.items()}
+
+
+def test_deploy_tags_then_rollback_swaps_champion_and_previous(reg_settings, logged_models):
+    from tasks import tracking
+
+    first = _deploy(reg_settings, "reg_roll", logged_models["good"], "20260301T000000Z")
+    assert first == {"model": "reg_roll", "version": "1", "alias": "champion",
+                     "previous": None, "created": True, "forced": False}
+    second = _deploy(reg_settings, "reg_roll", logged_models["weak"], "20260302T000000Z")
+    assert (second["version"], second["previous"]) == ("2", "1")
+    assert _aliases(reg_settings, "reg_roll") == {"champion": "2", "previous": "1"}
+
+    mv = tracking.configure(reg_settings).get_model_version("reg_roll", "2")
+    assert mv.tags["run_key"] == "20260302T000000Z"
+    assert mv.tags["data_checksum"] == "a" * 64
+    assert mv.tags["preprocessing_stats"] == \
+        "file:///data/runs/reg_roll/20260302T000000Z/dataset/stats.json"
+    assert len(mv.tags["git_commit"]) in (40, len("unknown"))
+    assert mv.tags["gate_passed"] == "true" and mv.tags["gate_metric"] == "test_accuracy"
+    assert mv.tags["mlflow_run_id"] == logged_models["weak"].run_id
+    assert "forced_by_operator" not in mv.tags
+
+    assert rollback("reg_roll", reg_settings) == {"model": "reg_roll", "champion": "1",
+                                                  "previous": "2"}
+    assert _aliases(reg_settings, "reg_roll") == {"champion": "1", "previous": "2"}
+    demoted = tracking.configure(reg_settings).get_model_version("reg_roll", "2")
+    assert demoted.tags["demoted_by_rollback"] == "true"
+    # A second rollback undoes the first.
+    rollback("reg_roll", reg_settings)
+    assert _aliases(reg_settings, "reg_roll") == {"champion": "2", "previous": "1"}
+
+
+def test_rollback_needs_a_previous_version(reg_settings, logged_models):
+    _deploy(reg_settings, "reg_single", logged_models["good"])
+    with pytest.raises(RegistryError, match="no previous version"):
+        rollback("reg_single", reg_settings)
+    with pytest.raises(RegistryError, match="no registered model named 'reg_nope'"):
+        rollback("reg_nope", reg_settings)
+
+
+def test_redeploying_the_same_run_creates_no_version(reg_settings, logged_models):
+    from tasks import tracking
+
+    _deploy(reg_settings, "reg_idem", logged_models["weak"], "20260301T000000Z")
+    _deploy(reg_settings, "reg_idem", logged_models["good"], "20260302T000000Z")
+    again = _deploy(reg_settings, "reg_idem", logged_models["good"], "20260302T000000Z")
+    assert again["version"] == "2" and again["created"] is False
+    assert again["previous"] is None  # champion re-deployed over itself: nothing demoted
+    versions = tracking.configure(reg_settings).search_model_versions("name='reg_idem'")
+    assert len(versions) == 2
+    assert _aliases(reg_settings, "reg_idem") == {"champion": "2", "previous": "1"}
+
+
+def test_models_listing_has_aliases_and_gate_metric(reg_settings, logged_models):
+    _deploy(reg_settings, "reg_list", logged_models["weak"], "20260301T000000Z")
+    _deploy(reg_settings, "reg_list", logged_models["good"], "20260302T000000Z")
+    rows = [r for r in list_models(reg_settings) if r["model"] == "reg_list"]
+    assert [(r["version"], r["aliases"]) for r in rows] == [("2", ["champion"]),
+                                                             ("1", ["previous"])]
+    assert rows[0]["metric"] == "test_accuracy"
+    assert rows[0]["value"] == pytest.approx(logged_models["good"].accuracy)
+    assert rows[1]["value"] == pytest.approx(logged_models["weak"].accuracy)
+    table = format_models(rows)
+    assert table.splitlines()[0].split()[:4] == ["MODEL", "VERSION", "ALIASES", "METRIC"]
+    assert f"reg_list  2        champion  test_accuracy  {rows[0]['value']:.4f}" in table
+
+
+def test_cli_models_and_rollback(reg_settings, logged_models, monkeypatch, capsys):
+    from tasks.cli import main
+
+    _deploy(reg_settings, "reg_cli", logged_models["weak"], "20260301T000000Z")
+    _deploy(reg_settings, "reg_cli", logged_models["good"], "20260302T000000Z")
+    # The CLI reads its settings from the environment, like an operator's shell.
+    monkeypatch.setenv("MLP_HOME", str(reg_settings.root))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", reg_settings.tracking_uri)
+
+    assert main(["rollback", "reg_cli"]) == 0
+    assert "reg_cli: champion is now version 1 (version 2 demoted to previous)" in (
+        capsys.readouterr().out)
+    assert main(["models", "--json"]) == 0
+    rows = [r for r in json.loads(capsys.readouterr().out) if r["model"] == "reg_cli"]
+    assert {r["version"]: r["aliases"] for r in rows} == {"2": ["previous"], "1": ["champion"]}
+    assert main(["models"]) == 0
+    assert "reg_cli" in capsys.readouterr().out
+    assert main(["rollback", "reg_never_registered"]) == 1
+    assert "no registered model named" in capsys.readouterr().err
+
+
+def test_version_tags_mark_forced_deploys_only():
+    plain = version_tags(VERDICT, "k", "c", "u", "r", "g")
+    assert "forced_by_operator" not in plain and plain["gate_value"] == "0.9"
+    forced = version_tags(replace(VERDICT, forced=True, force_reason="INC-1"),
+                          "k", "c", "u", "r", "g")
+    assert forced["forced_by_operator"] == "true" and forced["force_reason"] == "INC-1"
