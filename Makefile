@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP) browser compose-tool
+# What the main job needs; the test target adds the browser and docker-compose.
+install: $(STAMP)
 
 # Headless Chromium + ChromeDriver for the browser demo's end-to-end test, installed from
 # Debian when missing (root only; elsewhere that test skips, or fails when CI=true).
@@ -77,15 +78,17 @@ down:
 status:
 	infra/services.sh status
 
-test: install
+test: install browser compose-tool
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
-test-fast: install
+test-fast: install browser compose-tool
 	$(BIN)/pytest -q -m "not slow"
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
