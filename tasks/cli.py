@@ -125,9 +125,12 @@ def summary_lines(summary: dict[str, Any], s: Settings) -> list[str]:
     if gate:
         lines.append(f"  gate            {'PASSED' if gate['passed'] else 'FAILED'}: "
                      f"{gate['reason']}")
-    if deploy:
+    if deploy and deploy.get("moved", True):
         lines.append(f"  registered      {name} version {deploy['version']} "
                      f"(alias {deploy['alias']}; previous {deploy['previous'] or 'none'})")
+    elif deploy:
+        lines.append(f"  registered      {name} version {deploy['version']}, not promoted: "
+                     f"{deploy['note']}")
     elif summary["state"] == "success":
         lines.append("  registered      nothing (the run stopped before deployment)")
     if "log_file" in summary:
@@ -155,7 +158,10 @@ def format_outcome(result: dict[str, Any]) -> str:
                      f"{gate.get('reason')}")
     else:
         lines.append("  gate        not reached")
-    if deploy:
+    if deploy and not deploy.get("moved", True):
+        lines.append(f"  registered  version {deploy.get('version')}, not promoted: "
+                     f"{deploy.get('note')}")
+    elif deploy:
         lines.append(f"  registered  version {deploy.get('version')} (alias "
                      f"{deploy.get('alias')}; previous {deploy.get('previous')})")
     else:
