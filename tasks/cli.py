@@ -195,7 +195,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """``mlp serve``: every champion over REST."""
     apply_env()
-    from tasks.serve import serve
+    from tasks.serving import serve
 
     serve(args.host, args.port, access_log=args.access_log, models=args.models)
     return 0

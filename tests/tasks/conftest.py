@@ -184,7 +184,7 @@ class RunningServer:
     def __init__(self, s, models=SERVED):
         import uvicorn
 
-        from tasks.serve import create_app
+        from tasks.serving import create_app
 
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"

@@ -1,0 +1,228 @@
+"""Request codec: decode and validate a predict body against a signature, encode answers.
+
+Pure functions of bytes and a :class:`~tasks.serving.signature.Signature` (no TensorFlow,
+no HTTP), so they are tested alone and can run in any thread or process.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from typing import Any
+
+import numpy as np
+import orjson
+
+from tasks.serving.signature import Signature, shape_text
+
+MAX_INSTANCES = 4096
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+
+class BadRequest(ValueError):
+    """The request cannot be served (HTTP 400); the message goes back to the client."""
+
+
+def dumps(obj: Any) -> bytes:
+    """JSON bytes of ``obj``; NumPy arrays are serialised natively."""
+    return orjson.dumps(obj, option=_NUMPY)
+
+
+# -- binary values ------------------------------------------------------------------------
+
+
+def _named(value: Any, sig: Signature, where: str) -> Any:
+    """Unwrap ``{"<input name>": tensor}``; anything else is returned as is."""
+    if not isinstance(value, dict) or "b64" in value:
+        return value
+    if set(value) != {sig.input_name}:
+        raise BadRequest(f"{where} names inputs {sorted(value)}; the model has one input "
+                         f"{sig.input_name!r}")
+    return value[sig.input_name]
+
+
+def _has_b64(data: Any) -> bool:
+    if isinstance(data, dict):
+        return "b64" in data
+    return isinstance(data, list) and any(_has_b64(x) for x in data)
+
+
+def b64_bytes(value: Any) -> bytes:
+    """The bytes of a ``{"b64": "..."}`` value.
+
+    Raises:
+        BadRequest: Not exactly ``{"b64": str}``, or invalid base64.
+
+    """
+    if set(value) != {"b64"} or not isinstance(value["b64"], str):
+        raise BadRequest('a binary value must be {"b64": "<base64 string>"}')
+    try:
+        return base64.b64decode(value["b64"], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadRequest(f"invalid base64 value: {exc}") from exc
+
+
+def _decode_strings(data: Any) -> Any:
+    if isinstance(data, dict):
+        return b64_bytes(data)
+    if isinstance(data, list):
+        return [_decode_strings(x) for x in data]
+    return data
+
+
+def _decode_uint8(data: list[Any], sig: Signature) -> list[Any]:
+    """Per-instance ``{"b64": raw bytes}`` of a uint8 input -> arrays of the input shape."""
+    if any(d is None for d in sig.input_shape):
+        raise BadRequest(f"b64 instances need a fully defined input shape; "
+                         f"{sig.input_name!r} is {shape_text(sig.input_shape)}")
+    size = math.prod(sig.input_shape)
+    out = []
+    for item in data:
+        if isinstance(item, dict):
+            raw = b64_bytes(item)
+            if len(raw) != size:
+                raise BadRequest(f"b64 instance decodes to {len(raw)} bytes; input "
+                                 f"{sig.input_name!r} {shape_text(sig.input_shape)} "
+                                 f"uint8 needs {size}")
+            item = np.frombuffer(raw, dtype=np.uint8).reshape(sig.input_shape)
+        out.append(item)
+    return out
+
+
+# -- element types ------------------------------------------------------------------------
+
+
+def _typed_float(arr: np.ndarray, want: np.dtype, label: str) -> np.ndarray:
+    if arr.dtype.kind not in "iuf":
+        raise BadRequest(f"{label} takes numbers, got {arr.dtype.name} values")
+    with np.errstate(over="ignore"):  # overflow becomes inf, rejected just below
+        arr = arr.astype(want, copy=False)
+    if not np.isfinite(arr).all():
+        raise BadRequest(f"{label}: values are NaN, infinite or out of float range")
+    return arr
+
+
+def _typed_int(arr: np.ndarray, want: np.dtype, label: str) -> np.ndarray:
+    kind = arr.dtype.kind
+    if kind == "f":
+        if not np.isfinite(arr).all() or (arr != np.floor(arr)).any():
+            raise BadRequest(f"{label} takes integers, got fractional values")
+    elif kind not in "iu":
+        raise BadRequest(f"{label} takes integers, got {arr.dtype.name} values")
+    info = np.iinfo(want)
+    if arr.size and (arr.min() < info.min or arr.max() > info.max):
+        raise BadRequest(f"{label}: values must lie in [{info.min}, {info.max}]")
+    return arr.astype(want, copy=False)
+
+
+def _typed(arr: np.ndarray, data: Any, sig: Signature) -> np.ndarray:
+    """Check the parsed array's element type against the input dtype and convert."""
+    kind = arr.dtype.kind
+    label = f"input {sig.input_name!r} ({sig.input_dtype})"
+    if sig.input_dtype == "string":
+        bad = next((v for v in arr.flat if not isinstance(v, str | bytes)), None)
+        if bad is not None:
+            raise BadRequest(f"{label} takes strings, got {type(bad).__name__} values")
+        return arr
+    if kind == "O" and _has_b64(data):
+        raise BadRequest(f'binary {{"b64": ...}} values are accepted for uint8 and string '
+                         f"inputs only; {label} takes numbers")
+    if kind in "USO":
+        got = "strings" if kind in "US" else "non-numeric values (null, objects or mixed)"
+        raise BadRequest(f"{label} takes numbers, got {got}")
+    want = np.dtype(sig.input_dtype)
+    if want.kind == "f":
+        return _typed_float(arr, want, label)
+    if want.kind in "iu":
+        return _typed_int(arr, want, label)
+    if want.kind == "b" and kind == "b":
+        return arr
+    raise BadRequest(f"{label} cannot take {arr.dtype.name} values")
+
+
+# -- the request --------------------------------------------------------------------------
+
+
+def _instances(payload: Any, sig: Signature) -> tuple[list[Any], str]:
+    """The list of instances (batch first) and the response key, from the parsed body."""
+    if not isinstance(payload, dict):
+        raise BadRequest("the body must be a JSON object with 'instances' or 'inputs'")
+    if ("instances" in payload) == ("inputs" in payload):
+        raise BadRequest("the body must have exactly one of 'instances' (row format) or "
+                         "'inputs' (columnar format)")
+    if "instances" in payload:
+        key, data = "predictions", payload["instances"]
+        if not isinstance(data, list) or not data:
+            raise BadRequest("'instances' must be a non-empty list of instances")
+        if isinstance(data[0], dict):
+            data = [_named(x, sig, "an instance") for x in data]
+    else:
+        key, data = "outputs", _named(payload["inputs"], sig, "'inputs'")
+        if not isinstance(data, list) or not data:
+            raise BadRequest("'inputs' must be a non-empty list (batch dimension first)")
+    if len(data) > MAX_INSTANCES:
+        raise BadRequest(f"at most {MAX_INSTANCES} instances per request, got {len(data)}")
+    return data, key
+
+
+def _decode_binary(data: list[Any], sig: Signature) -> list[Any]:
+    """Replace ``{"b64": ...}`` values by what they encode, where the input takes them."""
+    if sig.input_dtype == "uint8" and any(isinstance(x, dict) for x in data):
+        return _decode_uint8(data, sig)
+    if sig.input_dtype == "string":
+        return _decode_strings(data)
+    return data
+
+
+def _check_shape(arr: np.ndarray, sig: Signature) -> None:
+    shape = arr.shape[1:]
+    if len(shape) != len(sig.input_shape) or any(
+            want is not None and got != want for got, want in zip(shape, sig.input_shape,
+                                                                    strict=False)):
+        raise BadRequest(f"each instance of {sig.input_name!r} must have shape "
+                         f"{shape_text(sig.input_shape)}, got {list(shape)}")
+
+
+def parse_request(body: bytes, sig: Signature) -> tuple[np.ndarray, str]:
+    """Decode and validate a predict request against the model's signature.
+
+    Args:
+        body: Raw request body.
+        sig: The served version's signature.
+
+    Returns:
+        The batch, typed as the model input, and the response key (``predictions`` for row
+        format, ``outputs`` for columnar).
+
+    Raises:
+        BadRequest: Malformed JSON, missing or duplicate ``instances``/``inputs``, unknown
+            input names, wrong element type, ragged arrays, a shape that does not match the
+            signature, NaN/infinity, or ``b64`` values for a numeric float input.
+
+    """
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from exc
+    data, key = _instances(payload, sig)
+    data = _decode_binary(data, sig)
+    try:
+        arr = np.asarray(data, dtype=object if sig.input_dtype == "string" else None)
+    except (ValueError, TypeError) as exc:  # ragged nesting
+        raise BadRequest(f"instances of {sig.input_name!r} must all have shape "
+                         f"{shape_text(sig.input_shape)}; the arrays are ragged") from exc
+    arr = _typed(arr, data, sig)
+    _check_shape(arr, sig)
+    return arr, key
+
+
+def encode_outputs(out: Any, key: str) -> bytes:
+    """The response body ``{key: out}``.
+
+    Named outputs (a dict) in row format become one object per instance, as TF Serving does.
+    """
+    if isinstance(out, dict) and key == "predictions":
+        out = [dict(zip(out, values, strict=True)) for values in zip(*out.values(),
+                                                                     strict=True)]
+    return dumps({key: out})
