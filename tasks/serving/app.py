@@ -16,12 +16,22 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from tasks.core.config import Settings
-from tasks.serving.codec import BadRequest, dumps, encode_outputs, parse_request
+from tasks.serving import limits, openapi
+from tasks.serving.codec import (
+    BadRequest,
+    dumps,
+    encode_outputs,
+    model_name,
+    parse_request,
+    version_number,
+)
+from tasks.serving.options import ServeOptions
 from tasks.serving.store import ModelStore, NotFound, Served
 
 log = logging.getLogger(__name__)
@@ -39,6 +49,13 @@ def _error(status: int, message: str) -> Response:
     return _json({"error": message}, status)
 
 
+def _closing(status: int, message: str) -> Response:
+    """An error after which the connection is closed (the rest of the body is unread)."""
+    response = _error(status, message)
+    response.headers["connection"] = "close"
+    return response
+
+
 def _store(request: Request) -> ModelStore:
     return request.app.state.store
 
@@ -50,13 +67,15 @@ def _not_served(request: Request, name: str) -> Response:
 async def _resolve(request: Request) -> Served | Response:
     """The version a request addresses, or the error response to send."""
     store = _store(request)
-    name = request.path_params["name"]
-    version = request.path_params.get("version")
+    try:
+        name = model_name(request.path_params["name"])
+        version = request.path_params.get("version")
+        if version is not None:
+            version = version_number(version)
+    except BadRequest as exc:
+        return _error(400, str(exc))
     if version is None:
         return store.get(name) or _not_served(request, name)
-    if not version.isdigit() or int(version) < 1:
-        return _error(400, f"version must be a positive integer, got {version!r}")
-    version = str(int(version))
     served = store.cached_version(name, version)
     if served is not None:
         return served
@@ -81,20 +100,66 @@ async def _run_model(served: Served, batch: Any) -> Any | Response:
         return _error(500, f"prediction failed: {type(exc).__name__}")
 
 
+async def _parse(request: Request, served: Served) -> tuple[Any, str] | Response:
+    """The validated batch and response key, or the error response to send.
+
+    The body is read up to the size limit; a large one is parsed in the offload process so
+    the event loop keeps answering other requests meanwhile.
+    """
+    options: ServeOptions = request.app.state.options
+    try:
+        body = await limits.read_body(request, options.max_body_bytes)
+    except limits.PayloadTooLarge as exc:
+        return _closing(413, str(exc))
+    try:
+        if len(body) <= limits.OFFLOAD_BODY_BYTES:
+            return parse_request(body, served.signature)
+        return await request.app.state.offload.run(parse_request, body, served.signature)
+    except BadRequest as exc:
+        return _error(400, str(exc))
+    except limits.OffloadFailed as exc:
+        return _error(503, str(exc))
+
+
+async def _encode(request: Request, out: Any, key: str) -> bytes:
+    values = sum(v.size for v in out.values()) if isinstance(out, dict) else out.size
+    if values <= limits.OFFLOAD_OUTPUT_VALUES:
+        return encode_outputs(out, key)
+    return await request.app.state.offload.run(encode_outputs, out, key)
+
+
 async def predict(request: Request) -> Response:
-    """``POST /v1/models/{name}[/versions/{version}]:predict``."""
+    """``POST /v1/models/{name}[/versions/{version}]:predict``.
+
+    ---
+    summary: Predict with the champion (or the given version)
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema: {$ref: "#/components/schemas/PredictRequest"}
+    responses:
+      200:
+        description: Predictions; the answering version is in the x-model-version header
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/PredictResponse"}
+      400: {description: Invalid body or path part}
+      404: {description: Unknown model or version}
+      413: {description: Body larger than MLP_SERVE_MAX_BODY_BYTES}
+    """
     served = await _resolve(request)
     if isinstance(served, Response):
         return served
-    try:
-        batch, key = parse_request(await request.body(), served.signature)
-    except BadRequest as exc:
-        return _error(400, str(exc))
+    parsed = await _parse(request, served)
+    if isinstance(parsed, Response):
+        return parsed
+    batch, key = parsed
     out = await _run_model(served, batch)
     if isinstance(out, Response):
         return out
     # The version header lets clients (and the hot-reload test) see which one answered.
-    return Response(encode_outputs(out, key), media_type="application/json",
+    return Response(await _encode(request, out, key), media_type="application/json",
                     headers={"x-model-version": served.version})
 
 
@@ -107,13 +172,24 @@ def _status(versions: list[Served], loading: str | None) -> dict[str, Any]:
 
 
 async def status(request: Request) -> Response:
-    """``GET /v1/models/{name}[/versions/{version}]``: TF Serving's version status."""
+    """``GET /v1/models/{name}[/versions/{version}]``: TF Serving's version status.
+
+    ---
+    summary: Version status (champion first, then other versions in memory)
+    responses:
+      200: {description: "model_version_status list"}
+      400: {description: Invalid name or version}
+      404: {description: Unknown model or version}
+    """
     if "version" in request.path_params:
         served = await _resolve(request)
         if isinstance(served, Response):
             return served
         return _json(_status([served], None))
-    name = request.path_params["name"]
+    try:
+        name = model_name(request.path_params["name"])
+    except BadRequest as exc:
+        return _error(400, str(exc))
     versions = _store(request).loaded_versions(name)
     if not versions:
         return _not_served(request, name)
@@ -121,7 +197,15 @@ async def status(request: Request) -> Response:
 
 
 async def metadata(request: Request) -> Response:
-    """``GET /v1/models/{name}[/versions/{version}]/metadata``: the signature."""
+    """``GET /v1/models/{name}[/versions/{version}]/metadata``: the signature.
+
+    ---
+    summary: The serving signature as TF Serving's signature_def, plus run id and classes
+    responses:
+      200: {description: Model metadata}
+      400: {description: Invalid name or version}
+      404: {description: Unknown model or version}
+    """
     served = await _resolve(request)
     if isinstance(served, Response):
         return served
@@ -134,12 +218,25 @@ async def metadata(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    """``GET /healthz``: the process answers."""
+    """``GET /healthz``: the process answers.
+
+    ---
+    summary: Liveness (never needs a token)
+    responses:
+      200: {description: "status ok"}
+    """
     return _json({"status": "ok"})
 
 
 async def readyz(request: Request) -> Response:
-    """``GET /readyz``: 503 until the first registry poll has loaded the champions."""
+    """``GET /readyz``: 503 until the first registry poll has loaded the champions.
+
+    ---
+    summary: Readiness and the version served per model
+    responses:
+      200: {description: Models and their served versions}
+      503: {description: Models are still loading}
+    """
     store = _store(request)
     if not store.ready.is_set():
         return _error(503, "models are still loading")
@@ -165,12 +262,14 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 @asynccontextmanager
 async def lifespan(app: Starlette):  # noqa: ANN201
-    """The registry poller runs while the app does."""
+    """The registry poller and the offload processes run while the app does."""
+    app.state.offload.start()
     app.state.store.start()
     try:
         yield
     finally:
         app.state.store.stop()
+        app.state.offload.close()
 
 
 ROUTES = [
@@ -182,23 +281,30 @@ ROUTES = [
     Route("/v1/models/{name}/versions/{version}/metadata", metadata, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
+    Route("/openapi.json", openapi.openapi, methods=["GET"], include_in_schema=False),
     Route("/demo", demo, methods=["GET"]),
     Route("/", index, methods=["GET"]),
 ]
 
 
 def create_app(s: Settings | None = None, store: ModelStore | None = None,
-               models: Collection[str] | None = None) -> Starlette:
+               models: Collection[str] | None = None,
+               options: ServeOptions | None = None) -> Starlette:
     """Build the ASGI app; the registry poller starts and stops with the app's lifespan.
 
     Args:
         s: Settings (registry location, poll interval).
         store: A store to serve from (default: a new one polling the registry of ``s``).
         models: Serve only these registered models (default: every model with a champion).
+        options: Limits (default: from ``MLP_SERVE_*`` variables).
 
     """
-    app = Starlette(routes=ROUTES, lifespan=lifespan,
+    options = options or ServeOptions.from_env()
+    middleware = [Middleware(limits.BodyLimit, limit=options.max_body_bytes)]
+    app = Starlette(routes=ROUTES, lifespan=lifespan, middleware=middleware,
                     exception_handlers={HTTPException: http_error})
+    app.state.options = options
+    app.state.offload = limits.Offload(options.parse_workers)
     app.state.store = store or ModelStore(s, models=models)
     app.state.demo_html = DEMO_HTML.read_text()
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -18,10 +19,46 @@ from tasks.serving.signature import Signature, shape_text
 
 MAX_INSTANCES = 4096
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
+# Registered model names the server answers for: no path separators, no "..", no spaces or
+# control characters; MLflow and every use case name fit.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,126}[A-Za-z0-9_])?")
+_VERSION = re.compile(r"[0-9]{1,9}")
 
 
 class BadRequest(ValueError):
     """The request cannot be served (HTTP 400); the message goes back to the client."""
+
+
+# -- path parts ---------------------------------------------------------------------------
+
+
+def model_name(raw: str) -> str:
+    """A model name from the URL, checked before it reaches the registry.
+
+    Raises:
+        BadRequest: Not 1-128 ASCII letters, digits, ``_``, ``.``, ``-`` (starting with a
+            letter or digit, not ending with ``.`` or ``-``), or containing ``..``.
+
+    """
+    if not _MODEL_NAME.fullmatch(raw) or ".." in raw:
+        shown = raw if len(raw) <= 80 else raw[:80] + "..."
+        raise BadRequest(f"model name {shown!r} is invalid: use 1-128 ASCII letters, digits, "
+                         "'_', '.' or '-', starting with a letter or digit")
+    return raw
+
+
+def version_number(raw: str) -> str:
+    """A version from the URL as the registry writes it (``"007"`` -> ``"7"``).
+
+    Raises:
+        BadRequest: Not a positive integer of at most 9 ASCII digits.
+
+    """
+    if not _VERSION.fullmatch(raw) or int(raw) < 1:
+        shown = raw if len(raw) <= 20 else raw[:20] + "..."
+        raise BadRequest(f"version must be a positive integer of at most 9 digits, "
+                         f"got {shown!r}")
+    return str(int(raw))
 
 
 def dumps(obj: Any) -> bytes:

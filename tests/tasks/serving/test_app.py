@@ -116,6 +116,20 @@ def test_uint8_model_takes_b64_and_numbers_alike(server, digits):
     assert sig["inputs"]["raw"]["dtype"] == "DT_UINT8"
 
 
+def test_openapi_describes_every_api_route(server):
+    doc = httpx.get(f"{server.base}/openapi.json").json()
+    assert doc["openapi"].startswith("3.")
+    assert set(doc["paths"]) == {
+        "/v1/models/{name}:predict", "/v1/models/{name}/versions/{version}:predict",
+        "/v1/models/{name}", "/v1/models/{name}/versions/{version}",
+        "/v1/models/{name}/metadata", "/v1/models/{name}/versions/{version}/metadata",
+        "/healthz", "/readyz"}
+    op = doc["paths"]["/v1/models/{name}/versions/{version}:predict"]["post"]
+    assert [p["name"] for p in op["parameters"]] == ["name", "version"]
+    assert {"200", "400", "404", "413"} <= set(op["responses"])
+    assert "parameters" not in doc["paths"]["/healthz"]["get"]
+
+
 def test_health_and_readiness(server):
     assert httpx.get(f"{server.base}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{server.base}/readyz").json()
