@@ -46,7 +46,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["create_app", "serve"]
+from tasks.serving.options import OptionError
+
+__all__ = ["OptionError", "create_app", "serve"]
 
 
 def __getattr__(name: str) -> Any:

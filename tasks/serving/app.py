@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from tasks.core.config import Settings
 from tasks.serving import limits, openapi
+from tasks.serving.auth import TokenAuth
 from tasks.serving.codec import (
     BadRequest,
     dumps,
@@ -300,7 +301,9 @@ def create_app(s: Settings | None = None, store: ModelStore | None = None,
 
     """
     options = options or ServeOptions.from_env()
-    middleware = [Middleware(limits.BodyLimit, limit=options.max_body_bytes)]
+    # Outermost first: credentials are checked before the body size, and neither reads it.
+    middleware = [Middleware(TokenAuth, keys=options.keys)] if options.keys else []
+    middleware.append(Middleware(limits.BodyLimit, limit=options.max_body_bytes))
     app = Starlette(routes=ROUTES, lifespan=lifespan, middleware=middleware,
                     exception_handlers={HTTPException: http_error})
     app.state.options = options

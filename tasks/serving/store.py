@@ -21,8 +21,8 @@ import numpy as np
 from tasks import tracking
 from tasks.core.config import Settings, settings
 from tasks.core.run import EVALUATION_ARTIFACT
-from tasks.tracking import CHAMPION
 from tasks.serving.signature import Signature, example_batch, signature_of
+from tasks.tracking import CHAMPION
 
 log = logging.getLogger(__name__)
 
