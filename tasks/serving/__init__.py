@@ -8,6 +8,11 @@ This package owns the serving layer, and nothing else imports its insides:
   formats, ``{"b64": ...}`` values) and response encoding; pure, no TensorFlow;
 - :mod:`~tasks.serving.store`: loading registry versions into concrete ``tf.function`` objects
   and keeping the served champions in sync with the registry (hot reload);
+- :mod:`~tasks.serving.limits`: body size limit (413) and the worker process that parses
+  large bodies off the event loop;
+- :mod:`~tasks.serving.auth` and :mod:`~tasks.serving.options`: bearer token / API keys,
+  the server's own settings and the refusal to bind beyond loopback without credentials;
+- :mod:`~tasks.serving.openapi`: the OpenAPI description (``GET /openapi.json``);
 - :mod:`~tasks.serving.app`: the Starlette app, one small handler per route;
 - :mod:`~tasks.serving.server`: running it under uvicorn (``mlp serve``);
 - ``static/demo.html``: the browser demo page (``GET /demo``).
@@ -23,12 +28,20 @@ One server serves every registered model whose ``champion`` alias is set:
   input name, shape and dtype, output shape), ``GET /healthz``, ``GET /readyz``,
   ``GET /demo`` (draw a digit in the browser, see the class probabilities).
 
-Binary values ``{"b64": "..."}`` are decoded only for ``uint8`` inputs (the base64 bytes of
-one whole instance, row-major, e.g. 784 raw pixels) and ``string`` inputs (each value
-becomes bytes). A ``float32`` model such as ``mnist`` rejects them with HTTP 400: send
-numbers. Every request is validated against the model's signature, and every client
-mistake (malformed JSON, wrong shape, wrong dtype, NaN) is an HTTP 400 with a message;
-an unknown model or version is a 404.
+Binary values ``{"b64": "..."}`` are decoded for ``uint8`` inputs (the base64 bytes of
+one whole instance, row-major, e.g. 784 raw pixels), ``string`` inputs (each value
+becomes bytes) and image inputs (a fully defined (H, W) or (H, W, C) numeric input, e.g.
+``mnist``'s 28x28 float32): a PNG or JPEG instance is decoded server-side to that shape,
+converted to the input's channels, and refused with 400 naming the expected size if it
+differs (never resized). Every request is validated against the model's signature, and
+every client mistake (malformed JSON, wrong shape, wrong dtype, NaN, a malformed path
+part) is an HTTP 400 with a message; an unknown model or version is a 404.
+
+Limits and credentials (:mod:`~tasks.serving.limits`, :mod:`~tasks.serving.auth`): a body
+over ``MLP_SERVE_MAX_BODY_BYTES`` (32 MiB) is answered 413 before it is read; bodies over
+256 KiB are parsed in a worker process so the event loop keeps answering; with a token or
+API keys every route but ``/healthz`` needs ``Authorization: Bearer <key>``, and
+``mlp serve`` refuses a non-loopback bind without one unless ``--insecure``.
 
 Hot reload: a background thread polls the registry every ``MLP_SERVE_POLL_SECONDS``
 (default 5). When ``champion`` moves (deploy or rollback) it loads the new version off

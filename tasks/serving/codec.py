@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import math
 import re
 from typing import Any
@@ -108,23 +109,68 @@ def _decode_strings(data: Any) -> Any:
     return data
 
 
-def _decode_uint8(data: list[Any], sig: Signature) -> list[Any]:
-    """Per-instance ``{"b64": raw bytes}`` of a uint8 input -> arrays of the input shape."""
-    if any(d is None for d in sig.input_shape):
+_PNG = b"\x89PNG\r\n\x1a\n"
+_JPEG = b"\xff\xd8\xff"
+# Pillow modes per channel count: what an image is converted to before it becomes a tensor.
+_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+def _image_text(shape: tuple[int, ...]) -> str:
+    channels = {1: "grayscale", 3: "RGB", 4: "RGBA"}[shape[2] if len(shape) == 3 else 1]
+    return f"{shape[1]}x{shape[0]} (width x height) {channels}"
+
+
+def decode_image(raw: bytes, sig: Signature) -> np.ndarray:
+    """A PNG or JPEG image -> an array of the input's shape and dtype (never resized).
+
+    The image is converted to the input's channels (grayscale, RGB or RGBA); pixel values
+    stay 0-255, as the raw pixels a model is trained on.
+
+    Raises:
+        BadRequest: Not a readable PNG/JPEG, or its size differs from the input's.
+
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    shape = sig.image_shape
+    assert shape is not None
+    try:
+        img = Image.open(io.BytesIO(raw), formats=("PNG", "JPEG"))
+        # Only the header has been read: check the size before decoding any pixel.
+        if img.size != (shape[1], shape[0]):
+            raise BadRequest(f"the image is {img.size[0]}x{img.size[1]}; input "
+                             f"{sig.input_name!r} expects {_image_text(shape)}: resize it "
+                             "before sending (the server never resizes)")
+        img = img.convert(_MODES[shape[2] if len(shape) == 3 else 1])
+        pixels = np.asarray(img)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        if isinstance(exc, BadRequest):
+            raise
+        raise BadRequest(f"b64 value is not a readable PNG or JPEG image: {exc}") from exc
+    return pixels.reshape(shape).astype(sig.input_dtype, copy=False)
+
+
+def _decode_instance(item: dict, sig: Signature) -> np.ndarray:
+    """One ``{"b64": ...}`` instance: raw uint8 bytes of the exact size, or an image."""
+    raw = b64_bytes(item)
+    shape = sig.input_shape
+    defined = not any(d is None for d in shape)
+    if sig.input_dtype == "uint8" and defined and len(raw) == math.prod(shape):
+        return np.frombuffer(raw, dtype=np.uint8).reshape(shape)
+    if sig.image_shape is not None and raw.startswith((_PNG, _JPEG)):
+        return decode_image(raw, sig)
+    image = (f" or a PNG/JPEG image of {_image_text(sig.image_shape)}"
+             if sig.image_shape is not None else "")
+    if sig.input_dtype == "uint8" and not defined:
         raise BadRequest(f"b64 instances need a fully defined input shape; "
-                         f"{sig.input_name!r} is {shape_text(sig.input_shape)}")
-    size = math.prod(sig.input_shape)
-    out = []
-    for item in data:
-        if isinstance(item, dict):
-            raw = b64_bytes(item)
-            if len(raw) != size:
-                raise BadRequest(f"b64 instance decodes to {len(raw)} bytes; input "
-                                 f"{sig.input_name!r} {shape_text(sig.input_shape)} "
-                                 f"uint8 needs {size}")
-            item = np.frombuffer(raw, dtype=np.uint8).reshape(sig.input_shape)
-        out.append(item)
-    return out
+                         f"{sig.input_name!r} is {shape_text(shape)}")
+    if sig.input_dtype == "uint8":
+        raise BadRequest(f"b64 instance decodes to {len(raw)} bytes; input "
+                         f"{sig.input_name!r} {shape_text(shape)} uint8 needs "
+                         f"{math.prod(shape)}{image}")
+    raise BadRequest(f'binary {{"b64": ...}} values are accepted for uint8 and string '
+                     f"inputs only, and as PNG/JPEG images for image inputs; input "
+                     f"{sig.input_name!r} ({sig.input_dtype}) takes numbers{image}")
 
 
 # -- element types ------------------------------------------------------------------------
@@ -204,12 +250,18 @@ def _instances(payload: Any, sig: Signature) -> tuple[list[Any], str]:
 
 
 def _decode_binary(data: list[Any], sig: Signature) -> list[Any]:
-    """Replace ``{"b64": ...}`` values by what they encode, where the input takes them."""
-    if sig.input_dtype == "uint8" and any(isinstance(x, dict) for x in data):
-        return _decode_uint8(data, sig)
+    """Replace ``{"b64": ...}`` values by what they encode, where the input takes them.
+
+    ``string`` inputs take bytes anywhere; ``uint8`` inputs take one whole instance of raw
+    bytes; image inputs (see :attr:`Signature.image_shape`) take a PNG or JPEG instance.
+    """
     if sig.input_dtype == "string":
         return _decode_strings(data)
-    return data
+    if not any(isinstance(x, dict) for x in data):
+        return data
+    if sig.input_dtype == "uint8" or sig.image_shape is not None:
+        return [_decode_instance(x, sig) if isinstance(x, dict) else x for x in data]
+    return data  # _typed rejects the b64 values with its message
 
 
 def _check_shape(arr: np.ndarray, sig: Signature) -> None:

@@ -80,3 +80,78 @@ def test_b64_decodes_string_values():
     assert list(batch) == [b"\x00\xffbytes", "plain"]
     with pytest.raises(BadRequest, match="takes strings"):
         parse_request(body({"instances": [1.5]}), TEXT)
+
+
+# -- images -------------------------------------------------------------------------------
+
+RGB = Signature("image", (4, 6, 3), "uint8", "probs", (3,), "float32")
+GRAY = Signature("pixels", (28, 28), "float32", "probabilities", (10,), "float32")
+
+
+def encoded(pixels, fmt="PNG", mode=None):
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(pixels, mode=mode).save(out, format=fmt)
+    return {"b64": base64.b64encode(out.getvalue()).decode()}
+
+
+def test_png_instances_decode_to_the_image_input():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    batch, _ = parse_request(body({"instances": [encoded(img), img.tolist()]}), RGB)
+    assert batch.shape == (2, 4, 6, 3) and batch.dtype == np.uint8
+    np.testing.assert_array_equal(batch[0], img)
+    np.testing.assert_array_equal(batch[1], img)
+    # A float grayscale input gets the 0-255 pixel values as floats.
+    digit = rng.integers(0, 256, (28, 28), dtype=np.uint8)
+    batch, key = parse_request(body({"inputs": {"pixels": [encoded(digit)]}}), GRAY)
+    assert key == "outputs" and batch.dtype == np.float32
+    np.testing.assert_array_equal(batch[0], digit.astype(np.float32))
+    # RGBA and grayscale images are converted to the input's channels.
+    rgba = np.dstack([img, np.full((4, 6), 255, np.uint8)])
+    batch, _ = parse_request(body({"instances": [encoded(rgba)]}), RGB)
+    np.testing.assert_array_equal(batch[0], img)
+
+
+def test_jpeg_instances_decode_like_pillow_does():
+    import io
+
+    from PIL import Image
+
+    img = np.tile(np.linspace(0, 255, 6, dtype=np.uint8)[None, :, None], (4, 1, 3))
+    value = encoded(img, "JPEG")
+    expected = np.asarray(Image.open(io.BytesIO(base64.b64decode(value["b64"]))).convert("RGB"))
+    batch, _ = parse_request(body({"instances": [value]}), RGB)
+    np.testing.assert_array_equal(batch[0], expected)
+    assert np.abs(batch[0].astype(int) - img).max() < 40  # lossy, but the same picture
+
+
+def test_image_of_another_size_is_refused_not_resized():
+    big = np.zeros((6, 4, 3), np.uint8)  # height and width swapped
+    with pytest.raises(BadRequest, match=r"the image is 4x6; input 'image' expects 6x4 "
+                                         r"\(width x height\) RGB: resize it before "
+                                         r"sending \(the server never resizes\)"):
+        parse_request(body({"instances": [encoded(big)]}), RGB)
+    with pytest.raises(BadRequest, match="expects 28x28 .* grayscale"):
+        parse_request(body({"instances": [encoded(np.zeros((27, 28), np.uint8))]}), GRAY)
+
+
+def test_broken_or_raw_bytes_are_explained():
+    png = base64.b64decode(encoded(np.zeros((4, 6, 3), np.uint8))["b64"])
+    truncated = {"b64": base64.b64encode(png[:40]).decode()}
+    with pytest.raises(BadRequest, match="not a readable PNG or JPEG image"):
+        parse_request(body({"instances": [truncated]}), RGB)
+    # Raw bytes of the exact size stay raw pixels; other sizes name both options.
+    raw = bytes(range(72))
+    batch, _ = parse_request(body({"instances": [{"b64": base64.b64encode(raw).decode()}]}),
+                             RGB)
+    np.testing.assert_array_equal(batch[0].ravel(), list(raw))
+    with pytest.raises(BadRequest, match=r"decodes to 5 bytes; input 'image' \[4, 6, 3\] "
+                                         r"uint8 needs 72 or a PNG/JPEG image of 6x4"):
+        parse_request(body({"instances": [{"b64": base64.b64encode(b"12345").decode()}]}),
+                      RGB)
+    with pytest.raises(BadRequest, match="takes numbers or a PNG/JPEG image of 28x28"):
+        parse_request(body({"instances": [{"b64": "AAAA"}]}), GRAY)
