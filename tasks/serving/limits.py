@@ -13,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -99,6 +102,26 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _exit_with(pid: int) -> None:
+    """In a worker: exit as soon as the server process ``pid`` is gone (even after kill -9).
+
+    A pool worker otherwise outlives a server that died without shutting the pool down: it
+    holds both ends of its own task queue and the fork server's liveness pipe, so neither
+    it nor the fork server ever sees an end of file.
+    """
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:  # pid reused by another user's process: also gone
+                os._exit(0)
+
+    threading.Thread(target=watch, name="server-watch", daemon=True).start()
+
+
 def _ready() -> bool:
     import tasks.serving.codec  # noqa: F401  (NumPy and orjson loaded before the first call)
 
@@ -121,7 +144,8 @@ class Offload:
         if self._pool is None:
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload(["tasks.serving.codec"])
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx,
+                                             initializer=_exit_with, initargs=(os.getpid(),))
         return self._pool
 
     def start(self) -> None:
@@ -137,6 +161,10 @@ class Offload:
             log.error("an offload process died; restarting the pool")
             self.close()
             raise OffloadFailed("the request's parser process died; retry") from exc
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the running workers."""
+        return list(self._pool._processes) if self._pool is not None else []
 
     def close(self) -> None:
         """Stop the workers."""

@@ -58,6 +58,9 @@ class ServerProcess:
         raise TimeoutError(f"server not ready: {self.log.read_text()[-2000:]}")
 
     def __exit__(self, *exc) -> None:
+        if self.proc.poll() is not None:
+            self._out.close()
+            return
         self.proc.terminate()
         try:
             self.proc.wait(timeout=30)

@@ -11,7 +11,9 @@ request may wait for a parse.
 from __future__ import annotations
 
 import json
+import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -20,7 +22,7 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.tasks.serving.conftest import ServerProcess
+from tests.tasks.serving.conftest import REPO, ServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -200,3 +202,26 @@ def test_a_large_valid_body_is_parsed_off_the_event_loop(mnist_server, small):
     assert all(r[0] == 200 for r in results["valid"]), results["valid"][0][3][:300]
     assert len(orjson.loads(results["valid"][0][3])["predictions"]) == 2000
     assert max(loaded) < 0.5 * min(big_seconds), figures
+
+
+def _pids_of(pattern: str) -> set[int]:
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()}
+
+
+def test_parser_processes_die_with_a_killed_server(reg_settings, served_registry, tmp_path):
+    """kill -9 of ``mlp serve`` leaves no fork server or parser worker behind."""
+    pattern = f"forkserver import main.*{REPO}"
+    before = _pids_of(pattern)
+    with ServerProcess(reg_settings, "--model", "mnist", log=tmp_path / "serve.log") as srv:
+        deadline = time.time() + 30
+        while not (_pids_of(pattern) - before) and time.time() < deadline:
+            time.sleep(0.2)
+        helpers = _pids_of(pattern) - before
+        assert helpers, "the server started no parser processes"
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait(timeout=30)
+        deadline = time.time() + 15
+        while _pids_of(pattern) & helpers and time.time() < deadline:
+            time.sleep(0.2)
+        assert not (_pids_of(pattern) & helpers), "parser processes outlived the server"
