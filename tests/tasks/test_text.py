@@ -200,7 +200,10 @@ def test_kneser_ney_baseline_gives_nltk_probabilities():
 
 
 def test_serving_validates_text_and_answers_text():
-    from tasks.serve import BadRequest, Signature, _reason, _text, parse_request
+    from tasks.serving.app import _reason
+    from tasks.serving.codec import BadRequest, parse_request
+    from tasks.serving.signature import Signature
+    from tasks.serving.store import _text
 
     sig = Signature("text", (), "string", "next", (5,), "string")
     batch, key = parse_request(b'{"instances": ["the stock market", "a"]}', sig)
