@@ -231,12 +231,19 @@ class KneserNeyBaseline:
 
 
 # --------------------------------------------------------------------------- serving
-def serving_example(stats: Mapping[str, Any], key: str) -> np.ndarray:
-    """Two texts a client might send (for the MLflow signature and input example)."""
-    feat = feature_of(stats, key)
-    words = [w for w in feat["vocab"] if w not in (feat.get("eos"),)]
+def serving_example(reader: DatasetReader, key: str, split: str = "test", n: int = 2
+                    ) -> np.ndarray:
+    """Texts a client might send: the inputs of a split's first windows, as text.
+
+    ``char_rnn``'s is the book's '반갑습니'; the MLflow input example and the run's
+    ``request.json`` are built from it.
+    """
+    feat = feature_of(reader.stats, key)
+    vocab = ([feat["unk"]] if feat["unk"] else []) + list(feat["vocab"])
     joiner = "" if feat["tokenizer"] == "chars" else " "
-    return np.array([joiner.join(words[:3]), joiner.join(words[1:2])], dtype=object)
+    first = read_windows(reader.dataset_dir, split, reader.feature_spec, key)[:n, :-1]
+    texts = [joiner.join(vocab[i] for i in row) for row in first]
+    return np.array(texts or [vocab[-1]], dtype=object)
 
 
 def serving_model(trained: Any, stats: Mapping[str, Any], key: str, name: str) -> Any:
@@ -280,7 +287,7 @@ class LanguageModel(Objective):
         return serving_model(trained, stats, model.input_key, name)
 
     def serving_example(self, model: ModelSpec, reader: DatasetReader) -> Any:
-        return serving_example(reader.stats, model.input_key)
+        return serving_example(reader, model.input_key)
 
     def evaluate(self, trained: Any, reader: DatasetReader, model: ModelSpec,
                  calibration: Mapping[str, Any], out_dir: Path) -> EvalOutput:
