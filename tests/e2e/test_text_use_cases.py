@@ -39,7 +39,7 @@ def _ptb_dir(path):
 
 def test_text_use_cases_run_register_and_serve_text(airflow_db, own_mlflow, tmp_path):
     from tasks.orchestration.dag_factory import build_dag
-    from tasks.serve import create_app
+    from tasks.serving import create_app
     from tasks.spec import catalog
     from tasks.tracking import configure
 
