@@ -134,7 +134,10 @@ async def _parse(request: Request, served: Served) -> tuple[Any, str] | Response
 
 
 async def _encode(request: Request, out: Any, key: str) -> bytes:
-    values = sum(v.size for v in out.values()) if isinstance(out, dict) else out.size
+    import numpy as np
+
+    # np.size: text outputs are lists of str (see store._text), numbers are arrays.
+    values = sum(np.size(v) for v in out.values()) if isinstance(out, dict) else np.size(out)
     if values <= limits.OFFLOAD_OUTPUT_VALUES:
         return encode_outputs(out, key)
     return await request.app.state.offload.run(encode_outputs, out, key)
