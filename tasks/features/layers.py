@@ -96,3 +96,6 @@ def register_all() -> None:
     """Register every custom layer with Keras (call before loading a saved model)."""
     feature_transform_layer()
     anomaly_score_layer()
+    from tasks.features.text_layers import text_layers
+
+    text_layers()

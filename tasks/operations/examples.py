@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tasks import objectives
 from tasks.core.run import RunLayout
 from tasks.data.tfrecord import DatasetReader
 from tasks.spec import catalog
@@ -18,6 +19,11 @@ def write_example_request(use_case: str, layout: RunLayout, n: int = 2) -> Path 
     if mk is None:
         return None
     reader = DatasetReader.open(layout.dataset_dir)
-    x, _ = next(iter(reader.split("test", mk.input_key, mk.label_key, n)))
-    layout.request_file.write_text(json.dumps({"instances": x.numpy().tolist()}))
+    own = objectives.get(mk.objective).serving_example(mk, reader)  # e.g. text
+    if own is not None:
+        instances = own.tolist()[:n]
+    else:
+        x, _ = next(iter(reader.split("test", mk.input_key, mk.label_key, n)))
+        instances = x.numpy().tolist()
+    layout.request_file.write_text(json.dumps({"instances": instances}))
     return layout.request_file
