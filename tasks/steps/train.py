@@ -134,8 +134,11 @@ def serving_model(spec: UseCaseSpec, trained: Any, stats: Mapping[str, Any],
         return own
     if spec.model.input_key == PACKED:
         feats = spec.preprocess.packed
-        raw = keras.Input(shape=(len(feats),), dtype="float32", name="inputs")
-        x = keras_layer(feats, stats["train"])(raw)
+        if spec.model.serving_input is not None:  # raw media in: decoding + features
+            raw, columns = spec.model.serving_input.build()
+        else:
+            raw = columns = keras.Input(shape=(len(feats),), dtype="float32", name="inputs")
+        x = keras_layer(feats, stats["train"])(columns)
     else:
         raw = x = keras.Input(shape=trained.inputs[0].shape[1:], dtype=trained.inputs[0].dtype,
                               name=trained.inputs[0].name)
@@ -159,6 +162,8 @@ def serving_example(spec: UseCaseSpec, reader: DatasetReader) -> Any:
     import numpy as np
 
     mk = spec.model
+    if mk.serving_input is not None:  # raw media: the front end's own example
+        return mk.serving_input.example()
     if mk.input_key != PACKED:  # images: two real validation inputs
         x, _ = next(iter(reader.split("validation", mk.input_key, mk.label_key, 2)))
         return x.numpy().astype(np.float32)
@@ -219,11 +224,21 @@ def export_and_log(spec: UseCaseSpec, trained: Any, reader: DatasetReader,
     example = objective.serving_example(spec.model, reader)
     if example is None:
         example = serving_example(spec, reader)
-    signature = infer_signature(example, _as_numpy(served.predict(example, verbose=0)))
+    if example.dtype == object:
+        # Strings (text, WAV bytes): Keras' predict takes no object arrays.
+        import tensorflow as tf
+
+        answer = served(tf.constant(list(example)), training=False)
+    else:
+        answer = served.predict(example, verbose=0)
+    signature = infer_signature(example, _as_numpy(answer))
+    # MLflow would feed a bytes example back as base64 text: text and numbers only.
+    has_bytes = example.dtype == object and any(isinstance(v, bytes) for v in example)
     info = mlflow.tensorflow.log_model(
-        served, name="model", signature=signature, input_example=example,
+        served, name="model", signature=signature,
+        input_example=None if has_bytes else example,
         code_paths=[str(Path(__file__).parents[1] / "features" / name)
-                    for name in ("layers.py", "text_layers.py")],
+                    for name in ("layers.py", "text_layers.py", "audio.py")],
         pip_requirements=serving_requirements(),
     )
     return info.model_uri
