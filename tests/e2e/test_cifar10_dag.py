@@ -6,6 +6,8 @@ the same raw 32x32x3 instance twice gives the same answer, equal to the centre c
 the trained network. The gate is relaxed: tiny data cannot reach the real bar.
 """
 
+import base64
+import io
 import socket
 import threading
 import time
@@ -15,6 +17,7 @@ from datetime import UTC, datetime
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +40,7 @@ def test_cifar10_dag_ablation_registry_and_serving(airflow_db, own_mlflow):
     from tasks.data.cifar import read_batch_file
     from tasks.features.layers import register_all
     from tasks.orchestration.dag_factory import build_dag
-    from tasks.serve import create_app
+    from tasks.serving import create_app
     from tasks.spec import catalog
     from tasks.tracking import configure
 
@@ -113,6 +116,16 @@ def test_cifar10_dag_ablation_registry_and_serving(airflow_db, own_mlflow):
         inputs = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]
         dims = [int(d["size"]) for d in inputs["pixels"]["tensor_shape"]["dim"]]
         assert dims == [-1, 32, 32, 3] and inputs["pixels"]["dtype"] == "DT_FLOAT"
+        # the same images as base64 PNGs, decoded by the server: the same answers
+        pngs = []
+        for img in test_images[:3]:
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, format="PNG")
+            pngs.append({"b64": base64.b64encode(buf.getvalue()).decode()})
+        r = httpx.post(f"{base}/v1/models/cifar10:predict", json={"instances": pngs},
+                       timeout=30)
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(np.array(r.json()["predictions"]), answers[0], atol=1e-6)
     finally:
         server.should_exit = True
         thread.join(timeout=30)
