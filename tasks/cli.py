@@ -114,9 +114,15 @@ def summary_lines(summary: dict[str, Any], s: Settings) -> list[str]:
         lines += [f"  MLflow run      {summary['mlflow_run_id']} (experiment {name!r})",
                   f"  params          {summary['params']}",
                   f"  train time      {summary['train_seconds']} s"]
-    metrics = summary.get("metrics") or {}
+    metrics, book = summary.get("metrics") or {}, summary.get("book_figures") or {}
     if "test_accuracy" in metrics:
-        lines.append(f"  test accuracy   {metrics['test_accuracy']:.4f}")
+        ref = (f" (the book: {book['test_accuracy']:.4f})" if "test_accuracy" in book
+               else "")
+        lines.append(f"  test accuracy   {metrics['test_accuracy']:.4f}{ref}")
+    if ablation := summary.get("ablation"):
+        arms = ", ".join(f"{arm} {v:.4f}" for arm, v in ablation["test"].items())
+        lines.append(f"  ablation        {ablation['metric']}: {arms}; "
+                     f"winner {ablation['winner']}")
     others = {k: v for k, v in metrics.items() if k != "test_accuracy"
               and not k.startswith(("test_precision_", "test_recall_"))}
     if others:

@@ -8,7 +8,7 @@ Every step of a run reads and writes under two folders of the data root::
                                          manifest.json (preprocess)
         dataset.quarantine.jsonl         rejected rows with file, row, field and reason
         train/                           model.keras (served), trained.keras, result.json,
-                                         history.json, plots (train)
+                                         history.json, ablation.json, plots (train)
         evaluation/                      evaluation.json and plots (evaluate)
         gate/  gate.json                 side-by-side report and verdict (gate)
         deploy.json                      the registry version (deploy)
@@ -41,6 +41,7 @@ FEATURE_SPEC = "feature_spec.json"
 STATS = "stats.json"
 TRAIN_RESULT = "result.json"
 TRAIN_HISTORY = "history.json"
+ABLATION = "ablation.json"  # the ablation arms' comparison, when the use case has one
 SERVED_MODEL = "model.keras"  # what is served: raw inputs in
 TRAINED_MODEL = "trained.keras"  # the fitted model on preprocessed inputs
 EVALUATION = "evaluation.json"

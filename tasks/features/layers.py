@@ -2,7 +2,9 @@
 
 - ``FeatureTransform``: the Keras twin of the feature transforms, so the served model
   applies exactly what Beam applied to the training data;
-- ``AnomalyScore``: the anomaly objective's head (reconstruction error and flag).
+- ``AnomalyScore``: the anomaly objective's head (reconstruction error and flag);
+- ``ImageAugmentation``: the books' image distortions, drawn per image in training only
+  (inert when serving); it uses TensorFlow's image ops, the platform's Keras backend.
 
 Keras is imported lazily (Beam workers use :mod:`tasks.features.transforms` without it);
 the classes are created and registered with Keras on first use. MLflow logs this file
@@ -92,6 +94,78 @@ def anomaly_score_layer() -> type:
     return AnomalyScore
 
 
+_AUGMENT_LAYER: list[type] = []
+
+
+def image_augmentation_layer() -> type:
+    """The registered ``ImageAugmentation`` Keras layer class (created on first use)."""
+    if _AUGMENT_LAYER:
+        return _AUGMENT_LAYER[0]
+    import keras
+
+    @keras.saving.register_keras_serializable(package="mlp")
+    class ImageAugmentation(keras.layers.Layer):
+        """The books' image distortions, drawn per image, in training only.
+
+        Training (images in [0, 1], channels last): a random ``crop`` x ``crop`` window,
+        a left-right flip with probability 0.5, a hue shift U(-hue, hue) of a full turn,
+        a contrast factor U(*contrast) about each channel's mean and a brightness shift
+        U(-brightness, brightness), in that order and unclipped, as the book's
+        ``tf.image`` calls. Otherwise (evaluation, serving) only the centre window: the
+        book's ``resize_image_with_crop_or_pad``. So a served model never augments.
+        """
+
+        def __init__(self, crop: int, hue: float = 0.0,
+                     contrast: tuple[float, float] = (1.0, 1.0), brightness: float = 0.0,
+                     seed: int | None = None, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.crop = int(crop)
+            self.hue = float(hue)
+            self.contrast = (float(contrast[0]), float(contrast[1]))
+            self.brightness = float(brightness)
+            self.seed = seed
+            self._gen = keras.random.SeedGenerator(seed)
+
+        def call(self, x: Any, training: bool | None = None) -> Any:
+            import tensorflow as tf
+
+            size, (h, w) = self.crop, x.shape[1:3]
+            if not training:
+                top, left = (h - size) // 2, (w - size) // 2
+                return x[:, top:top + size, left:left + size, :]
+            n = tf.shape(x)[0]
+            # one draw per image: crop row, crop column, flip, hue, contrast, brightness
+            r = tf.random.stateless_uniform(tf.stack([n, 6]),
+                                            seed=tf.cast(self._gen.next(), tf.int32))
+            span = tf.range(size)
+            rows = tf.cast(r[:, 0] * (h - size + 1), tf.int32)[:, None] + span
+            cols = tf.cast(r[:, 1] * (w - size + 1), tf.int32)[:, None] + span
+            x = tf.gather(tf.gather(x, rows, axis=1, batch_dims=1), cols, axis=2,
+                          batch_dims=1)
+            x = tf.where((r[:, 2] < 0.5)[:, None, None, None], tf.reverse(x, [2]), x)
+            if self.hue:
+                hsv = tf.image.rgb_to_hsv(tf.clip_by_value(x, 0.0, 1.0))
+                shift = ((r[:, 3] * 2 - 1) * self.hue)[:, None, None]
+                hue = tf.math.floormod(hsv[..., 0] + shift, 1.0)
+                x = tf.image.hsv_to_rgb(tf.stack([hue, hsv[..., 1], hsv[..., 2]], axis=-1))
+            lo, hi = self.contrast
+            factor = (lo + r[:, 4] * (hi - lo))[:, None, None, None]
+            mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+            x = (x - mean) * factor + mean
+            return x + ((r[:, 5] * 2 - 1) * self.brightness)[:, None, None, None]
+
+        def compute_output_shape(self, input_shape: Any) -> Any:
+            return (input_shape[0], self.crop, self.crop, input_shape[3])
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "crop": self.crop, "hue": self.hue,
+                    "contrast": list(self.contrast), "brightness": self.brightness,
+                    "seed": self.seed}
+
+    _AUGMENT_LAYER.append(ImageAugmentation)
+    return ImageAugmentation
+
+
 def register_all() -> None:
     """Register every custom layer with Keras (call before loading a saved model)."""
     from tasks.features.audio import audio_layers
@@ -102,3 +176,4 @@ def register_all() -> None:
 
     text_layers()
     audio_layers()
+    image_augmentation_layer()

@@ -24,7 +24,7 @@ from typing import Any
 from tasks.core import progress
 from tasks.core.config import Settings, apply_env
 from tasks.core.files import read_json
-from tasks.core.run import TRAIN_RESULT, RunLayout, run_key
+from tasks.core.run import ABLATION, TRAIN_RESULT, RunLayout, run_key
 
 
 def migrate_airflow_db() -> None:
@@ -72,6 +72,16 @@ def summarise(use_case: str, key: str, state: str, log_file: Path | None = None,
                    train_seconds=train["train_seconds"])
     out["metrics"] = {k: v for k, v in evaluation.items()
                       if isinstance(v, int | float) and not isinstance(v, bool)}
+    if ablation := _load(layout.train_dir / ABLATION):
+        metric = ablation["metric"].removeprefix("test_")
+        out["ablation"] = {"metric": ablation["metric"], "winner": ablation["winner"],
+                           "test": {arm: a["test"][metric]
+                                    for arm, a in ablation["arms"].items()}}
+    from tasks.spec import catalog
+
+    if use_case in catalog.names() and (model := catalog.get(use_case).model):
+        if model.book_figures:
+            out["book_figures"] = dict(model.book_figures)
     if log_file is not None:
         out["log_file"] = str(log_file)
     if state == "success" and layout.request_file.is_file():

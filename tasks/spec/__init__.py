@@ -11,6 +11,7 @@ A use case imports from here, from :mod:`tasks.data` (sources) and from
 
 from tasks.spec.usecase import (
     RATIO,
+    AblationSpec,
     DataSource,
     Feature,
     GateSpec,
@@ -24,6 +25,7 @@ from tasks.spec.usecase import (
 
 __all__ = [
     "RATIO",
+    "AblationSpec",
     "DataSource",
     "Feature",
     "GateSpec",

@@ -232,6 +232,38 @@ class DataSource(Protocol):
 
 
 @dataclass(frozen=True)
+class AblationSpec:
+    """Arms trained beside the model in the same run, to show what one choice is worth.
+
+    Each arm is the use case's model built with some run params overridden, trained on the
+    same data with the same seed, epochs and batch size (the same budget), tracked as a
+    child MLflow run of the model's run. The training step then scores every arm,
+    including the model itself, on validation and test with the compiled metrics, and
+    logs ``ablation_<arm>_<split>_<metric>`` metrics, ``evaluation/ablation.json`` and the
+    arms' learning curves on the model's run. Only the model (the ``baseline`` arm) is
+    registered. A run param ``ablation`` (boolean), when the use case has one, switches
+    the other arms off.
+
+    Attributes:
+        baseline: Name of the model's own arm (its params unchanged), e.g. ``augmentation``.
+        arms: Arm name -> run-param overrides, e.g. ``{"no_augmentation": {"augment": False}}``.
+
+    """
+
+    baseline: str
+    arms: Mapping[str, Mapping[str, Any]]
+
+    def __post_init__(self) -> None:
+        if not self.arms:
+            raise SpecError("an ablation needs at least one arm")
+        for name in (self.baseline, *self.arms):
+            if not name.isidentifier():
+                raise SpecError(f"ablation arm name {name!r} must be an identifier")
+        if self.baseline in self.arms:
+            raise SpecError(f"ablation arm {self.baseline!r} is also the baseline")
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """Model side of a use case.
 
@@ -260,6 +292,10 @@ class ModelSpec:
         extra_plots: Optional ``extra_plots(raw_files, out_dir) -> [png paths]`` drawn
             from the run's raw snapshot by the evaluation step and logged with the run
             (e.g. an MFCC picture of one clip per class).
+        ablation: Optional arms trained with the model in the same run
+            (:class:`AblationSpec`).
+        book_figures: The books' figure per evaluation metric (e.g. ``test_accuracy``),
+            printed beside the reached value at the end of ``mlp run``.
 
     """
 
@@ -273,6 +309,8 @@ class ModelSpec:
     default_epochs: Callable[[Mapping[str, Any]], int] | None = None
     serving_input: Any = None
     extra_plots: Callable[[Mapping[str, str], Any], list[Any]] | None = None
+    ablation: AblationSpec | None = None
+    book_figures: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -311,6 +349,12 @@ class UseCaseSpec:
                                 "valid cron string (e.g. '0 3 * * 1')")
         if (self.model is None) != (self.gate is None):
             raise SpecError(f"use case {self.name!r}: a model needs a gate and vice versa")
+        ablation = self.model.ablation if self.model else None
+        for arm, overrides in (ablation.arms.items() if ablation else ()):
+            unknown = sorted(set(overrides) - set(self.params))
+            if unknown:
+                raise SpecError(f"use case {self.name!r}: ablation arm {arm!r} overrides "
+                                f"{unknown}, which are not run params")
         for required in ("epochs", "batch_size") if self.model else ():
             if required not in self.params:
                 raise SpecError(f"use case {self.name!r} lacks the run param {required!r}")

@@ -23,6 +23,7 @@ from tasks.core.errors import PermanentError
 from tasks.core.files import atomic_dir, read_json, write_json
 from tasks.core.progress import report
 from tasks.core.run import (
+    ABLATION,
     SERVED_MODEL,
     TRAIN_HISTORY,
     TRAIN_RESULT,
@@ -312,6 +313,11 @@ def train(spec: UseCaseSpec, params: Mapping[str, Any], dataset_dir: Path, out_d
         write_json(tmp / TRAIN_HISTORY, hist)
         mlflow.log_artifact(str(plots.learning_curves([("", hist)],
                                                       tmp / "learning_curves.png")), "plots")
+        if spec.model.ablation is not None and params.get("ablation", True):
+            from tasks.steps.ablation import run_ablation
+
+            write_json(tmp / ABLATION, run_ablation(spec, params, model, hist, seconds,
+                                                    reader, objective, tmp, fit))
         calibration = objective.calibrate(model, reader, spec.model)
         log_calibration(calibration, tmp)
         result = TrainedModel(
