@@ -10,7 +10,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CHROMIUM := /usr/bin/chromium
 CHROMEDRIVER := /usr/bin/chromedriver
 
-.PHONY: install browser compose-tool data run test test-fast lint clean lock up down status
+.PHONY: install browser compose-tool audio-synth data run test test-fast lint clean lock up down status
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,23 @@ compose-tool:
 	  fi; \
 	fi
 
+# fluidsynth + the FluidR3 General MIDI soundfont: gtzan_genres' default data generator
+# renders its clips with them. Installed when missing (root only).
+SOUNDFONT := /usr/share/sounds/sf2/FluidR3_GM.sf2
+audio-synth:
+	@if ! command -v fluidsynth >/dev/null || [ ! -f $(SOUNDFONT) ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    (apt-get install -y -qq fluidsynth fluid-soundfont-gm || \
+	     (apt-get update -qq && apt-get install -y -qq fluidsynth fluid-soundfont-gm)) \
+	    >/dev/null || echo "could not install fluidsynth/fluid-soundfont-gm: gtzan_genres" \
+	                       "needs --source with real GTZAN clips"; \
+	  else \
+	    echo "fluidsynth missing: install Debian packages fluidsynth and fluid-soundfont-gm" \
+	         "for gtzan_genres' generated clips"; \
+	  fi; \
+	fi
+
 # Default data: Fashion-MNIST from Debian (MNIST's IDX format), installed when missing.
 data:
 	@if [ ! -f $(FASHION_MNIST) ]; then \
@@ -81,7 +98,7 @@ down:
 status:
 	infra/services.sh status
 
-test: install browser compose-tool
+test: install browser compose-tool audio-synth
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q

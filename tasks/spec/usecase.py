@@ -246,6 +246,14 @@ class ModelSpec:
             logged with the evaluation (e.g. the fitted slope of a linear model).
         default_epochs: Optional ``default_epochs(params) -> int`` used when the run's
             ``epochs`` param is 0 (e.g. per model variant).
+        serving_input: Optional front end of the served model for packed features
+            computed from raw media: an object with ``build() -> (keras input, tensor of
+            the source's feature columns)`` and ``example() -> numpy batch of raw inputs``
+            (e.g. :class:`tasks.features.audio.WavInput`: WAV bytes -> MFCC statistics).
+            The transform layer and the trained model follow it in the served model.
+        extra_plots: Optional ``extra_plots(raw_files, out_dir) -> [png paths]`` drawn
+            from the run's raw snapshot by the evaluation step and logged with the run
+            (e.g. an MFCC picture of one clip per class).
 
     """
 
@@ -257,6 +265,8 @@ class ModelSpec:
     target: Callable[[Any, Any, Mapping[str, Any]], Any] | None = None
     extra_metrics: Callable[[Any, Mapping[str, Any]], dict[str, float]] | None = None
     default_epochs: Callable[[Mapping[str, Any]], int] | None = None
+    serving_input: Any = None
+    extra_plots: Callable[[Mapping[str, str], Any], list[Any]] | None = None
 
 
 @dataclass(frozen=True)

@@ -132,8 +132,11 @@ def serving_model(spec: UseCaseSpec, trained: Any, stats: Mapping[str, Any],
 
     if spec.model.input_key == PACKED:
         feats = spec.preprocess.packed
-        raw = keras.Input(shape=(len(feats),), dtype="float32", name="inputs")
-        x = keras_layer(feats, stats["train"])(raw)
+        if spec.model.serving_input is not None:  # raw media in: decoding + features
+            raw, columns = spec.model.serving_input.build()
+        else:
+            raw = columns = keras.Input(shape=(len(feats),), dtype="float32", name="inputs")
+        x = keras_layer(feats, stats["train"])(columns)
     else:
         raw = x = keras.Input(shape=trained.inputs[0].shape[1:], dtype=trained.inputs[0].dtype,
                               name=trained.inputs[0].name)
@@ -157,6 +160,8 @@ def serving_example(spec: UseCaseSpec, reader: DatasetReader) -> Any:
     import numpy as np
 
     mk = spec.model
+    if mk.serving_input is not None:  # raw media: the front end's own example
+        return mk.serving_input.example()
     if mk.input_key != PACKED:  # images: two real validation inputs
         x, _ = next(iter(reader.split("validation", mk.input_key, mk.label_key, 2)))
         return x.numpy().astype(np.float32)
@@ -215,10 +220,20 @@ def export_and_log(spec: UseCaseSpec, trained: Any, reader: DatasetReader,
     served = serving_model(spec, trained, reader.stats, objective, calibration.values)
     served.save(out_dir / SERVED_MODEL)
     example = serving_example(spec, reader)
-    signature = infer_signature(example, _as_numpy(served.predict(example, verbose=0)))
+    if example.dtype == object:
+        # Strings (e.g. WAV bytes): Keras' predict takes no object arrays.
+        import tensorflow as tf
+
+        answer = served(tf.constant(list(example)), training=False)
+    else:
+        answer = served.predict(example, verbose=0)
+    signature = infer_signature(example, _as_numpy(answer))
     info = mlflow.tensorflow.log_model(
-        served, name="model", signature=signature, input_example=example,
-        code_paths=[str(Path(__file__).parents[1] / "features" / "layers.py")],
+        served, name="model", signature=signature,
+        # MLflow would feed a bytes example back as base64 text: numbers only.
+        input_example=None if example.dtype == object else example,
+        code_paths=[str(Path(__file__).parents[1] / "features" / "layers.py"),
+                    str(Path(__file__).parents[1] / "features" / "audio.py")],
         pip_requirements=serving_requirements(),
     )
     return info.model_uri

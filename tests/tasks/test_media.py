@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from tasks.data.media import MediaError, MediaFolderSource, WavDecoder
-from tasks.ingest import ingest, snapshot_files
-from tasks.preprocess import PreprocessError, preprocess
-from tasks.sources import SourceError
+from tasks.data.sources import SourceError
 from tasks.spec import Feature, PreprocessSpec, SplitSpec
+from tasks.steps.ingest import ingest, snapshot_files, snapshot_origins
+from tasks.steps.preprocess import PreprocessError, preprocess
 
 RATE = 8000
 CLASSES = ("low", "high")
@@ -71,7 +71,8 @@ def run(tmp_path: Path, source: MediaFolderSource, location: Path, split: SplitS
     manifest = ingest(source, str(location), snap)
     assert manifest["checksum"]
     out = tmp_path / "datasets" / name
-    return preprocess(source, snapshot_files(snap), PREP, split, out), out
+    return preprocess(source, snapshot_files(snap), PREP, split, out,
+                      origins=snapshot_origins(snap)), out
 
 
 def test_folder_layout_keys_labels_and_ignored_files(tmp_path):
@@ -140,8 +141,10 @@ def test_bad_files_are_quarantined_with_file_and_reason_raw_untouched(tmp_path):
         ("high.00003.wav", "high/high.00003.wav"), ("low.00001.wav", "low/low.00001.wav")]
     assert bad[0]["reason"] == "sample rate 11025 Hz, expected 8000 Hz"
     assert bad[1]["reason"].startswith("truncated: the header declares 8000 frames")
-    # The quarantine names the snapshot copy; the raw files are untouched.
-    assert all("/raw/ds/" in b["file"] for b in bad)
+    # The quarantine names the user's file (and the snapshot copy); raw files untouched.
+    assert [b["file"] for b in bad] == [str(root / "high" / "high.00003.wav"),
+                                        str(root / "low" / "low.00001.wav")]
+    assert all("/raw/ds/" in b["snapshot_file"] for b in bad)
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
     # Per-class split counts after validation: 6 + 2 of each class's 9 valid files.
     assert manifest["splits"]["train"]["class_counts"] == {"0": 6, "1": 6}
