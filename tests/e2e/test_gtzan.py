@@ -56,11 +56,10 @@ def _free_port() -> int:
 
 def test_gtzan_runs_quarantines_bad_wavs_registers_and_serves(airflow_db, own_mlflow,
                                                               tmp_path):
-    from tasks.config import settings
-    from tasks.dag_factory import build_dag
-
-    import models
+    from tasks.core.config import settings
+    from tasks.orchestration.dag_factory import build_dag
     from tasks.serve import create_app
+    from tasks.spec import catalog
     from tasks.tracking import configure
 
     root = write_gtzan(tmp_path / "genres", per_genre=6)
@@ -70,7 +69,7 @@ def test_gtzan_runs_quarantines_bad_wavs_registers_and_serves(airflow_db, own_ml
         wav_bytes(genre_clip(3, 6, rate=16_000), 16_000))  # wrong sample rate
     before = {p: p.read_bytes() for p in root.rglob("*.wav")}
 
-    spec = models.get("gtzan_genres")
+    spec = catalog.get("gtzan_genres")
     spec = replace(spec, gate=replace(spec.gate, min_value=-1.0),
                    preprocess=replace(spec.preprocess, max_bad_fraction=0.1))
     dr = build_dag(spec).test(logical_date=datetime(2026, 5, 1, tzinfo=UTC),
