@@ -213,7 +213,13 @@ def load_version(name: str, version: str, s: Settings | None = None) -> Served:
             return {k: v.numpy() for k, v in out.items()}
         return out.numpy()
 
-    predict(_example(sig))  # first call allocates; keep that off the first request
+    try:
+        predict(_example(sig))  # first call allocates; keep that off the first request
+    except tf.errors.InvalidArgumentError:
+        # A model that parses its string input (e.g. WAV bytes) refuses the empty
+        # warm-up value; the allocation happened all the same.
+        if sig.input_dtype != "string":
+            raise
     class_names: list[str] = []
     if mv.run_id:
         try:
