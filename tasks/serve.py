@@ -207,17 +207,24 @@ def load_version(name: str, version: str, s: Settings | None = None) -> Served:
     # Calling the concrete function skips tf.function's per-call argument matching.
     concrete = fn.get_concrete_function()
 
+    def numpy(t: Any) -> Any:
+        arr = t.numpy()
+        if arr.dtype == object:  # string outputs (e.g. a class name) -> JSON strings
+            return [b.decode("utf-8", "replace") for b in arr.ravel()] if arr.ndim == 1 \
+                else np.vectorize(lambda b: b.decode("utf-8", "replace"))(arr).tolist()
+        return arr
+
     def predict(batch: np.ndarray) -> Any:
         out = concrete(tf.constant(batch))
         if isinstance(out, dict):
-            return {k: v.numpy() for k, v in out.items()}
-        return out.numpy()
+            return {k: numpy(v) for k, v in out.items()}
+        return numpy(out)
 
     try:
         predict(_example(sig))  # first call allocates; keep that off the first request
     except tf.errors.InvalidArgumentError:
-        # A model that parses its string input (e.g. WAV bytes) refuses the empty
-        # warm-up value; the allocation happened all the same.
+        # A model that parses its string input (WAV bytes, an encoded image) refuses the
+        # empty warm-up value; the allocation happened all the same.
         if sig.input_dtype != "string":
             raise
     class_names: list[str] = []
