@@ -36,6 +36,7 @@ import base64
 import binascii
 import logging
 import math
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -630,7 +631,9 @@ def create_app(s: Settings | None = None, store: ModelStore | None = None,
             import tensorflow as tf
 
             if isinstance(exc, tf.errors.InvalidArgumentError):
-                return _error(400, f"the model rejected the input: {exc.message}")
+                # First line, without TensorFlow's "{{function_node ...}}" graph prefix.
+                reason = re.sub(r"^(\{\{[^}]*\}\}\s*)+", "", exc.message.split("\n")[0])
+                return _error(400, f"the model rejected the input: {reason.strip()}")
             log.exception("predict failed for %s version %s", served.name, served.version)
             return _error(500, f"prediction failed: {type(exc).__name__}")
         if isinstance(out, dict) and key == "predictions":
