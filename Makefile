@@ -12,11 +12,14 @@ CHROMEDRIVER := /usr/bin/chromedriver
 
 .PHONY: install browser compose-tool audio-synth data run test test-fast lint clean lock up down status
 
+# pip's output goes to a log file (shown when it fails): the console keeps one line.
 $(STAMP): pyproject.toml constraints.txt
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[dev]'
-	touch $(STAMP)
+	@echo "installing the pinned dependencies into $(VENV) (log: $(VENV)/install.log)"
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@($(VENV)/bin/pip install --upgrade pip && \
+	  $(VENV)/bin/pip install -c constraints.txt -e '.[dev]') > $(VENV)/install.log 2>&1 \
+	  || { tail -40 $(VENV)/install.log; exit 1; }
+	@touch $(STAMP)
 
 # What the main job needs; the test target adds the browser and docker-compose.
 install: $(STAMP)
@@ -73,7 +76,7 @@ data:
 	@if [ ! -f $(FASHION_MNIST) ]; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	    (apt-get install -y -qq dataset-fashion-mnist || \
-	     (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
+	     (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null 2>&1; \
 	  else \
 	    echo "Fashion-MNIST missing: install Debian package dataset-fashion-mnist," \
 	         "or run: mlp run mnist --source DIR_WITH_IDX_FILES"; exit 1; \

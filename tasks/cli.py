@@ -195,9 +195,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """``mlp serve``: every champion over REST."""
     apply_env()
-    from tasks.serve import serve
+    from tasks.serving import OptionError, serve
 
-    serve(args.host, args.port, access_log=args.access_log, models=args.models)
+    try:
+        serve(args.host, args.port, access_log=args.access_log, models=args.models,
+              token=args.token, api_keys=args.api_keys, insecure=args.insecure)
+    except OptionError as exc:
+        raise UsageError(str(exc)) from exc
     return 0
 
 
@@ -329,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.add_argument("--model", action="append", dest="models", metavar="NAME",
                    help="serve only this registered model (repeatable; default: all)")
+    p.add_argument("--token", help="bearer token every request but /healthz must carry "
+                                   "(default: MLP_SERVE_TOKEN)")
+    p.add_argument("--api-keys", metavar="FILE",
+                   help="file of accepted keys, one per line (default: MLP_SERVE_API_KEYS)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow a non-loopback --host without a token or keys")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("rollback",

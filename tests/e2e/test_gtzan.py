@@ -58,7 +58,7 @@ def test_gtzan_runs_quarantines_bad_wavs_registers_and_serves(airflow_db, own_ml
                                                               tmp_path):
     from tasks.core.config import settings
     from tasks.orchestration.dag_factory import build_dag
-    from tasks.serve import create_app
+    from tasks.serving import create_app
     from tasks.spec import catalog
     from tasks.tracking import configure
 

@@ -57,7 +57,7 @@ def digits(tmp_path_factory):
 
 def test_every_use_case_runs_registers_and_serves(airflow_db, own_mlflow, digits):
     from tasks.orchestration.dag_factory import build_dag
-    from tasks.serve import create_app
+    from tasks.serving import create_app
     from tasks.spec import catalog
     from tasks.tracking import configure
 

@@ -204,7 +204,9 @@ def test_rest_answers_the_books_base64_jpeg_request(photos):
     from starlette.testclient import TestClient
 
     from models._face_photos import PEOPLE, encode_jpeg
-    from tasks.serve import ModelStore, Served, create_app, signature_of
+    from tasks.serving.app import create_app
+    from tasks.serving.signature import signature_of
+    from tasks.serving.store import ModelStore, Served
 
     _, served_model, crops, _ = _models(photos)
     sig = signature_of(served_model)
@@ -214,8 +216,9 @@ def test_rest_answers_the_books_base64_jpeg_request(photos):
         import tensorflow as tf
 
         out = served_model(tf.constant(batch))
-        return {"probabilities": out["probabilities"].numpy(),
-                "class_name": [b.decode() for b in out["class_name"].numpy()]}
+        return {"probabilities": out["probabilities"].numpy(),  # as load_version returns
+                "class_name": np.array([b.decode() for b in out["class_name"].numpy()],
+                                       dtype=object)}
 
     store = ModelStore(poll_seconds=3600)
     store._champions = {"faces": Served("faces", "1", sig, predict)}
