@@ -10,7 +10,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CHROMIUM := /usr/bin/chromium
 CHROMEDRIVER := /usr/bin/chromedriver
 
-.PHONY: install browser compose-tool audio-synth data run test test-fast lint clean lock up down status
+.PHONY: install browser compose-tool audio-synth data data-text run test test-fast lint clean lock up down status
 
 # pip's output goes to a log file (shown when it fails): the console keeps one line.
 $(STAMP): pyproject.toml constraints.txt
@@ -83,6 +83,21 @@ data:
 	  fi; \
 	fi
 
+# Default corpus of ptb_lm: real English from Debian's WordNet glosses and fortune cookies
+# (tasks/data/text.py builds it in PTB's conventions), installed when missing.
+TEXT_DATA := /usr/share/wordnet/data.noun /usr/share/games/fortunes/fortunes
+data-text:
+	@for f in $(TEXT_DATA); do [ -f $$f ] || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get install -y -qq wordnet-base fortunes || \
+	     (apt-get update -qq && apt-get install -y -qq wordnet-base fortunes)) >/dev/null; \
+	  else \
+	    echo "English corpus missing: install Debian packages wordnet-base and fortunes," \
+	         "or run: mlp run ptb_lm --source DIR_WITH_PTB_FILES"; exit 1; \
+	  fi; \
+	fi
+
 # The books' CNN for 5 epochs: >= 0.90 test accuracy within 15 minutes including the
 # install on the slower of these machines (80 s per epoch there); 8 epochs reach the
 # 0.916 tutorial bar (`mlp run mnist`). See README, "Use cases".
@@ -101,7 +116,7 @@ down:
 status:
 	infra/services.sh status
 
-test: install browser compose-tool audio-synth
+test: install browser compose-tool audio-synth data-text
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q

@@ -6,6 +6,7 @@ import base64
 import json
 from pathlib import Path
 
+from tasks import objectives
 from tasks.core.run import RunLayout
 from tasks.data.tfrecord import DatasetReader
 from tasks.spec import catalog
@@ -19,15 +20,19 @@ def write_example_request(use_case: str, layout: RunLayout, n: int = 2) -> Path 
     if mk is None:
         return None
     reader = DatasetReader.open(layout.dataset_dir)
-    x, _ = next(iter(reader.split("test", mk.input_key, mk.label_key, n)))
+    own = objectives.get(mk.objective).serving_example(mk, reader)  # e.g. text
     si = mk.serving_input
-    if si is not None and hasattr(si, "encode"):
-        # Raw media in (e.g. a JPEG of a face crop): TF Serving's {"b64": ...} form, named
-        # as the served model's input when the front end says its name.
-        blobs = [{"b64": base64.b64encode(b).decode()} for b in si.encode(x.numpy())]
-        name = getattr(si, "input_name", None)
-        instances = [{name: b} if name else b for b in blobs]
+    if own is not None:
+        instances = own.tolist()[:n]
     else:
-        instances = x.numpy().tolist()
+        x, _ = next(iter(reader.split("test", mk.input_key, mk.label_key, n)))
+        if si is not None and hasattr(si, "encode"):
+            # Raw media in (e.g. a JPEG of a face crop): TF Serving's {"b64": ...} form,
+            # named as the served model's input when the front end says its name.
+            blobs = [{"b64": base64.b64encode(b).decode()} for b in si.encode(x.numpy())]
+            name = getattr(si, "input_name", None)
+            instances = [{name: b} if name else b for b in blobs]
+        else:
+            instances = x.numpy().tolist()
     layout.request_file.write_text(json.dumps({"instances": instances}))
     return layout.request_file

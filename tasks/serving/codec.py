@@ -62,17 +62,9 @@ def version_number(raw: str) -> str:
     return str(int(raw))
 
 
-def _fallback(obj: Any) -> Any:
-    # orjson hands over what it cannot serialise natively: NumPy object arrays (e.g.
-    # string outputs such as a class name) become lists.
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
 def dumps(obj: Any) -> bytes:
-    """JSON bytes of ``obj``; NumPy arrays are serialised natively (object arrays as lists)."""
-    return orjson.dumps(obj, option=_NUMPY, default=_fallback)
+    """JSON bytes of ``obj``; NumPy arrays are serialised natively."""
+    return orjson.dumps(obj, option=_NUMPY)
 
 
 # -- binary values ------------------------------------------------------------------------
@@ -212,9 +204,9 @@ def _typed(arr: np.ndarray, data: Any, sig: Signature) -> np.ndarray:
     kind = arr.dtype.kind
     label = f"input {sig.input_name!r} ({sig.input_dtype})"
     if sig.input_dtype == "string":
-        bad = next((v for v in arr.flat if not isinstance(v, str | bytes)), None)
-        if bad is not None:
-            raise BadRequest(f"{label} takes strings, got {type(bad).__name__} values")
+        bad = [v for v in arr.flat if not isinstance(v, str | bytes)][:1]
+        if bad:  # (a list: a null is a bad value too, so None cannot mean "none found")
+            raise BadRequest(f"{label} takes strings, got {type(bad[0]).__name__} values")
         return arr
     if kind == "O" and _has_b64(data):
         raise BadRequest(f'binary {{"b64": ...}} values are accepted for uint8 and string '

@@ -56,6 +56,14 @@ class Served:
         return self.predict(batch)
 
 
+
+def _text(value: np.ndarray) -> Any:
+    """String outputs come back as object arrays of bytes: answer them as UTF-8 text."""
+    if value.dtype != object:
+        return value
+    return np.vectorize(lambda b: b.decode("utf-8", "replace") if isinstance(b, bytes) else b,
+                        otypes=[object])(value).tolist()
+
 def load_version(name: str, version: str, s: Settings | None = None) -> Served:
     """Load one registered version into a concrete ``tf.function`` (traced once, here).
 
@@ -84,25 +92,16 @@ def load_version(name: str, version: str, s: Settings | None = None) -> Served:
     # Calling the concrete function skips tf.function's per-call argument matching.
     concrete = fn.get_concrete_function()
 
-    def numpy(t: Any) -> Any:
-        arr = t.numpy()
-        if arr.dtype == object:  # string outputs (e.g. a class name): text, not bytes
-            return np.vectorize(lambda b: b.decode("utf-8", "replace"), otypes=[object])(arr)
-        return arr
-
     def predict(batch: np.ndarray) -> Any:
         out = concrete(tf.constant(batch))
         if isinstance(out, dict):
-            return {k: numpy(v) for k, v in out.items()}
-        return numpy(out)
+            return {k: _text(v.numpy()) for k, v in out.items()}
+        return _text(out.numpy())
 
     try:
         predict(example_batch(sig))  # first call allocates; keep that off the first request
     except tf.errors.InvalidArgumentError:
-        # A model that parses its string input (WAV bytes, an encoded image) refuses the
-        # empty warm-up value; the allocation happened all the same.
-        if sig.input_dtype != "string":
-            raise
+        pass  # a text model may reject the placeholder (empty string); it is still loaded
     class_names: list[str] = []
     if mv.run_id:
         try:

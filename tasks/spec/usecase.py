@@ -148,7 +148,8 @@ class Feature:
     clip_quantiles: tuple[float, float] = (0.001, 0.999)
 
     def __post_init__(self) -> None:
-        known = {"identity", "minmax", "zscore", "clip", "vocab", "onehot", "uint8"}
+        known = {"identity", "minmax", "zscore", "clip", "vocab", "onehot", "uint8",
+                 "tokens"}
         if self.transform not in known:
             raise SpecError(f"feature {self.name!r}: unknown transform {self.transform!r}; "
                             f"choose one of {sorted(known)}")
@@ -183,7 +184,12 @@ class PreprocessSpec:
     @property
     def packed(self) -> tuple[Feature, ...]:
         """Features transformed and packed, in order, into the float32 ``features`` vector."""
-        return tuple(f for f in self.features if not f.is_raw)
+        return tuple(f for f in self.features if not f.is_raw and f.transform != "tokens")
+
+    @property
+    def text(self) -> tuple[Feature, ...]:
+        """Text features, written as token-id windows (a ``TextFeature``)."""
+        return tuple(f for f in self.features if f.transform == "tokens")
 
     @property
     def raw(self) -> tuple[Feature, ...]:

@@ -84,14 +84,13 @@ def fit(model: Any, reader: DatasetReader, spec: UseCaseSpec, objective: Objecti
 
     mk = spec.model
     seed = int(params.get("seed", 42))
-    target = objective.target(mk)
-    train_ds = reader.split("train", mk.input_key, mk.label_key, int(params["batch_size"]),
-                            target=target, shuffle_seed=seed)
-    val_ds = reader.split("validation", mk.input_key, mk.label_key, 1024, target=target)
+    train_ds = objective.dataset(reader, mk, "train", int(params["batch_size"]), seed)
+    val_ds = objective.dataset(reader, mk, "validation", 1024)
     started = time.perf_counter()
     history = model.fit(
         train_ds, validation_data=val_ds, epochs=int(params["epochs"]), verbose=0,
-        callbacks=[_epoch_logger(),
+        callbacks=[*objective.callbacks(params),  # first: they add to the logs recorded
+                   _epoch_logger(),
                    keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), histogram_freq=0)],
     )
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
@@ -130,6 +129,9 @@ def serving_model(spec: UseCaseSpec, trained: Any, stats: Mapping[str, Any],
 
     from tasks.features.transforms import keras_layer
 
+    own = objective.serving_model(spec.name, spec.model, trained, stats)
+    if own is not None:
+        return own
     if spec.model.input_key == PACKED:
         feats = spec.preprocess.packed
         if spec.model.serving_input is not None:  # raw media in: decoding + features
@@ -225,9 +227,11 @@ def export_and_log(spec: UseCaseSpec, trained: Any, reader: DatasetReader,
     trained.save(out_dir / TRAINED_MODEL)
     served = serving_model(spec, trained, reader.stats, objective, calibration.values)
     served.save(out_dir / SERVED_MODEL)
-    example = serving_example(spec, reader)
+    example = objective.serving_example(spec.model, reader)
+    if example is None:
+        example = serving_example(spec, reader)
     if example.dtype == object:
-        # Strings (e.g. WAV bytes): Keras' predict takes no object arrays.
+        # Bytes (WAV, an encoded image): Keras' predict takes no object arrays.
         import tensorflow as tf
 
         answer = served(tf.constant(list(example)), training=False)
@@ -239,7 +243,7 @@ def export_and_log(spec: UseCaseSpec, trained: Any, reader: DatasetReader,
         # MLflow would feed a bytes example back as base64 text: numbers only.
         input_example=None if example.dtype == object else example,
         code_paths=[str(Path(__file__).parents[1] / "features" / name)
-                    for name in ("layers.py", "audio.py", "images.py")],
+                    for name in ("layers.py", "text_layers.py", "audio.py", "images.py")],
         pip_requirements=serving_requirements(),
     )
     return info.model_uri
