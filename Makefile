@@ -116,7 +116,7 @@ down:
 status:
 	infra/services.sh status
 
-test: install browser compose-tool audio-synth data-text
+test: install browser compose-tool data-text audio-synth
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q

@@ -463,10 +463,11 @@ def generate(out_dir: Path, per_class: int, seed: int, genres: tuple[str, ...] =
 
 # --------------------------------------------------------------------------- plots
 def mfcc_picture(raw_files: Mapping[str, str], out_dir: Path) -> list[Path]:
-    """MFCC (after trimming, per frame) of the first decodable clip of each genre.
+    """The MFCC frames of the first decodable clip of each genre, as the features see them.
 
-    Computed with the same TensorFlow function as the features; one panel per genre,
-    cepstra on the vertical axis, time in seconds on the horizontal one.
+    Same TensorFlow function as the features: 5 s cut from each end, 15 cepstra per
+    10 ms frame (cepstrum 0 = log energy), each frame standardised (the book's
+    ``normalize``); the clip's features are the mean and covariance of these columns.
     """
     import matplotlib
 
@@ -475,24 +476,32 @@ def mfcc_picture(raw_files: Mapping[str, str], out_dir: Path) -> list[Path]:
 
     from tasks.data.media import MediaError
     from tasks.features.audio import mfcc, trim
-    fig, axes = plt.subplots(len(GENRES), 1, figsize=(10, 2.2 * len(GENRES)), sharex=True)
+
+    any_length = WavDecoder(sample_rate=RATE, channels=1)
+    fig, axes = plt.subplots(len(GENRES), 1, figsize=(10, 2.2 * len(GENRES)))
     for ax, genre in zip(axes, GENRES, strict=True):
+        ax.set_ylabel("cepstrum")
         for key in sorted(k for k in raw_files if k.startswith(f"{genre}/")):
             try:
-                wave_ = DECODER.decode(raw_files[key])
+                wave_ = any_length.decode(raw_files[key])
             except MediaError:
                 continue
+            if len(wave_) < BOOK.min_samples:
+                continue
             cep = np.asarray(mfcc(trim(wave_[None, :].astype(np.float64), BOOK), BOOK))[0]
+            cep = (cep - cep.mean(axis=1, keepdims=True)) / cep.std(axis=1, keepdims=True)
             seconds = cep.shape[0] * BOOK.frame_step / RATE
             im = ax.imshow(cep.T, aspect="auto", origin="lower", cmap="magma",
+                           interpolation="nearest", vmin=-2.5, vmax=3.5,
                            extent=(BOOK.trim_seconds, BOOK.trim_seconds + seconds,
                                    -0.5, BOOK.numcep - 0.5))
             ax.set_title(f"{genre}: {key.split('/', 1)[1]}", fontsize=9)
-            ax.set_ylabel("cepstrum")
             fig.colorbar(im, ax=ax, pad=0.01)
             break
+        else:
+            ax.set_title(f"{genre}: no decodable clip", fontsize=9)
     axes[-1].set_xlabel("time in the clip (s); 5 s cut from each end")
-    fig.suptitle("MFCC (15 cepstra, cepstrum 0 = log energy) of one clip per genre")
+    fig.suptitle("MFCC per 10 ms frame, each frame standardised (cepstrum 0 = log energy)")
     fig.tight_layout()
     path = Path(out_dir) / "mfcc_per_genre.png"
     fig.savefig(path, dpi=90)

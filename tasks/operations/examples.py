@@ -19,9 +19,22 @@ def write_example_request(use_case: str, layout: RunLayout, n: int = 2) -> Path 
     mk = catalog.get(use_case).model
     if mk is None:
         return None
+    si = mk.serving_input
+    if si is not None and not hasattr(si, "encode"):
+        # Raw media in (e.g. WAV clips): send files of the snapshot, base64. A front end
+        # with ``encode`` (faces: the JPEG of a face crop) encodes test rows below.
+        from tasks.steps.ingest import snapshot_files
+
+        files = snapshot_files(layout.raw_dir)
+        first: dict[str, str] = {}
+        for key in sorted(k for k in files if "/" in k):  # one file per label folder
+            first.setdefault(key.split("/", 1)[0], files[key])
+        paths = list(first.values())[:n]
+        layout.request_file.write_text(json.dumps({"instances": [
+            {"b64": base64.b64encode(Path(p).read_bytes()).decode()} for p in paths]}))
+        return layout.request_file
     reader = DatasetReader.open(layout.dataset_dir)
     own = objectives.get(mk.objective).serving_example(mk, reader)  # e.g. text
-    si = mk.serving_input
     if own is not None:
         instances = own.tolist()[:n]
     else:

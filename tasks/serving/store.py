@@ -101,7 +101,10 @@ def load_version(name: str, version: str, s: Settings | None = None) -> Served:
     try:
         predict(example_batch(sig))  # first call allocates; keep that off the first request
     except tf.errors.InvalidArgumentError:
-        pass  # a text model may reject the placeholder (empty string); it is still loaded
+        # A model that parses its string input (e.g. WAV bytes) refuses the empty
+        # warm-up value; the allocation happened all the same.
+        if sig.input_dtype != "string":
+            raise
     class_names: list[str] = []
     if mv.run_id:
         try:

@@ -231,17 +231,18 @@ def export_and_log(spec: UseCaseSpec, trained: Any, reader: DatasetReader,
     if example is None:
         example = serving_example(spec, reader)
     if example.dtype == object:
-        # Bytes (WAV, an encoded image): Keras' predict takes no object arrays.
+        # Strings (text, WAV bytes, an encoded image): Keras' predict takes no object arrays.
         import tensorflow as tf
 
         answer = served(tf.constant(list(example)), training=False)
     else:
         answer = served.predict(example, verbose=0)
     signature = infer_signature(example, _as_numpy(answer))
+    # MLflow would feed a bytes example back as base64 text: text and numbers only.
+    has_bytes = example.dtype == object and any(isinstance(v, bytes) for v in example)
     info = mlflow.tensorflow.log_model(
         served, name="model", signature=signature,
-        # MLflow would feed a bytes example back as base64 text: numbers only.
-        input_example=None if example.dtype == object else example,
+        input_example=None if has_bytes else example,
         code_paths=[str(Path(__file__).parents[1] / "features" / name)
                     for name in ("layers.py", "text_layers.py", "audio.py", "images.py")],
         pip_requirements=serving_requirements(),
