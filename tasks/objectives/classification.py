@@ -52,5 +52,11 @@ class Classification(Objective):
                  calibration: Mapping[str, Any], out_dir: Path) -> EvalOutput:
         y_true, proba = predictions(trained, reader, model)
         report = classification_metrics(y_true, proba, model.class_names)
-        png = plots.confusion_matrices([("test", report)], out_dir / "confusion_matrix.png")
-        return EvalOutput(report, [png])
+        pngs = [plots.confusion_matrices([("test", report)], out_dir / "confusion_matrix.png")]
+        if len(reader.feature_spec[model.input_key]["shape"]) == 3:  # colour images
+            x = np.concatenate([b.numpy() for b, _ in reader.split(
+                "test", model.input_key, model.label_key, 1024)][:4])
+            pngs.append(plots.examples_per_class(x, y_true, proba.argmax(axis=1),
+                                                 report["class_names"],
+                                                 out_dir / "examples_per_class.png"))
+        return EvalOutput(report, pngs)

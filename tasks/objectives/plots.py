@@ -138,3 +138,40 @@ def plot_reconstructions(x: Any, recon: Any, path: Path, n: int = 8) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def examples_per_class(images: Any, y_true: Any, y_pred: Any, names: Sequence[str],
+                       path: Path, per_class: int = 8) -> Path:
+    """A grid of test images, one row per class, titled green (right) or red (wrong).
+
+    Args:
+        images: (n, h, w, 3) pixels 0-255 (as the model sees them).
+        y_true: True class indices.
+        y_pred: Predicted class indices.
+        names: Class names.
+        path: Output PNG.
+        per_class: Images shown per class (the first ones of the split).
+
+    """
+    plt = pyplot()
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    fig, axes = plt.subplots(len(names), per_class, squeeze=False,
+                             figsize=(1.3 * per_class, 1.45 * len(names)))
+    for c, row in enumerate(axes):
+        idx = np.flatnonzero(y_true[: len(images)] == c)[:per_class]
+        for j, ax in enumerate(row):
+            ax.axis("off")
+            if j >= len(idx):
+                continue
+            i = idx[j]
+            ax.imshow(np.clip(images[i], 0, 255).astype(np.uint8))
+            ok = y_pred[i] == c
+            ax.set_title(str(names[y_pred[i]])[:14], fontsize=6,
+                         color="green" if ok else "red")
+        row[0].text(-0.1, 0.5, str(names[c]), transform=row[0].transAxes, ha="right",
+                    va="center", fontsize=7)
+    fig.suptitle("test images per class (title: prediction; red = wrong)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -18,9 +19,10 @@ def write_example_request(use_case: str, layout: RunLayout, n: int = 2) -> Path 
     mk = catalog.get(use_case).model
     if mk is None:
         return None
-    if mk.serving_input is not None:  # raw media in: send files of the snapshot, base64
-        import base64
-
+    si = mk.serving_input
+    if si is not None and not hasattr(si, "encode"):
+        # Raw media in (e.g. WAV clips): send files of the snapshot, base64. A front end
+        # with ``encode`` (faces: the JPEG of a face crop) encodes test rows below.
         from tasks.steps.ingest import snapshot_files
 
         files = snapshot_files(layout.raw_dir)
@@ -37,6 +39,13 @@ def write_example_request(use_case: str, layout: RunLayout, n: int = 2) -> Path 
         instances = own.tolist()[:n]
     else:
         x, _ = next(iter(reader.split("test", mk.input_key, mk.label_key, n)))
-        instances = x.numpy().tolist()
+        if si is not None and hasattr(si, "encode"):
+            # Raw media in (e.g. a JPEG of a face crop): TF Serving's {"b64": ...} form,
+            # named as the served model's input when the front end says its name.
+            blobs = [{"b64": base64.b64encode(b).decode()} for b in si.encode(x.numpy())]
+            name = getattr(si, "input_name", None)
+            instances = [{name: b} if name else b for b in blobs]
+        else:
+            instances = x.numpy().tolist()
     layout.request_file.write_text(json.dumps({"instances": instances}))
     return layout.request_file

@@ -284,11 +284,16 @@ class ModelSpec:
             logged with the evaluation (e.g. the fitted slope of a linear model).
         default_epochs: Optional ``default_epochs(params) -> int`` used when the run's
             ``epochs`` param is 0 (e.g. per model variant).
-        serving_input: Optional front end of the served model for packed features
-            computed from raw media: an object with ``build() -> (keras input, tensor of
-            the source's feature columns)`` and ``example() -> numpy batch of raw inputs``
-            (e.g. :class:`tasks.features.audio.WavInput`: WAV bytes -> MFCC statistics).
-            The transform layer and the trained model follow it in the served model.
+        serving_input: Optional front end of the served model for raw media: an object
+            with ``build() -> (keras input, tensor)`` and ``example() -> numpy batch of raw
+            inputs``. For packed features the tensor holds the source's feature columns
+            (e.g. :class:`tasks.features.audio.WavInput`: WAV bytes -> MFCC statistics)
+            and the transform layer follows; otherwise it is what the trained model takes
+            (e.g. ``models.faces.FaceCropInput``: an encoded face crop -> 96x96 pixels).
+            Optionally ``encode(training inputs) -> [bytes]`` (what a client sends for
+            test rows: the run's ``request.json``), ``input_name``, and
+            ``outputs(trained outputs, class_names)`` (the served outputs, e.g.
+            probabilities and the class name).
         extra_plots: Optional ``extra_plots(raw_files, out_dir) -> [png paths]`` drawn
             from the run's raw snapshot by the evaluation step and logged with the run
             (e.g. an MFCC picture of one clip per class).

@@ -140,10 +140,16 @@ def serving_model(spec: UseCaseSpec, trained: Any, stats: Mapping[str, Any],
         else:
             raw = columns = keras.Input(shape=(len(feats),), dtype="float32", name="inputs")
         x = keras_layer(feats, stats["train"])(columns)
+    elif spec.model.serving_input is not None:  # raw media in: decoding inside the model
+        raw, x = spec.model.serving_input.build()
     else:
         raw = x = keras.Input(shape=trained.inputs[0].shape[1:], dtype=trained.inputs[0].dtype,
                               name=trained.inputs[0].name)
-    out = trained(x)
+    # Inference mode fixed in the graph: Keras' augmentation layers default to
+    # training=True when a model is called without the flag.
+    out = trained(x, training=False)
+    if hasattr(spec.model.serving_input, "outputs"):
+        out = spec.model.serving_input.outputs(out, list(spec.model.class_names))
     head = objective.head(x, out, calibration)
     if head is None and raw is x:
         return trained  # nothing to add: the trained model is what is served
@@ -226,7 +232,7 @@ def export_and_log(spec: UseCaseSpec, trained: Any, reader: DatasetReader,
     if example is None:
         example = serving_example(spec, reader)
     if example.dtype == object:
-        # Strings (text, WAV bytes): Keras' predict takes no object arrays.
+        # Strings (text, WAV bytes, an encoded image): Keras' predict takes no object arrays.
         import tensorflow as tf
 
         answer = served(tf.constant(list(example)), training=False)
@@ -239,7 +245,7 @@ def export_and_log(spec: UseCaseSpec, trained: Any, reader: DatasetReader,
         served, name="model", signature=signature,
         input_example=None if has_bytes else example,
         code_paths=[str(Path(__file__).parents[1] / "features" / name)
-                    for name in ("layers.py", "text_layers.py", "audio.py")],
+                    for name in ("layers.py", "text_layers.py", "audio.py", "images.py")],
         pip_requirements=serving_requirements(),
     )
     return info.model_uri
