@@ -204,6 +204,10 @@ class DataSource(Protocol):
         """Check the raw files; raise a clear error naming file and field; return facts."""
         ...
 
+    def check(self, files: Mapping[str, str]) -> dict[str, Any]:
+        """Cheap structural check (headers only, seconds); raise naming file and field."""
+        ...
+
     def partitions(self) -> dict[str, dict[str, str]]:
         """Source partitions (``train``, ``test`` ...): field -> key into :meth:`files`."""
         ...
@@ -244,6 +248,8 @@ class ModelSpec:
             target (default: the objective's: the label, or the input for autoencoders).
         extra_metrics: Optional ``extra_metrics(serving_model, stats) -> {name: value}``
             logged with the evaluation (e.g. the fitted slope of a linear model).
+        extra_metric_names: The names ``extra_metrics`` returns, declared so that a gate
+            on one of them is checked before any run (``mlp validate``).
         default_epochs: Optional ``default_epochs(params) -> int`` used when the run's
             ``epochs`` param is 0 (e.g. per model variant).
 
@@ -256,7 +262,29 @@ class ModelSpec:
     class_names: tuple[str, ...] = ()
     target: Callable[[Any, Any, Mapping[str, Any]], Any] | None = None
     extra_metrics: Callable[[Any, Mapping[str, Any]], dict[str, float]] | None = None
+    extra_metric_names: tuple[str, ...] = ()
     default_epochs: Callable[[Mapping[str, Any]], int] | None = None
+
+
+@dataclass(frozen=True)
+class SmokeTest:
+    """The use case's tiny end-to-end configuration (``tests/e2e/test_use_cases.py``).
+
+    The test discovers use cases from the catalog and runs each one's DAG with this
+    source and these params (gate thresholds relaxed: tiny data cannot reach the real
+    bars), registers, serves and queries it. A new use case is covered by declaring this;
+    no test is edited. Keep it tiny: the whole test shares a budget of a few minutes.
+
+    Attributes:
+        source: Source location for the run (``bundled:``/``synthetic:`` rows, or a
+            directory); None means a small real sample in the source's own format that
+            the test writes (IDX image sources: scikit-learn's digits as MNIST files).
+        params: Run params (few epochs, small batches).
+
+    """
+
+    source: str | None
+    params: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -269,6 +297,8 @@ class UseCaseSpec:
             triggers a run either way.
         catchup: Replay the cron points missed since the DAG's start date. Off by default:
             a deployment or a restart then waits for the next cron point.
+        smoke: The tiny end-to-end test's source and params (see :class:`SmokeTest`);
+            None leaves the use case out of that test (reported by it).
 
     """
 
@@ -283,6 +313,7 @@ class UseCaseSpec:
     schedule: str | None = None
     tags: tuple[str, ...] = ()
     catchup: bool = False
+    smoke: SmokeTest | None = None
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -298,3 +329,7 @@ class UseCaseSpec:
         for required in ("epochs", "batch_size") if self.model else ():
             if required not in self.params:
                 raise SpecError(f"use case {self.name!r} lacks the run param {required!r}")
+        if self.smoke is not None and set(self.smoke.params) - set(self.params):
+            raise SpecError(f"use case {self.name!r}: smoke params "
+                            f"{sorted(set(self.smoke.params) - set(self.params))} are not "
+                            f"run params; known: {sorted(self.params)}")
