@@ -7,7 +7,7 @@ import logging
 from tasks import tracking
 from tasks.core.config import Settings
 from tasks.core.run import Deployment, RunLayout, Snapshot, TrainedModel, Verdict
-from tasks.tracking.registry import CHAMPION, PREVIOUS, version_tags
+from tasks.tracking.registry import CHAMPION, PREVIOUS, record_deploy, version_tags
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ def deploy(model_name: str, trained: TrainedModel, verdict: Verdict, snapshot: S
     if old is not None and old != version:
         client.set_registered_model_alias(model_name, PREVIOUS, old)
     client.set_registered_model_alias(model_name, CHAMPION, version)
+    record_deploy(model_name, version, old, verdict, s)
     log.info("%s version %s is now %s (previous: %s)", model_name, version, CHAMPION, old)
     return Deployment(model=model_name, version=version, alias=CHAMPION,
                       previous=old if old != version else None, created=not found,
