@@ -14,6 +14,7 @@ validate`` and runs as written:
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,14 +49,24 @@ class InferredColumn:
 
     def source(self) -> str:
         """The ``Column(...)`` expression proposing this column's schema."""
-        args = [repr(self.name)]
+        args = [_q(self.name)]
         if self.dtype != "float64":
-            args.append(f"dtype={self.dtype!r}")
+            args.append(f"dtype={_q(self.dtype)}")
         if self.values is not None:
-            args.append(f"values={self.values!r}")
+            args.append(f"values={_tuple(self.values)}")
         elif self.min is not None:
             args += [f"min={self.min!r}", f"max={self.max!r}"]
         return f"Column({', '.join(args)})"
+
+
+def _q(value: Any) -> str:
+    """A Python literal with double quotes for strings (the project's style)."""
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def _tuple(values: Any) -> str:
+    items = ", ".join(_q(v) for v in values)
+    return f"({items},)" if len(values) == 1 else f"({items})"
 
 
 def infer_columns(path: Path) -> list[InferredColumn]:
@@ -134,18 +145,27 @@ def render_module(name: str, description: str, columns: list[InferredColumn], lo
     *features, label = columns
     objective, guessed = _objective(label)
     class_names = class_names or guessed
-    cols = ",\n".join(f"        {c.source()}" for c in columns)
+    cols = ",\n".join(f"    {c.source()}" for c in columns)
     feats = ",\n".join(
-        f'        Feature({c.name!r}, "onehot")' if c.dtype == "string"
-        else f'        Feature({c.name!r}, "zscore")' for c in features)
+        f'    Feature({_q(c.name)}, "onehot")' if c.dtype == "string"
+        else f'    Feature({_q(c.name)}, "zscore")' for c in features)
     head, loss, metrics = HEAD[objective]
     label_dtype = "float32" if objective == "regression" else "int64"
-    stratify = f"stratify_by={label.name!r}, " if objective != "regression" else ""
+    stratify = f"stratify_by={_q(label.name)}, " if objective != "regression" else ""
     imports = "from pathlib import Path\n" if generator else ""
     gen_arg = "\n        generator=export_bundled," if generator else ""
-    names_line = f"CLASS_NAMES = {class_names!r}\n" if objective == "classification" else ""
+    names_line = (f"CLASS_NAMES = {_tuple(class_names)}\n" if objective == "classification"
+                  else "")
     class_arg = ", class_names=CLASS_NAMES" if objective == "classification" else ""
-    return f'''"""{description}
+    import textwrap
+
+    description = textwrap.fill(description, 92)
+    location_line = f"DATA = {_q(location)}"
+    if len(location_line) > 100:
+        location_line += "  # noqa: E501"
+    return f'''"""{name}: a tabular {objective} use case written by `mlp new`.
+
+{description}
 
 Written by `mlp new`: edit freely. Check it with `mlp validate {name}`, run it with
 `mlp run {name}`. Every part is explained in ARCHITECTURE.md ("Adding a use case").
@@ -179,8 +199,10 @@ COLUMNS = (
 FEATURES = (
 {feats},
 )
-LABEL = {label.name!r}
-{names_line}{generator}
+LABEL = {_q(label.name)}
+{names_line}# Where the raw file lives: a directory holding {file_name} (`--source DIR` overrides).
+{location_line}
+{generator}
 
 def build_model(params: Mapping[str, Any], stats: Mapping[str, Any]) -> Any:
     """A small dense network on the transformed features (compiled)."""
@@ -197,21 +219,20 @@ def build_model(params: Mapping[str, Any], stats: Mapping[str, Any]) -> Any:
 
 
 SPEC = UseCaseSpec(
-    name={name!r},
+    name={_q(name)},
     description=__doc__ or "",
-    # Where the raw file lives: a directory holding {file_name!r} (`--source DIR` overrides).
     source=TabularSource(
         columns=COLUMNS,
-        layout={{"all": {file_name!r}}},
-        default_location={location!r},{gen_arg}
+        layout={{"all": {_q(file_name)}}},
+        default_location=DATA,{gen_arg}
     ),
-    preprocess=PreprocessSpec(features=FEATURES, label=LABEL, label_dtype={label_dtype!r}),
+    preprocess=PreprocessSpec(features=FEATURES, label=LABEL, label_dtype={_q(label_dtype)}),
     # One file, dealt 60/20/20 into train/validation/test (per class when stratified).
     split=SplitSpec({stratify}partition_to_split={{"all": RATIO}},
                     ratios={{"train": 0.6, "validation": 0.2, "test": 0.2}}, seed=42,
                     shards={{"train": 1, "validation": 1, "test": 1}}),
     model=ModelSpec(build=build_model, input_key="features", label_key=LABEL,
-                    objective={objective!r}{class_arg}),
+                    objective={_q(objective)}{class_arg}),
     # The gate: the metric must be one the objective produces (mlp validate checks it).
     gate={GATE[objective]},
     params={{
@@ -223,8 +244,8 @@ SPEC = UseCaseSpec(
                                  maximum=1024),
     }},
     # The tiny end-to-end test's run (tests/e2e/test_use_cases.py discovers it).
-    smoke=SmokeTest({location!r}, {{"epochs": 10}}),
-    tags=("tabular", {objective!r}),
+    smoke=SmokeTest(DATA, {{"epochs": 10}}),
+    tags=("tabular", {_q(objective)}),
 )
 '''
 
@@ -291,13 +312,13 @@ def new_use_case(name: str, from_use_case: str | None = None, from_csv: str | No
         csv = Path(from_csv).resolve()
         if not csv.is_file():
             raise ScaffoldError(f"{from_csv}: no such file")
-        text = render_module(name, f"{name}: a tabular model on {csv.name} (schema inferred "
-                             "by `mlp new --from-csv`).", infer_columns(csv), str(csv.parent),
+        text = render_module(name, f"A model of {csv.name}; the columns below were inferred "
+                             "from the file by `mlp new --from-csv`.", infer_columns(csv), str(csv.parent),
                              csv.name)
     else:
         text = render_module(
-            name, f"{name}: a tabular classifier, started from `mlp new`'s template (scikit-"
-            "learn's iris: 150 real flowers, 4 measurements in cm, 3 species).",
+            name, "Started from `mlp new`'s template: scikit-learn's iris (150 real flowers, 4 "
+            "measurements in cm, 3 species), to replace with your own data.",
             iris_columns(), "bundled:150:0", "iris.csv", IRIS_GENERATOR,
             class_names=("setosa", "versicolor", "virginica"))
     compile(text, str(module), "exec")  # a template bug fails here, not at import

@@ -20,6 +20,18 @@ def root(tmp_path):
     return tmp_path
 
 
+def ruff_clean(path: Path) -> None:
+    """The written module passes the project's lint rules as it is."""
+    import subprocess
+    import sys
+
+    ruff = Path(sys.executable).parent / "ruff"
+    out = subprocess.run([str(ruff), "check", "--no-cache", "--config",
+                          str(REPO_ROOT / "pyproject.toml"), str(path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
+
+
 def load_spec(path: Path):
     mod_spec = importlib.util.spec_from_file_location(f"scaffolded_{path.stem}", path)
     module = importlib.util.module_from_spec(mod_spec)
@@ -48,8 +60,9 @@ def test_infer_columns_dtypes_ranges_and_low_cardinality_values(tmp_path):
     assert (cols["income"].dtype, cols["income"].min, cols["income"].max) == (
         "float64", 800.0, 1200.5)
     assert (cols["city"].dtype, cols["city"].values) == ("string", ("lyon", "paris"))
-    assert cols["label"].source() == "Column('label', dtype='int64', values=(0, 1, 2))"
-    assert cols["income"].source() == "Column('income', min=800.0, max=1200.5)"
+    assert cols["label"].source() == 'Column("label", dtype="int64", values=(0, 1, 2))'
+    assert cols["income"].source() == 'Column("income", min=800.0, max=1200.5)'
+    assert cols["city"].source() == 'Column("city", dtype="string", values=("lyon", "paris"))'
 
 
 def test_from_csv_writes_two_files_and_a_valid_classifier(root, tmp_path):
@@ -65,6 +78,8 @@ def test_from_csv_writes_two_files_and_a_valid_classifier(root, tmp_path):
     assert (petal.min, petal.max) == (1.0, 6.9)
     assert validate(spec, {"epochs": 3}, dag_file=False) == []
     assert spec.smoke.source == str(tmp_path)
+    ruff_clean(written[0])
+    ruff_clean(written[1])
 
 
 def test_template_is_a_valid_iris_classifier(root):
@@ -75,6 +90,7 @@ def test_template_is_a_valid_iris_classifier(root):
     assert spec.model.class_names == ("setosa", "versicolor", "virginica")
     assert spec.source.default_location == "bundled:150:0"
     assert validate(spec, {}, dag_file=False) == []
+    ruff_clean(module)
 
 
 def test_from_use_case_copies_it_under_the_new_name(root):
