@@ -128,22 +128,31 @@ def check_model(spec: UseCaseSpec, schema: Mapping[str, Mapping[str, Any]] | Non
     return problems
 
 
+def _not_a_column(name: str, cols: list[str]) -> str:
+    """``'x' is not a column; did you mean 'y'? columns: ...`` (long lists shortened)."""
+    import difflib
+
+    close = difflib.get_close_matches(name, cols, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    shown = ", ".join(cols) if len(cols) <= 12 else (
+        f"{', '.join(cols[:5])}, ..., {', '.join(cols[-5:])} ({len(cols)} columns)")
+    return f"{name!r} is not a column; {hint}columns of the source: {shown}"
+
+
 def check_columns(spec: UseCaseSpec, schema: Mapping[str, Mapping[str, Any]]) -> list[Problem]:
     """Features, label, stratify column and model keys against the source's columns."""
     where, cols = f"models/{spec.name}.py", list(schema)
-    choose = f"columns of the source: {', '.join(cols)}"
     problems = []
     for f in spec.preprocess.features:
         if f.name not in schema:
             problems.append(Problem(f"{where} preprocess.features",
-                                    f"{f.name!r} is not a column; {choose}"))
+                                    _not_a_column(f.name, cols)))
     label = spec.preprocess.label
     if label is not None and label not in schema:
-        problems.append(Problem(f"{where} preprocess.label",
-                                f"{label!r} is not a column; {choose}"))
+        problems.append(Problem(f"{where} preprocess.label", _not_a_column(label, cols)))
     if spec.split.stratify_by and spec.split.stratify_by not in schema:
         problems.append(Problem(f"{where} split.stratify_by",
-                                f"{spec.split.stratify_by!r} is not a column; {choose}"))
+                                _not_a_column(spec.split.stratify_by, cols)))
     mk = spec.model
     if mk is not None:
         inputs = ([PACKED] if spec.preprocess.packed else []) + [
