@@ -138,3 +138,22 @@ def test_cli_user_errors_are_one_line_exit_2_in_seconds(argv, expected, capsys):
 def test_cli_validate_ok(mnist_dir, capsys):
     assert main(["validate", "mnist", "--source", str(mnist_dir), "--param", "epochs=1"]) == 0
     assert "mnist: valid" in capsys.readouterr().out
+
+
+def test_missing_or_skipped_dag_file_is_named(tmp_path, monkeypatch):
+    from tasks.steps import validate as v
+
+    spec = catalog.get("breast_cancer")
+    monkeypatch.setattr("tasks.core.config.REPO_ROOT", tmp_path)
+    (tmp_path / "dags").mkdir()
+    (p,) = v.check_dag_file(spec)
+    assert p.field == "dags/breast_cancer.py" and p.message.startswith("missing (Airflow")
+    # Without the word "airflow" Airflow's safe mode never parses the file.
+    (tmp_path / "dags" / "breast_cancer.py").write_text(
+        'from tasks.orchestration import build_dag\n\ndag = build_dag("breast_cancer")\n')
+    (p,) = v.check_dag_file(spec)
+    assert "a DAG file must contain the word 'airflow'" in p.message
+    (tmp_path / "dags" / "breast_cancer.py").write_text(
+        '"""Airflow DAG."""\nfrom tasks.orchestration import build_dag\n\n'
+        'dag = build_dag("breast_cancer")\n')
+    assert v.check_dag_file(spec) == []
