@@ -73,19 +73,12 @@ def mlflow_input_example(model_uri):
     """The input example MLflow logged with a model, as an array."""
     import tempfile
 
+    from mlflow.artifacts import download_artifacts
     from mlflow.models import Model
 
     with tempfile.TemporaryDirectory() as tmp:
-        from mlflow.artifacts import download_artifacts
-
-        local = download_artifacts(artifact_uri=f"{model_uri}/MLmodel", dst_path=tmp)
-        model = Model.load(local)
-        for name in ("input_example.json", "serving_input_example.json"):
-            try:
-                download_artifacts(artifact_uri=f"{model_uri}/{name}", dst_path=tmp)
-            except Exception:  # noqa: BLE001 - optional file
-                continue
-        return np.asarray(model.load_input_example(tmp), np.float32)
+        local = download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+        return np.asarray(Model.load(local).load_input_example(local), np.float32)
 
 
 def evaluated_predictions(spec, layout, n):
@@ -135,7 +128,7 @@ def test_every_use_case_runs_registers_and_serves(airflow_db, own_mlflow, digits
         request = write_example_request(name, layout)
         instances = json.loads(request.read_text())["instances"]
         # MLflow's input example is the same raw test rows as the printed request.
-        example = mlflow_input_example(mv.source)
+        example = mlflow_input_example(f"models:/{name}/{mv.version}")
         assert np.allclose(example[:len(instances)], np.asarray(instances, np.float32)), name
         served[name] = (instances, evaluated_predictions(spec, layout, len(instances)))
         if name == "creditcard_fraud":
