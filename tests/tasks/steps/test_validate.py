@@ -124,7 +124,12 @@ def test_ensure_valid_raises_one_line_per_problem():
     (["validate", "mnist", "--param", "variant=rnn"], "mlp validate: --param variant: 'rnn'"),
     (["validate", "nosuch"], "unknown use case 'nosuch'"),
 ])
-def test_cli_user_errors_are_one_line_exit_2_in_seconds(argv, expected, capsys):
+def test_cli_user_errors_are_one_line_exit_2_in_seconds(argv, expected, capsys, monkeypatch):
+    def must_not_start(*args, **kwargs):
+        raise AssertionError("a run started despite a user error")
+
+    monkeypatch.setattr("tasks.operations.local.run_pipeline", must_not_start)
+    monkeypatch.setattr("tasks.operations.retrain.retrain", must_not_start)
     started = time.perf_counter()
     assert main(argv) == 2
     seconds = time.perf_counter() - started
