@@ -12,11 +12,14 @@ CHROMEDRIVER := /usr/bin/chromedriver
 
 .PHONY: install browser compose-tool data run test test-fast lint clean lock up down status
 
+# pip's output goes to a log file (shown when it fails): the console keeps one line.
 $(STAMP): pyproject.toml constraints.txt
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[dev]'
-	touch $(STAMP)
+	@echo "installing the pinned dependencies into $(VENV) (log: $(VENV)/install.log)"
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@($(VENV)/bin/pip install --upgrade pip && \
+	  $(VENV)/bin/pip install -c constraints.txt -e '.[dev]') > $(VENV)/install.log 2>&1 \
+	  || { tail -40 $(VENV)/install.log; exit 1; }
+	@touch $(STAMP)
 
 # What the main job needs; the test target adds the browser and docker-compose.
 install: $(STAMP)
@@ -56,15 +59,18 @@ data:
 	@if [ ! -f $(FASHION_MNIST) ]; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	    (apt-get install -y -qq dataset-fashion-mnist || \
-	     (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
+	     (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null 2>&1; \
 	  else \
 	    echo "Fashion-MNIST missing: install Debian package dataset-fashion-mnist," \
 	         "or run: mlp run mnist --source DIR_WITH_IDX_FILES"; exit 1; \
 	  fi; \
 	fi
 
+# The books' CNN for 5 epochs: >= 0.90 test accuracy within 15 minutes including the
+# install on the slower of these machines (80 s per epoch there); 8 epochs reach the
+# 0.916 tutorial bar (`mlp run mnist`). See README, "Use cases".
 run: install data
-	$(BIN)/mlp run mnist --variant cnn
+	$(BIN)/mlp run mnist --variant cnn --epochs 5
 
 # Long-running services (Airflow api-server/scheduler/dag-processor/triggerer, MLflow
 # server + UI, model serving) on 127.0.0.1; logs and pids in $MLP_HOME/logs. A profile

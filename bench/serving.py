@@ -3,7 +3,7 @@
 Trains a small MNIST softmax model (the books' softmax, on scikit-learn's real digits
 upscaled to 28x28), registers it in a throw-away MLflow store, then serves it in turn with
 
-- ``mlp serve`` (``tasks/serve.py``: Starlette + uvicorn, concrete tf.function), and
+- ``mlp serve`` (``tasks/serving/``: Starlette + uvicorn, concrete tf.function), and
 - ``mlflow models serve -m models:/mnist/1 --env-manager local`` (one worker, its default),
 
 and drives each, alone on the machine, with the same bounded loopback load from a separate

@@ -7,10 +7,13 @@
 #   infra/services.sh up [SERVICE ...]     # default: all of the above
 #   infra/services.sh down [SERVICE ...]
 #   infra/services.sh status
+#   infra/services.sh command SERVICE      # print the command line `up` would run
 #
 # Configuration is the environment only (see infra/README.md); MLP_PROFILE=FILE loads
 # KEY=VALUE lines from a profile first, where variables already set keep their value.
-# Every service is bound to MLP_BIND_HOST (127.0.0.1). Logs and pid files go to
+# Every service is bound to MLP_BIND_HOST (127.0.0.1). Beyond loopback, `up` refuses
+# Airflow's SimpleAuthManager, runs MLflow with its basic-auth app and needs a token for
+# `mlp serve` (infra/README.md, "Binding beyond loopback"). Logs and pid files go to
 # $MLP_HOME/logs. Each service runs in its own process group (setsid), which `down` signals
 # as a whole, together with any descendant that left the group (Airflow runs each task in
 # a process group of its own).
@@ -66,6 +69,67 @@ mlflow_backend() {
   fi
 }
 
+is_loopback() {  # 127.0.0.0/8, ::1 or localhost
+  case "$1" in
+    localhost|::1|"[::1]"|127.*) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+PUBLIC=0
+if ! is_loopback "$BIND" || ! is_loopback "$SERVE_HOST"; then PUBLIC=1; fi
+SECURITY_DOC="infra/README.md, section \"Binding beyond loopback\""
+
+# MLflow's basic-auth app: its own user store and admin under MLP_HOME unless configured.
+mlflow_auth_config() {
+  if [ -n "${MLFLOW_AUTH_CONFIG_PATH:-}" ]; then return; fi
+  export MLFLOW_AUTH_CONFIG_PATH="$MLP_HOME/mlflow-basic-auth.ini"
+  mkdir -p "$MLP_HOME"
+  cat >"$MLFLOW_AUTH_CONFIG_PATH" <<INI
+[mlflow]
+default_permission = READ
+database_uri = ${MLP_MLFLOW_AUTH_DATABASE_URI:-sqlite:///$MLP_HOME/mlflow-basic-auth.db}
+admin_username = ${MLP_MLFLOW_ADMIN_USER:-admin}
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+INI
+}
+
+check_public_bind() {  # refuse an unauthenticated stack beyond loopback, before starting anything
+  local services="$1" manager="${AIRFLOW__CORE__AUTH_MANAGER:-SimpleAuthManager}"
+  [ "$PUBLIC" = 1 ] || return 0
+  if echo "$services" | grep -qx api-server && [[ "$manager" == *SimpleAuthManager* ]]; then
+    echo "refusing to bind Airflow to $BIND with SimpleAuthManager (development only): set" \
+         "AIRFLOW__CORE__AUTH_MANAGER to a real auth manager; see $SECURITY_DOC" >&2
+    exit 2
+  fi
+  if echo "$services" | grep -qx mlflow; then
+    local missing=""
+    [ -n "${MLFLOW_FLASK_SERVER_SECRET_KEY:-}" ] || missing="MLFLOW_FLASK_SERVER_SECRET_KEY"
+    if [ -z "${MLFLOW_AUTH_ADMIN_PASSWORD:-}" ] && [ -z "${MLFLOW_AUTH_CONFIG_PATH:-}" ]; then
+      missing="$missing MLFLOW_AUTH_ADMIN_PASSWORD"
+    fi
+    if [ -n "$missing" ]; then
+      echo "refusing to bind MLflow to $BIND without its basic-auth app: set" \
+           "${missing# } (see $SECURITY_DOC)" >&2
+      exit 2
+    fi
+  fi
+  if echo "$services" | grep -qx serve && ! is_loopback "$SERVE_HOST" \
+      && [ -z "${MLP_SERVE_TOKEN:-}" ] && [ -z "${MLP_SERVE_API_KEYS:-}" ]; then
+    echo "refusing to serve models on $SERVE_HOST without a token: set MLP_SERVE_TOKEN or" \
+         "MLP_SERVE_API_KEYS (see $SECURITY_DOC)" >&2
+    exit 2
+  fi
+}
+
+if [ "$PUBLIC" = 1 ] && [[ "${MLFLOW_TRACKING_URI:-}" == http* ]]; then
+  # Tasks and `mlp serve` log to / read from the authenticated MLflow server.
+  export MLFLOW_TRACKING_USERNAME="${MLFLOW_TRACKING_USERNAME:-${MLP_MLFLOW_ADMIN_USER:-admin}}"
+  if [ -n "${MLFLOW_AUTH_ADMIN_PASSWORD:-}" ]; then
+    export MLFLOW_TRACKING_PASSWORD="${MLFLOW_TRACKING_PASSWORD:-$MLFLOW_AUTH_ADMIN_PASSWORD}"
+  fi
+fi
+
 service_cmd() {  # sets CMD to the service's command line
   case "$1" in
     api-server) CMD=(airflow api-server --host "$BIND" --port "$AIRFLOW_PORT"
@@ -78,7 +142,11 @@ service_cmd() {  # sets CMD to the service's command line
             backend="$(mlflow_backend)" || exit 2
             CMD=(mlflow server --backend-store-uri "$backend" --serve-artifacts
                  --artifacts-destination "${MLP_MLFLOW_ARTIFACTS_DESTINATION:-$MLP_HOME/mlartifacts}"
-                 --host "$BIND" --port "$MLFLOW_PORT" --workers "${MLP_MLFLOW_WORKERS:-1}") ;;
+                 --host "$BIND" --port "$MLFLOW_PORT" --workers "${MLP_MLFLOW_WORKERS:-1}")
+            if [ "$PUBLIC" = 1 ]; then
+              mlflow_auth_config
+              CMD+=(--app-name basic-auth)
+            fi ;;
     serve) CMD=(mlp serve --host "$SERVE_HOST" --port "$SERVE_PORT") ;;
     *) echo "unknown service $1 (known: ${ALL_SERVICES[*]})" >&2; exit 2 ;;
   esac
@@ -215,8 +283,9 @@ urls() {
 
 cmd_up() {
   local services s failed=0
-  mkdir -p "$LOGS"
   services="$(wanted "$@")"
+  check_public_bind "$services"
+  mkdir -p "$LOGS"
   echo "MLP_HOME=$MLP_HOME  executor=$AIRFLOW__CORE__EXECUTOR  tracking=$MLFLOW_TRACKING_URI"
   if echo "$services" | grep -qE 'api-server|scheduler|dag-processor|triggerer|celery-worker'; then
     echo "  airflow db migrate"
@@ -270,5 +339,6 @@ case "$action" in
   up) cmd_up "$@" ;;
   down) cmd_down "$@" ;;
   status) cmd_status ;;
-  *) echo "usage: $0 up|down|status [SERVICE ...]" >&2; exit 2 ;;
+  command) service_cmd "${1:?usage: $0 command SERVICE}"; printf "%q " "${CMD[@]}"; echo ;;
+  *) echo "usage: $0 up|down|status|command [SERVICE ...]" >&2; exit 2 ;;
 esac

@@ -148,9 +148,12 @@ def summary_lines(summary: dict[str, Any], s: Settings) -> list[str]:
     if gate:
         lines.append(f"  gate            {'PASSED' if gate['passed'] else 'FAILED'}: "
                      f"{gate['reason']}")
-    if deploy:
+    if deploy and deploy.get("moved", True):
         lines.append(f"  registered      {name} version {deploy['version']} "
                      f"(alias {deploy['alias']}; previous {deploy['previous'] or 'none'})")
+    elif deploy:
+        lines.append(f"  registered      {name} version {deploy['version']}, not promoted: "
+                     f"{deploy['note']}")
     elif summary["state"] == "success":
         lines.append("  registered      nothing (the run stopped before deployment)")
     if "log_file" in summary:
@@ -178,7 +181,10 @@ def format_outcome(result: dict[str, Any]) -> str:
                      f"{gate.get('reason')}")
     else:
         lines.append("  gate        not reached")
-    if deploy:
+    if deploy and not deploy.get("moved", True):
+        lines.append(f"  registered  version {deploy.get('version')}, not promoted: "
+                     f"{deploy.get('note')}")
+    elif deploy:
         lines.append(f"  registered  version {deploy.get('version')} (alias "
                      f"{deploy.get('alias')}; previous {deploy.get('previous')})")
     else:
@@ -245,9 +251,13 @@ def cmd_new(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """``mlp serve``: every champion over REST."""
     apply_env()
-    from tasks.serve import serve
+    from tasks.serving import OptionError, serve
 
-    serve(args.host, args.port, access_log=args.access_log, models=args.models)
+    try:
+        serve(args.host, args.port, access_log=args.access_log, models=args.models,
+              token=args.token, api_keys=args.api_keys, insecure=args.insecure)
+    except OptionError as exc:
+        raise UsageError(str(exc)) from exc
     return 0
 
 
@@ -415,6 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.add_argument("--model", action="append", dest="models", metavar="NAME",
                    help="serve only this registered model (repeatable; default: all)")
+    p.add_argument("--token", help="bearer token every request but /healthz must carry "
+                                   "(default: MLP_SERVE_TOKEN)")
+    p.add_argument("--api-keys", metavar="FILE",
+                   help="file of accepted keys, one per line (default: MLP_SERVE_API_KEYS)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow a non-loopback --host without a token or keys")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("rollback", help="move champion one step back in its history "

@@ -56,3 +56,17 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def remove_paths(paths: list[Path]) -> list[Path]:
+    """Remove files and folders (missing ones are fine); return what was removed."""
+    removed = []
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink(missing_ok=True)
+        else:
+            continue
+        removed.append(path)
+    return removed

@@ -152,6 +152,18 @@ class RunLayout:
         """The registry version the run deployed."""
         return self.run_dir / "deploy.json"
 
+    def orphaned_temp_paths(self) -> list[Path]:
+        """Temporary files and folders of this run an interrupted step left behind.
+
+        Outputs appear by renaming a temporary sibling (``.<name>.tmp-<id>``,
+        :func:`tasks.core.files.atomic_dir`); a killed step leaves that sibling.
+        """
+        pattern = f".{self.key}.tmp-*"
+        found = [*self.raw_dir.parent.glob(pattern), *self.run_dir.parent.glob(pattern)]
+        if self.run_dir.is_dir():
+            found += self.run_dir.glob(".*.tmp-*")
+        return sorted(found)
+
     @property
     def request_file(self) -> Path:
         """A ready-to-send predict request built from the run's test rows."""
@@ -241,7 +253,11 @@ class Verdict(StepResult):
 
 @dataclass(frozen=True)
 class Deployment(StepResult):
-    """Deploy: the registry version and the aliases it moved."""
+    """Deploy: the registry version and the aliases it moved.
+
+    ``moved`` is False when the version was registered (or reused) but ``champion`` stayed
+    where it was (the version is older than the champion); ``note`` says why.
+    """
 
     model: str
     version: str
@@ -249,3 +265,5 @@ class Deployment(StepResult):
     previous: str | None
     created: bool
     forced: bool
+    moved: bool = True
+    note: str = ""

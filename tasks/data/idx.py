@@ -46,12 +46,16 @@ def _read_bytes(path: Path) -> bytes:
         raise IdxFormatError(path, f"cannot read file ({exc})") from exc
 
 
-def parse_idx(data: bytes, path: str | Path = "<bytes>") -> np.ndarray:
+def parse_idx(data: bytes, path: str | Path = "<bytes>", ndim: int | None = None
+              ) -> np.ndarray:
     """Parse IDX bytes into a native-endian numpy array.
 
     Args:
         data: The whole (decompressed) file content.
         path: Name used in error messages.
+        ndim: The number of dimensions the file must declare (3 for images, 1 for
+            labels); a different one is reported as a wrong magic number, before the
+            dimensions are read.
 
     Returns:
         The array with the shape recorded in the header.
@@ -63,7 +67,7 @@ def parse_idx(data: bytes, path: str | Path = "<bytes>") -> np.ndarray:
     """
     if len(data) < 4:
         raise IdxFormatError(path, f"file is {len(data)} bytes, too short for an IDX header")
-    zero, code, ndim = struct.unpack(">HBB", data[:4])
+    zero, code, declared = struct.unpack(">HBB", data[:4])
     if zero != 0:
         raise IdxFormatError(
             path, f"bad magic number 0x{data[:4].hex()}: first two bytes must be zero"
@@ -72,12 +76,18 @@ def parse_idx(data: bytes, path: str | Path = "<bytes>") -> np.ndarray:
         raise IdxFormatError(
             path, f"bad magic number 0x{data[:4].hex()}: unknown dtype 0x{code:02x}"
         )
-    if ndim == 0:
+    if declared == 0:
         raise IdxFormatError(path, "magic number declares 0 dimensions")
-    header_len = 4 + 4 * ndim
+    if ndim is not None and declared != ndim:
+        want = f"0x0000{code:02x}{ndim:02x}"
+        raise IdxFormatError(
+            path, f"bad magic number 0x{data[:4].hex()}: it declares {declared} dimensions, "
+                  f"this file must have {ndim} (magic {want}); is it the right file?")
+    header_len = 4 + 4 * declared
     if len(data) < header_len:
-        raise IdxFormatError(path, f"truncated header: {ndim} dimensions need {header_len} bytes")
-    dims = struct.unpack(f">{ndim}I", data[4:header_len])
+        raise IdxFormatError(path, f"truncated header: {declared} dimensions need "
+                                   f"{header_len} bytes")
+    dims = struct.unpack(f">{declared}I", data[4:header_len])
     dtype = _DTYPES[code]
     expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
     actual = len(data) - header_len
@@ -93,10 +103,10 @@ def parse_idx(data: bytes, path: str | Path = "<bytes>") -> np.ndarray:
     return arr.astype(dtype.newbyteorder("="), copy=False)
 
 
-def read_idx(path: str | Path) -> np.ndarray:
+def read_idx(path: str | Path, ndim: int | None = None) -> np.ndarray:
     """Read an IDX file (raw or ``.gz``); see :func:`parse_idx` for the checks."""
     path = Path(path)
-    return parse_idx(_read_bytes(path), path)
+    return parse_idx(_read_bytes(path), path, ndim)
 
 
 def read_idx_header(path: str | Path) -> tuple[np.dtype, tuple[int, ...]]:

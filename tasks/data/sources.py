@@ -157,7 +157,7 @@ class IdxImageSource:
         }
 
     def _images(self, path: str) -> np.ndarray:
-        arr = _cached(path, "idx", (), lambda: read_idx(path))
+        arr = _cached(path, "idx", (3,), lambda: read_idx(path, ndim=3))
         if arr.dtype != np.uint8 or arr.ndim != 3:
             raise IdxFormatError(path, f"expected uint8 images (n, rows, cols), got {arr.dtype} "
                                        f"with dims {list(arr.shape)}")
@@ -167,7 +167,7 @@ class IdxImageSource:
         return arr
 
     def _labels(self, path: str) -> np.ndarray:
-        arr = _cached(path, "idx", (), lambda: read_idx(path))
+        arr = _cached(path, "idx", (1,), lambda: read_idx(path, ndim=1))
         if arr.dtype != np.uint8 or arr.ndim != 1:
             raise IdxFormatError(path, f"expected uint8 labels (n,), got {arr.dtype} "
                                        f"with dims {list(arr.shape)}")
@@ -279,12 +279,24 @@ class TabularSource:
                     f"{path}: columns do not match the schema: missing {missing}, "
                     f"unexpected {extra}"
                 )
+            if self.data_rows_absent(path):
+                raise SourceError(f"{path}: has a header but no data rows")
             facts[part] = {"columns": len(names), "bytes": Path(path).stat().st_size}
         return facts
 
     def check(self, files: Mapping[str, str]) -> dict[str, Any]:
         """Cheap structural check: the headers (the same as :meth:`validate`)."""
         return self.validate(files)
+
+    def data_rows_absent(self, path: str) -> bool:
+        """Whether a file holds no data row (a CSV with only its header, an empty table)."""
+        if self.format == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows == 0
+        with open(path, newline="") as fh:
+            fh.readline()  # the header
+            return not any(line.strip() for line in fh)
 
     def partitions(self) -> dict[str, dict[str, str]]:
         """Partition -> {column: file key}."""

@@ -180,7 +180,7 @@ class AirflowClient:
 
     def set_run_state(self, dag_id: str, run_id: str, state: str) -> None:
         """Mark a DAG run ``success`` or ``failed`` (its unfinished tasks stop)."""
-        from airflow_client.client import DagRunApi, DAGRunPatchBody, DagRunMutableStates
+        from airflow_client.client import DagRunApi, DagRunMutableStates, DAGRunPatchBody
 
         body = DAGRunPatchBody(state=DagRunMutableStates(state))
         self.call(f"PATCH /dags/{dag_id}/dagRuns/{run_id}",

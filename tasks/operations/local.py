@@ -62,8 +62,6 @@ def failure(progress_file: Path) -> dict[str, str] | None:
 def summarise(use_case: str, key: str, state: str, log_file: Path | None = None,
               progress_file: Path | None = None, s: Settings | None = None) -> dict[str, Any]:
     """What a run produced, read from its folders (absent parts are left out, never None)."""
-    from tasks.operations.examples import write_example_request
-
     layout = RunLayout.of(use_case, key, s)
     train = _load(layout.train_dir / TRAIN_RESULT)
     evaluation = _load(layout.evaluation_file)
@@ -76,10 +74,8 @@ def summarise(use_case: str, key: str, state: str, log_file: Path | None = None,
                       if isinstance(v, int | float) and not isinstance(v, bool)}
     if log_file is not None:
         out["log_file"] = str(log_file)
-    if state == "success":
-        request = write_example_request(use_case, layout)
-        if request is not None:
-            out["request"] = str(request)
+    if state == "success" and layout.request_file.is_file():
+        out["request"] = str(layout.request_file)
     elif progress_file is not None and (failed := failure(progress_file)):
         out["failed_task"], out["error"] = failed["task"], failed["error"]
     return out
@@ -147,7 +143,13 @@ def _child(use_case: str, conf_json: str, logical_iso: str) -> int:
                                        run_conf=json.loads(conf_json))
     state = str(dag_run.state)
     logging.getLogger(__name__).info("DAG run %s of %s ended: %s", logical_iso, use_case, state)
-    return 0 if state == "success" else 1
+    if state != "success":
+        return 1
+    from tasks.operations.examples import write_example_request
+
+    # Here, where TensorFlow is loaded already: the parent stays free of it.
+    write_example_request(use_case, RunLayout.of(use_case, run_key(dag_run.logical_date)))
+    return 0
 
 
 if __name__ == "__main__":

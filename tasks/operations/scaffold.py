@@ -313,8 +313,8 @@ def new_use_case(name: str, from_use_case: str | None = None, from_csv: str | No
         if not csv.is_file():
             raise ScaffoldError(f"{from_csv}: no such file")
         text = render_module(name, f"A model of {csv.name}; the columns below were inferred "
-                             "from the file by `mlp new --from-csv`.", infer_columns(csv), str(csv.parent),
-                             csv.name)
+                             "from the file by `mlp new --from-csv`.", infer_columns(csv),
+                             str(csv.parent), csv.name)
     else:
         text = render_module(
             name, "Started from `mlp new`'s template: scikit-learn's iris (150 real flowers, 4 "

@@ -44,11 +44,31 @@ def context_run_key(context: Any) -> str:
     return run_key(getattr(dag_run, "logical_date", None), dag_run.run_id)
 
 
+def clean_orphans(spec: UseCaseSpec, layout: RunLayout) -> None:
+    """Remove what killed attempts of this run left: temporary outputs, RUNNING MLflow runs."""
+    import logging
+
+    from tasks.core.files import read_json, remove_paths
+    from tasks.core.run import TRAIN_RESULT
+    from tasks.tracking.store import fail_orphaned_runs
+
+    log = logging.getLogger(__name__)
+    for path in remove_paths(layout.orphaned_temp_paths()):
+        log.warning("removed %s, left by an interrupted attempt", path)
+    if not layout.run_dir.is_dir():
+        return  # nothing has run past ingest: no MLflow run can exist
+    result = layout.train_dir / TRAIN_RESULT
+    completed = frozenset([read_json(result)["run_id"]]) if result.is_file() else frozenset()
+    for run_id in fail_orphaned_runs(spec.name, layout.key, completed):
+        log.warning("MLflow run %s was left RUNNING by an interrupted attempt; ended it", run_id)
+
+
 @contextlib.contextmanager
 def step(name: str, spec: UseCaseSpec, key: str) -> Iterator[progress.StepOutcome]:
-    """Progress lines around a step; a permanent error fails the task without retry."""
+    """Clean up after killed attempts, report progress; permanent errors are not retried."""
     from airflow.sdk.exceptions import AirflowFailException
 
+    clean_orphans(spec, RunLayout.of(spec.name, key))
     try:
         with progress.step(name, spec.name, key) as outcome:
             yield outcome
@@ -95,7 +115,7 @@ def _preprocess(spec: UseCaseSpec, snapshot: Snapshot) -> Dataset:
     from pathlib import Path
 
     from tasks.core.config import settings
-    from tasks.steps.ingest import snapshot_files
+    from tasks.steps.ingest import snapshot_files, snapshot_origins
     from tasks.steps.preprocess import preprocess
 
     s = settings()
@@ -107,7 +127,8 @@ def _preprocess(spec: UseCaseSpec, snapshot: Snapshot) -> Dataset:
     with step("preprocess", spec, layout.key) as out:
         manifest = preprocess(spec.source, snapshot_files(Path(snapshot.snapshot_dir)),
                               spec.preprocess, split, layout.dataset_dir,
-                              runner=s.beam_runner, runner_options=s.beam_options)
+                              runner=s.beam_runner, runner_options=s.beam_options,
+                              origins=snapshot_origins(Path(snapshot.snapshot_dir)))
         rows = {k: v["rows"] for k, v in manifest["splits"].items()}
         out.summary = f"rows {rows}, quarantined {manifest['quarantined_rows']}"
     return Dataset(str(layout.dataset_dir), rows)
@@ -132,7 +153,9 @@ def _evaluate(spec: UseCaseSpec, snapshot: Snapshot, dataset: Dataset,
     layout = RunLayout.of(spec.name, snapshot.run_key)
     with step("evaluate", spec, layout.key) as out:
         evaluation = evaluate(spec, dataset.dataset_dir, trained, layout.evaluation_dir)
-        out.summary = f"{spec.gate.metric}={evaluation.metrics.get(spec.gate.metric)}"
+        value = evaluation.metrics.get(spec.gate.metric)
+        out.summary = f"{spec.gate.metric}={value:.4f}" if value is not None else (
+            f"no {spec.gate.metric} in {sorted(evaluation.metrics)}")
     return evaluation
 
 
@@ -160,7 +183,10 @@ def _deploy(spec: UseCaseSpec, snapshot: Snapshot, trained: TrainedModel,
     with step("deploy", spec, layout.key) as out:
         deployment = deploy(spec.name, trained, verdict, snapshot, layout)
         write_json(layout.deploy_file, deployment.to_xcom())
-        out.summary = f"{spec.name} version {deployment.version} is {deployment.alias}"
+        out.summary = (f"{spec.name} version {deployment.version} is {deployment.alias}"
+                       if deployment.moved else
+                       f"{spec.name} version {deployment.version} registered; "
+                       f"{deployment.note}")
     return deployment
 
 

@@ -1,20 +1,65 @@
-"""Deploy step: register the model version once per run and move the aliases."""
+"""Deploy step: register the model version once per run and move the aliases forward only.
+
+A run's version is created with its lineage tags in one registry call, so no reader ever
+sees a version without them (a version left half-tagged by an older platform is repaired
+on the next run). ``champion`` moves only forward: a version older than the champion (a
+rerun of an earlier run, a backfill of an earlier date) is registered or reused but does
+not take over production, unless the operator forces it (``force_deploy`` with a reason)
+or rolls back explicitly (``mlp rollback``).
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from tasks import tracking
 from tasks.core.config import Settings
 from tasks.core.run import Deployment, RunLayout, Snapshot, TrainedModel, Verdict
-from tasks.tracking.registry import CHAMPION, PREVIOUS, record_deploy, version_tags
+from tasks.tracking.registry import (
+    CHAMPION,
+    PREVIOUS,
+    older_than_champion,
+    record_deploy,
+    version_tags,
+)
 
 log = logging.getLogger(__name__)
 
 
+def _version_of_run(client: Any, model_name: str, run_id: str) -> Any | None:
+    found = client.search_model_versions(f"name='{model_name}' and run_id='{run_id}'")
+    return max(found, key=lambda v: int(v.version)) if found else None
+
+
+def register_version(client: Any, model_name: str, trained: TrainedModel,
+                     tags: dict[str, str]) -> tuple[Any, bool]:
+    """The run's registry version: found by its training run, else created with ``tags``.
+
+    Returns:
+        The version and whether it was created now.
+
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(model_name, description=f"{model_name} use case")
+    except MlflowException:
+        pass  # already registered
+    mv = _version_of_run(client, model_name, trained.run_id)
+    if mv is None:
+        return mlflow.register_model(trained.model_uri, model_name, await_registration_for=300,
+                                     tags=tags), True
+    missing = {k: v for k, v in tags.items() if (mv.tags or {}).get(k) != v}
+    for key, value in missing.items():  # repair a version an interrupted deploy left
+        client.set_model_version_tag(model_name, mv.version, key, value)
+    return mv, False
+
+
 def deploy(model_name: str, trained: TrainedModel, verdict: Verdict, snapshot: Snapshot,
            layout: RunLayout, s: Settings | None = None) -> Deployment:
-    """Register the trained model as a version of ``model_name`` and make it champion.
+    """Register the trained model as a version of ``model_name``; make it champion if newer.
 
     Idempotent: the version is found by the training run id, so re-running the same DAG
     run (which reuses its training run) never creates a second version.
@@ -23,41 +68,41 @@ def deploy(model_name: str, trained: TrainedModel, verdict: Verdict, snapshot: S
         model_name: Registered model name (the use case name).
         trained: Output of the training step (MLflow run, logged model).
         verdict: The gate's verdict (recorded as version tags; a forced verdict adds
-            ``forced_by_operator=true`` and ``force_reason``).
+            ``forced_by_operator=true`` and ``force_reason``, and may move ``champion``
+            backwards).
         snapshot: The run's raw snapshot (run key and checksum become lineage tags).
         layout: The run's paths (the statistics URI becomes a lineage tag).
         s: Settings.
 
     """
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     client = tracking.configure(s)
-    try:
-        client.create_registered_model(model_name, description=f"{model_name} use case")
-    except MlflowException:
-        pass  # already registered
-    found = client.search_model_versions(f"name='{model_name}' and run_id='{trained.run_id}'")
-    if found:
-        mv = max(found, key=lambda v: int(v.version))
-        log.info("version %s of %s already registered for run %s; reusing it",
-                 mv.version, model_name, snapshot.run_key)
-    else:
-        mv = mlflow.register_model(trained.model_uri, model_name, await_registration_for=300)
-    version = str(mv.version)
     tags = version_tags(verdict, snapshot.run_key, snapshot.checksum,
                         layout.stats_file.as_uri(), trained.run_id, tracking.git_commit())
-    for key, value in tags.items():
-        client.set_model_version_tag(model_name, version, key, value)
+    mv, created = register_version(client, model_name, trained, tags)
+    version = str(mv.version)
     try:
-        old = str(client.get_model_version_by_alias(model_name, CHAMPION).version)
+        champion = client.get_model_version_by_alias(model_name, CHAMPION)
     except MlflowException:
-        old = None
-    if old is not None and old != version:
+        champion = None
+    old = str(champion.version) if champion is not None else None
+    if old == version:
+        return Deployment(model_name, version, CHAMPION, None, created, verdict.forced,
+                          note=f"version {version} already is {CHAMPION}")
+    why_older = None if champion is None else older_than_champion(
+        version, snapshot.run_key, old, (champion.tags or {}).get("run_key"))
+    if why_older and not verdict.forced:
+        note = (f"{CHAMPION} stays version {old}: {why_older}; deploying it would move "
+                f"production backwards (use `mlp rollback` or force_deploy with a reason)")
+        log.warning("%s version %s registered, not promoted: %s", model_name, version, note)
+        return Deployment(model_name, version, CHAMPION, None, created, False, moved=False,
+                          note=note)
+    if old is not None:
         client.set_registered_model_alias(model_name, PREVIOUS, old)
     client.set_registered_model_alias(model_name, CHAMPION, version)
     record_deploy(model_name, version, old, verdict, s)
     log.info("%s version %s is now %s (previous: %s)", model_name, version, CHAMPION, old)
-    return Deployment(model=model_name, version=version, alias=CHAMPION,
-                      previous=old if old != version else None, created=not found,
-                      forced=verdict.forced)
+    return Deployment(model_name, version, CHAMPION, old, created, verdict.forced,
+                      note=f"forced over the newer version {old}: {why_older}"
+                      if why_older else "")

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tasks.core.errors import PermanentError
 from tasks.core.files import atomic_dir, read_json, sha256_file, write_json
 from tasks.core.run import SNAPSHOT_MANIFEST as MANIFEST
 from tasks.spec import DataSource
@@ -60,7 +61,10 @@ def ingest(source: DataSource, location: str, dest: Path) -> dict[str, Any]:
                 "sha256": sha256_file(target),
                 "bytes": target.stat().st_size,
             }
-        facts = source.validate(copied)
+        try:
+            facts = source.validate(copied)
+        except PermanentError as exc:
+            raise _naming_sources(exc, copied, files) from None
         combined = hashlib.sha256(
             "".join(f"{k}:{v['sha256']}\n" for k, v in sorted(entries.items())).encode()
         ).hexdigest()
@@ -76,7 +80,26 @@ def ingest(source: DataSource, location: str, dest: Path) -> dict[str, Any]:
     return manifest
 
 
+def _naming_sources(exc: PermanentError, copied: dict[str, str], files: dict[str, str]
+                    ) -> PermanentError:
+    """The same error, naming the user's files instead of their temporary copies."""
+    text = str(exc)
+    for key, copy in copied.items():
+        text = text.replace(copy, str(Path(files[key]).resolve()))
+    exc.args = (text,)
+    if hasattr(exc, "path"):
+        exc.path = next((str(Path(files[k]).resolve()) for k, c in copied.items()
+                         if c == exc.path), exc.path)
+    return exc
+
+
 def snapshot_files(snapshot_dir: Path) -> dict[str, str]:
     """File keys of a snapshot mapped to their paths inside it."""
     manifest = read_json(Path(snapshot_dir) / MANIFEST)
     return {k: str(Path(snapshot_dir) / v["file"]) for k, v in manifest["files"].items()}
+
+
+def snapshot_origins(snapshot_dir: Path) -> dict[str, str]:
+    """Snapshot file paths mapped to the user's files they were copied from (for messages)."""
+    manifest = read_json(Path(snapshot_dir) / MANIFEST)
+    return {str(Path(snapshot_dir) / v["file"]): v["source"] for v in manifest["files"].values()}

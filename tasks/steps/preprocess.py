@@ -421,7 +421,7 @@ def _run_beam(source: DataSource, files: Mapping[str, str], prep: PreprocessSpec
 
 
 def _check_bad_rows(bad: list[dict[str, Any]], good: int, prep: PreprocessSpec,
-                    quarantine: Path) -> None:
+                    quarantine: Path, origins: Mapping[str, str]) -> None:
     """Write the quarantine file; fail past ``max_bad_fraction`` naming the first bad row.
 
     Raises:
@@ -429,6 +429,9 @@ def _check_bad_rows(bad: list[dict[str, Any]], good: int, prep: PreprocessSpec,
 
     """
     total = good + len(bad)
+    for record in bad:  # name the user's file; the snapshot copy is kept beside it
+        if record["file"] in origins:
+            record["snapshot_file"], record["file"] = record["file"], origins[record["file"]]
     if bad:
         quarantine.write_text("".join(json.dumps(r, default=str) + "\n" for r in bad))
         log.warning("%d bad rows quarantined to %s", len(bad), quarantine)
@@ -467,6 +470,7 @@ def preprocess(
     out_dir: Path,
     runner: str = "direct",
     runner_options: Sequence[str] = (),
+    origins: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run the Beam preprocessing pipeline and atomically publish its outputs.
 
@@ -478,6 +482,8 @@ def preprocess(
         out_dir: Final dataset directory for this run.
         runner: Beam runner (see :func:`tasks.steps.beam_runner.make_pipeline`).
         runner_options: Pass-through Beam options.
+        origins: Snapshot file -> the user's file it was copied from, so messages and
+            quarantine records name the file the user can fix.
 
     Returns:
         The dataset manifest (per-split rows and class counts, shard files, counters).
@@ -494,7 +500,8 @@ def preprocess(
     quarantine = quarantine_file_for(out_dir)
     with atomic_dir(out_dir) as tmp:
         summary, counters = _run_beam(source, files, prep, split, tmp, runner, runner_options)
-        _check_bad_rows(summary["bad"], sum(summary["sizes"].values()), prep, quarantine)
+        _check_bad_rows(summary["bad"], sum(summary["sizes"].values()), prep, quarantine,
+                        origins or {})
         files_by_split = _complete_shards(tmp, split)
         stats = summary["stats"]
         write_json(tmp / FEATURE_SPEC,

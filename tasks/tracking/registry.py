@@ -92,6 +92,28 @@ def champion_run(model_name: str, s: Settings | None = None) -> dict[str, Any] |
     return {"version": str(mv.version), "run_id": mv.run_id, "metrics": metrics}
 
 
+def is_date_key(key: str | None) -> bool:
+    """Whether a run key is a logical date (``YYYYmmddTHHMMSSZ``), hence orderable."""
+    return bool(key) and len(key) == 16 and key[8] == "T" and key.endswith("Z") \
+        and key[:8].isdigit() and key[9:15].isdigit()
+
+
+def older_than_champion(version: str, run_key: str, champion_version: str,
+                        champion_run_key: str | None) -> str | None:
+    """Why ``version`` is older than the champion (pure), or None when it is not.
+
+    Older means registered before the champion, or trained for an earlier logical date
+    (when both run keys are dates). Deploying it would move production backwards.
+    """
+    if int(version) < int(champion_version):
+        return (f"version {version} was registered before the champion, version "
+                f"{champion_version}")
+    if is_date_key(run_key) and is_date_key(champion_run_key) and run_key < champion_run_key:
+        return (f"its run {run_key} is for an earlier logical date than the champion's "
+                f"(version {champion_version}, run {champion_run_key})")
+    return None
+
+
 def _alias_version(client: Any, model_name: str, alias: str) -> str | None:
     from mlflow.exceptions import MlflowException
 

@@ -66,3 +66,39 @@ def log_dataset(path: Path, name: str, digest: str, context: str) -> None:
 
     source = resolve_dataset_source(Path(path).resolve().as_uri())
     mlflow.log_input(MetaDataset(source=source, name=name, digest=digest[:36]), context=context)
+
+
+ORPHANED_TAG = "mlp.orphaned"
+
+
+def fail_orphaned_runs(use_case: str, run_key: str, completed: frozenset[str] = frozenset(),
+                       s: Settings | None = None) -> list[str]:
+    """End the MLflow runs of a pipeline run that a killed task left RUNNING.
+
+    Called before a step (re)starts: no other task of the same pipeline run can be running
+    then (one active DAG run per use case), so a RUNNING run with this run key is an orphan.
+    It is marked FAILED (its partial artifacts stay for inspection, never used as a model),
+    except a run in ``completed`` (training finished and its result was published; a later
+    step was killed while logging to it), which is marked FINISHED. Either way a tag says
+    what happened.
+
+    Returns:
+        The ids of the runs ended.
+
+    """
+    from datetime import UTC, datetime
+
+    client = configure(s)
+    exp = client.get_experiment_by_name(use_case)
+    if exp is None:
+        return []
+    orphans = client.search_runs(
+        [exp.experiment_id],
+        f"tags.run_key = '{run_key}' and attributes.status = 'RUNNING'")
+    for run in orphans:
+        client.set_tag(run.info.run_id, ORPHANED_TAG,
+                       f"its task was killed before it finished; marked FAILED when the run "
+                       f"was resumed at {datetime.now(UTC).isoformat(timespec='seconds')}")
+        client.set_terminated(run.info.run_id, status="FINISHED"
+                              if run.info.run_id in completed else "FAILED")
+    return [run.info.run_id for run in orphans]

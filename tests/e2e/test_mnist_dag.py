@@ -37,7 +37,7 @@ def source(tmp_path_factory):
 def test_mnist_dag_end_to_end(airflow_db, own_mlflow, source):
     from tasks.core.run import RunLayout
     from tasks.orchestration.dag_factory import build_dag
-    from tasks.serve import create_app
+    from tasks.serving import create_app
     from tasks.spec import catalog
     from tasks.tracking import configure
 

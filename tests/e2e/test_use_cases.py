@@ -110,7 +110,7 @@ def test_every_use_case_runs_registers_and_serves(airflow_db, own_mlflow, digits
     from tasks.core.run import RunLayout, run_key
     from tasks.operations.examples import write_example_request
     from tasks.orchestration.dag_factory import build_dag
-    from tasks.serve import create_app
+    from tasks.serving import create_app
     from tasks.tracking import configure
 
     client = configure()

@@ -181,14 +181,15 @@ def register(s, name: str, logged: Logged, alias: str | None = "champion") -> st
 class RunningServer:
     """The REST server on a free loopback port in a thread (real uvicorn)."""
 
-    def __init__(self, s, models=SERVED):
+    def __init__(self, s, models=SERVED, options=None, headers=None):
         import uvicorn
 
-        from tasks.serve import create_app
+        from tasks.serving import create_app
 
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.app = create_app(s, models=models)
+        self.app = create_app(s, models=models, options=options)
+        self.headers = headers or {}
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1",
                                                     port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -198,7 +199,8 @@ class RunningServer:
         deadline = time.time() + 120
         while time.time() < deadline:
             try:
-                if httpx.get(f"{self.base}/readyz").status_code == 200:
+                if httpx.get(f"{self.base}/readyz",
+                             headers=self.headers).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass

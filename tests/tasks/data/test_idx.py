@@ -79,3 +79,11 @@ def test_corrupt_gzip_names_file(tmp_path):
 def test_parse_bytes_without_file():
     arr = parse_idx(b"\x00\x00\x08\x01\x00\x00\x00\x02\x07\x09")
     assert arr.tolist() == [7, 9]
+
+
+def test_a_file_of_the_wrong_kind_is_reported_by_its_magic_number(tmp_path):
+    path = write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros((3, 28, 28), np.uint8))
+    with pytest.raises(IdxFormatError, match=r"t10k-labels-idx1-ubyte: bad magic number "
+                                             r"0x00000803: it declares 3 dimensions, this "
+                                             r"file must have 1 \(magic 0x00000801\)"):
+        read_idx(path, ndim=1)

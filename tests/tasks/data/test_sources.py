@@ -51,7 +51,8 @@ def test_labels_swapped_with_images(mnist_dir):
     (mnist_dir / "train-images-idx3-ubyte.gz").write_bytes(
         (mnist_dir / "train-labels-idx1-ubyte.gz").read_bytes())
     src = IdxImageSource()
-    with pytest.raises(IdxFormatError, match="expected uint8 images"):
+    with pytest.raises(IdxFormatError, match="bad magic number 0x00000801: it declares 1 "
+                                             "dimensions, this file must have 3"):
         src.validate(src.files(str(mnist_dir)))
 
 
@@ -67,3 +68,13 @@ def test_out_of_range_labels_leave_the_batch_as_bad_records(mnist_dir):
                                                                 (250, "label", 255)]
     assert bad[0]["file"].endswith("train-labels-idx1-ubyte.gz")
     assert 3 not in batches[0]["row"]
+
+
+def test_a_header_only_csv_is_refused_naming_the_file(tmp_path):
+    from tasks.data.sources import Column, SourceError, TabularSource
+
+    source = TabularSource(columns=(Column("x"), Column("y")), layout={"all": "t.csv"},
+                           default_location=str(tmp_path))
+    (tmp_path / "t.csv").write_text("x,y\n")
+    with pytest.raises(SourceError, match=r"t\.csv: has a header but no data rows"):
+        source.validate(source.files(str(tmp_path)))

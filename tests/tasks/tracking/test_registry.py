@@ -30,10 +30,44 @@ def trained_of(logged):
                         train_seconds=0.0)
 
 
-def _deploy(s, name, logged, run_key="20260301T000000Z"):
+def _deploy(s, name, logged, run_key="20260301T000000Z", verdict=VERDICT):
     layout = RunLayout(Path("/data"), name, run_key)
-    return deploy(name, trained_of(logged), VERDICT, Snapshot(run_key, "", "a" * 64), layout,
+    return deploy(name, trained_of(logged), verdict, Snapshot(run_key, "", "a" * 64), layout,
                   s).to_xcom()
+
+
+def test_champion_moves_only_forward_unless_forced_or_rolled_back(reg_settings,
+                                                                   logged_models):
+    good, weak, older = (logged_models[k] for k in ("good", "weak", "uint8"))
+    assert _deploy(reg_settings, "reg_fwd", good, "20260301T000000Z")["version"] == "1"
+    assert _deploy(reg_settings, "reg_fwd", weak, "20260302T000000Z")["moved"] is True
+    # Re-running the first run reuses its version and leaves production alone.
+    rerun = _deploy(reg_settings, "reg_fwd", good, "20260301T000000Z")
+    assert (rerun["version"], rerun["moved"], rerun["created"]) == ("1", False, False)
+    assert "registered before the champion" in rerun["note"]
+    assert _aliases(reg_settings, "reg_fwd") == {"champion": "2", "previous": "1"}
+    # A backfill of an earlier date gets a new version, not production.
+    backfill = _deploy(reg_settings, "reg_fwd", older, "20260201T000000Z")
+    assert (backfill["version"], backfill["moved"]) == ("3", False)
+    assert "earlier logical date" in backfill["note"]
+    assert _aliases(reg_settings, "reg_fwd")["champion"] == "2"
+    # An operator may force it, with a reason; rollback still works.
+    forced = replace(VERDICT, forced=True, force_reason="INC-9 revert")
+    assert _deploy(reg_settings, "reg_fwd", older, "20260201T000000Z", forced)["moved"]
+    assert _aliases(reg_settings, "reg_fwd") == {"champion": "3", "previous": "2"}
+    rollback("reg_fwd", reg_settings)
+    assert _aliases(reg_settings, "reg_fwd")["champion"] == "2"
+
+
+def test_a_version_missing_lineage_tags_is_repaired_on_redeploy(reg_settings, logged_models):
+    from tasks import tracking
+
+    _deploy(reg_settings, "reg_repair", logged_models["good"])
+    client = tracking.configure(reg_settings)
+    client.delete_model_version_tag("reg_repair", "1", "data_checksum")  # a killed deploy
+    again = _deploy(reg_settings, "reg_repair", logged_models["good"])
+    assert again["created"] is False
+    assert client.get_model_version("reg_repair", "1").tags["data_checksum"] == "a" * 64
 
 
 def _aliases(s, name):
@@ -48,7 +82,8 @@ def test_deploy_tags_then_rollback_swaps_champion_and_previous(reg_settings, log
 
     first = _deploy(reg_settings, "reg_roll", logged_models["good"], "20260301T000000Z")
     assert first == {"model": "reg_roll", "version": "1", "alias": "champion",
-                     "previous": None, "created": True, "forced": False}
+                     "previous": None, "created": True, "forced": False, "moved": True,
+                     "note": ""}
     second = _deploy(reg_settings, "reg_roll", logged_models["weak"], "20260302T000000Z")
     assert (second["version"], second["previous"]) == ("2", "1")
     assert _aliases(reg_settings, "reg_roll") == {"champion": "2", "previous": "1"}
