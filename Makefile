@@ -10,7 +10,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CHROMIUM := /usr/bin/chromium
 CHROMEDRIVER := /usr/bin/chromedriver
 
-.PHONY: install browser compose-tool data run test test-fast lint clean lock up down status
+.PHONY: install browser compose-tool audio-synth data data-text run test test-fast lint clean lock up down status
 
 # pip's output goes to a log file (shown when it fails): the console keeps one line.
 $(STAMP): pyproject.toml constraints.txt
@@ -54,6 +54,23 @@ compose-tool:
 	  fi; \
 	fi
 
+# fluidsynth + the FluidR3 General MIDI soundfont: gtzan_genres' default data generator
+# renders its clips with them. Installed when missing (root only).
+SOUNDFONT := /usr/share/sounds/sf2/FluidR3_GM.sf2
+audio-synth:
+	@if ! command -v fluidsynth >/dev/null || [ ! -f $(SOUNDFONT) ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    (apt-get install -y -qq fluidsynth fluid-soundfont-gm || \
+	     (apt-get update -qq && apt-get install -y -qq fluidsynth fluid-soundfont-gm)) \
+	    >/dev/null || echo "could not install fluidsynth/fluid-soundfont-gm: gtzan_genres" \
+	                       "needs --source with real GTZAN clips"; \
+	  else \
+	    echo "fluidsynth missing: install Debian packages fluidsynth and fluid-soundfont-gm" \
+	         "for gtzan_genres' generated clips"; \
+	  fi; \
+	fi
+
 # Default data: Fashion-MNIST from Debian (MNIST's IDX format), installed when missing.
 data:
 	@if [ ! -f $(FASHION_MNIST) ]; then \
@@ -63,6 +80,21 @@ data:
 	  else \
 	    echo "Fashion-MNIST missing: install Debian package dataset-fashion-mnist," \
 	         "or run: mlp run mnist --source DIR_WITH_IDX_FILES"; exit 1; \
+	  fi; \
+	fi
+
+# Default corpus of ptb_lm: real English from Debian's WordNet glosses and fortune cookies
+# (tasks/data/text.py builds it in PTB's conventions), installed when missing.
+TEXT_DATA := /usr/share/wordnet/data.noun /usr/share/games/fortunes/fortunes
+data-text:
+	@for f in $(TEXT_DATA); do [ -f $$f ] || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get install -y -qq wordnet-base fortunes || \
+	     (apt-get update -qq && apt-get install -y -qq wordnet-base fortunes)) >/dev/null; \
+	  else \
+	    echo "English corpus missing: install Debian packages wordnet-base and fortunes," \
+	         "or run: mlp run ptb_lm --source DIR_WITH_PTB_FILES"; exit 1; \
 	  fi; \
 	fi
 
@@ -84,7 +116,7 @@ down:
 status:
 	infra/services.sh status
 
-test: install browser compose-tool
+test: install browser compose-tool data-text audio-synth
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q

@@ -44,12 +44,20 @@ class DatasetContractError(ValueError):
 
 def output_spec(prep: PreprocessSpec, schema: Mapping[str, Mapping[str, Any]],
                 stats: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The TFRecord feature spec: raw uint8 images, packed float32 features, the label."""
+    """The TFRecord feature spec.
+
+    Raw uint8 images, token-id windows, packed float32 features, the label.
+    """
     spec: dict[str, dict[str, Any]] = {}
     packed = prep.packed
     for f in prep.raw:
         spec[f.name] = {"dtype": "uint8", "shape": list(schema[f.name]["shape"]),
                         "encoding": "raw"}
+    for f in prep.text:  # token-id windows: input + the target shifted by one
+        spec[f.name] = {"dtype": "int32", "shape": [f.sequence_length + 1], "encoding": "raw",
+                        "tokenizer": f.tokenizer,
+                        "vocab_size": stats.get("features", {}).get(f.name, {})
+                        .get("vocab_size")}
     if packed:
         spec[PACKED] = {
             "dtype": "float32", "shape": [output_width(packed, stats)], "encoding": "raw",

@@ -94,5 +94,11 @@ def anomaly_score_layer() -> type:
 
 def register_all() -> None:
     """Register every custom layer with Keras (call before loading a saved model)."""
+    from tasks.features.audio import audio_layers
+
     feature_transform_layer()
     anomaly_score_layer()
+    from tasks.features.text_layers import text_layers
+
+    text_layers()
+    audio_layers()

@@ -11,7 +11,10 @@ Supported per-feature transforms (``Feature.transform``):
 - ``clip``: clip to the ``clip_quantiles`` of the training split;
 - ``vocab``: categorical value -> index in the training vocabulary (unknown -> len(vocab));
 - ``onehot``: vocabulary index as a one-hot block;
-- ``uint8``: image bytes kept as raw uint8 (the model rescales with the stats).
+- ``uint8``: image bytes kept as raw uint8 (the model rescales with the stats);
+- ``tokens``: text tokenised (:func:`tasks.features.text.tokens`) into a top-k vocabulary
+  with ``<unk>`` (a :class:`tasks.features.text.TextFeature`; the ids are written as
+  windows).
 
 ``log1p=True`` applies ``log1p`` before the analyzer, so ``zscore`` of ``log1p(x)`` works.
 Analyzers run on the training split only; validation and test are transformed with them.
@@ -71,6 +74,9 @@ class Analyzer:
             return acc
         for f in self.features:
             v = cols[f.name]
+            if f.transform == "tokens":
+                self._add_tokens(acc, f, v)
+                continue
             if f.transform in CATEGORICAL:
                 vals, counts = np.unique(v.astype(str), return_counts=True)
                 voc = acc["features"].setdefault(f.name, {"vocab": {}})["vocab"]
@@ -99,6 +105,22 @@ class Analyzer:
             for lab, c in zip(labels.tolist(), counts.tolist(), strict=True):
                 acc["classes"][lab] = acc["classes"].get(lab, 0) + c
         return acc
+
+    @staticmethod
+    def _add_tokens(acc: dict[str, Any], f: Feature, lines: np.ndarray) -> None:
+        """Count the tokens of a batch of lines (``<eos>`` once per line)."""
+        from collections import Counter
+
+        from tasks.features.text import tokens
+
+        counts: Counter[str] = Counter()
+        for line in lines.tolist():
+            counts.update(tokens(line, f.tokenizer))
+        if f.eos:
+            counts[f.eos] += len(lines)
+        voc = acc["features"].setdefault(f.name, {"vocab": {}})["vocab"]
+        for tok, c in counts.items():
+            voc[tok] = voc.get(tok, 0) + c
 
     def merge(self, accs: Iterable[dict[str, Any]]) -> dict[str, Any]:
         """Merge accumulators (associative and commutative)."""
@@ -135,6 +157,10 @@ class Analyzer:
             if "vocab" in a:
                 # Most frequent first, ties by value: deterministic across runs and runners.
                 ordered = sorted(a["vocab"].items(), key=lambda kv: (-kv[1], kv[0]))
+                f = by_name.get(name)
+                if f is not None and f.transform == "tokens":
+                    feats[name] = _top_k(ordered, f)
+                    continue
                 feats[name] = {"vocab": [k for k, _ in ordered],
                                "counts": [c for _, c in ordered]}
                 continue
@@ -150,6 +176,26 @@ class Analyzer:
             feats[name] = st
         return {"rows": acc["rows"], "features": feats,
                 "class_counts": {str(k): v for k, v in sorted(acc["classes"].items())}}
+
+
+def _top_k(ordered: list[tuple[str, int]], f: Any) -> dict[str, Any]:
+    """Top-k vocabulary of a ``tokens`` feature.
+
+    The ``top_k - 1`` most frequent tokens after ``<unk>`` (id 0; the input's own
+    ``<unk>`` tokens count for it), and the share of tokens it covers.
+    """
+    total = sum(c for _, c in ordered)
+    known = [(t, c) for t, c in ordered if t != f.unk]
+    if f.top_k is not None:
+        known = known[: f.top_k - (1 if f.unk else 0)]
+    covered = sum(c for _, c in known)
+    return {
+        "vocab": [t for t, _ in known], "counts": [c for _, c in known],
+        "tokens": total, "distinct": len(ordered), "unk": f.unk, "eos": f.eos,
+        "unk_rate": (total - covered) / total if total else 0.0,
+        "tokenizer": f.tokenizer, "sequence_length": f.sequence_length,
+        "vocab_size": len(known) + (1 if f.unk else 0),
+    }
 
 
 def output_width(features: Sequence[Feature], stats: Mapping[str, Any]) -> int:

@@ -8,7 +8,11 @@ An objective owns, for one kind of model, everything the steps must not branch o
   the anomaly threshold), which ships with the model;
 - the export head (:meth:`Objective.head`) appended to the served model;
 - the test metrics and plots (:meth:`Objective.evaluate`) and the names of the scalar
-  metrics it produces (:attr:`Objective.metrics`: a gate must use one of them).
+  metrics it produces (:attr:`Objective.metrics`: a gate must use one of them);
+- optionally, what a kind does differently end to end (language models): the batches it
+  trains on (:meth:`Objective.dataset`), extra training callbacks
+  (:meth:`Objective.callbacks`), and a served model of its own taking other inputs than
+  the trained one (:meth:`Objective.serving_model`, :meth:`Objective.serving_example`).
 
 The training and evaluation steps call these in a fixed order; a new kind of model is a
 new subclass registered in :mod:`tasks.objectives`, with no edit to the steps.
@@ -82,6 +86,25 @@ class Objective:
                  calibration: Mapping[str, Any], out_dir: Path) -> EvalOutput:
         """Test metrics and plots of the trained model (PNGs written into ``out_dir``)."""
         raise NotImplementedError(f"objective {self.kind!r} does not evaluate")
+
+    def dataset(self, reader: DatasetReader, model: ModelSpec, split: str, batch_size: int,
+                shuffle_seed: int | None = None) -> Any:
+        """Batched ``(inputs, targets)`` of one split for fitting (default: the target)."""
+        return reader.split(split, model.input_key, model.label_key, batch_size,
+                            target=self.target(model), shuffle_seed=shuffle_seed)
+
+    def callbacks(self, params: Mapping[str, Any]) -> list[Any]:
+        """Keras callbacks added to the fit, before the ones that record the logs."""
+        return []
+
+    def serving_model(self, name: str, model: ModelSpec, trained: Any,
+                      stats: Mapping[str, Any]) -> Any | None:
+        """A served model of the kind's own (e.g. text in), or None for the default."""
+        return None
+
+    def serving_example(self, model: ModelSpec, reader: DatasetReader) -> Any | None:
+        """Two inputs as a client sends them, for a kind's own served model (or None)."""
+        return None
 
 
 def predictions(trained: Any, reader: DatasetReader, model: ModelSpec,

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks import objectives
 from tasks.core.run import RunLayout
 from tasks.data.tfrecord import DatasetReader
 from tasks.spec import catalog
@@ -31,6 +32,25 @@ def write_example_request(use_case: str, layout: RunLayout, n: int = 2) -> Path 
     spec = catalog.get(use_case)
     if spec.model is None:
         return None
-    x = serving_example(spec, DatasetReader.open(layout.dataset_dir), n)
-    layout.request_file.write_text(json.dumps({"instances": plain(x)}))
+    mk = spec.model
+    if mk.serving_input is not None:  # raw media in: send files of the snapshot, base64
+        import base64
+
+        from tasks.steps.ingest import snapshot_files
+
+        files = snapshot_files(layout.raw_dir)
+        first: dict[str, str] = {}
+        for key in sorted(k for k in files if "/" in k):  # one file per label folder
+            first.setdefault(key.split("/", 1)[0], files[key])
+        paths = list(first.values())[:n]
+        layout.request_file.write_text(json.dumps({"instances": [
+            {"b64": base64.b64encode(Path(p).read_bytes()).decode()} for p in paths]}))
+        return layout.request_file
+    reader = DatasetReader.open(layout.dataset_dir)
+    own = objectives.get(mk.objective).serving_example(mk, reader)  # e.g. text
+    if own is not None:
+        instances = own.tolist()[:n]
+    else:
+        instances = plain(serving_example(spec, reader, n))
+    layout.request_file.write_text(json.dumps({"instances": instances}))
     return layout.request_file

@@ -148,11 +148,15 @@ def _train(spec: UseCaseSpec, snapshot: Snapshot, dataset: Dataset) -> TrainedMo
 
 def _evaluate(spec: UseCaseSpec, snapshot: Snapshot, dataset: Dataset,
               trained: TrainedModel) -> Evaluation:
+    from pathlib import Path
+
     from tasks.steps.evaluate import evaluate
+    from tasks.steps.ingest import snapshot_files
 
     layout = RunLayout.of(spec.name, snapshot.run_key)
     with step("evaluate", spec, layout.key) as out:
-        evaluation = evaluate(spec, dataset.dataset_dir, trained, layout.evaluation_dir)
+        evaluation = evaluate(spec, dataset.dataset_dir, trained, layout.evaluation_dir,
+                              raw_files=snapshot_files(Path(snapshot.snapshot_dir)))
         value = evaluation.metrics.get(spec.gate.metric)
         out.summary = f"{spec.gate.metric}={value:.4f}" if value is not None else (
             f"no {spec.gate.metric} in {sorted(evaluation.metrics)}")

@@ -86,6 +86,17 @@ async def _resolve(request: Request) -> Served | Response:
         return _error(404, str(exc))
 
 
+def _reason(message: str | None) -> str:
+    """The model's own words from a TF error: a failed assertion's message, else line 1."""
+    import re
+
+    text = message or "invalid input"
+    hit = re.search(r"assertion failed: \[(.*?)\]", text, re.S)
+    if hit:
+        return hit.group(1).strip()
+    return re.sub(r"\{\{[^}]*\}\}\s*", "", text).strip().splitlines()[0]
+
+
 async def _run_model(served: Served, batch: Any) -> Any | Response:
     """The model's outputs for a validated batch (large batches off the event loop)."""
     try:
@@ -96,7 +107,7 @@ async def _run_model(served: Served, batch: Any) -> Any | Response:
         import tensorflow as tf
 
         if isinstance(exc, tf.errors.InvalidArgumentError):
-            return _error(400, f"the model rejected the input: {exc.message}")
+            return _error(400, f"the model rejected the input: {_reason(exc.message)}")
         log.exception("predict failed for %s version %s", served.name, served.version)
         return _error(500, f"prediction failed: {type(exc).__name__}")
 
@@ -123,7 +134,10 @@ async def _parse(request: Request, served: Served) -> tuple[Any, str] | Response
 
 
 async def _encode(request: Request, out: Any, key: str) -> bytes:
-    values = sum(v.size for v in out.values()) if isinstance(out, dict) else out.size
+    import numpy as np
+
+    # np.size: text outputs are lists of str (see store._text), numbers are arrays.
+    values = sum(np.size(v) for v in out.values()) if isinstance(out, dict) else np.size(out)
     if values <= limits.OFFLOAD_OUTPUT_VALUES:
         return encode_outputs(out, key)
     return await request.app.state.offload.run(encode_outputs, out, key)

@@ -204,9 +204,9 @@ def _typed(arr: np.ndarray, data: Any, sig: Signature) -> np.ndarray:
     kind = arr.dtype.kind
     label = f"input {sig.input_name!r} ({sig.input_dtype})"
     if sig.input_dtype == "string":
-        bad = next((v for v in arr.flat if not isinstance(v, str | bytes)), None)
-        if bad is not None:
-            raise BadRequest(f"{label} takes strings, got {type(bad).__name__} values")
+        bad = [v for v in arr.flat if not isinstance(v, str | bytes)][:1]
+        if bad:  # (a list: a null is a bad value too, so None cannot mean "none found")
+            raise BadRequest(f"{label} takes strings, got {type(bad[0]).__name__} values")
         return arr
     if kind == "O" and _has_b64(data):
         raise BadRequest(f'binary {{"b64": ...}} values are accepted for uint8 and string '

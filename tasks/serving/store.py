@@ -56,6 +56,14 @@ class Served:
         return self.predict(batch)
 
 
+
+def _text(value: np.ndarray) -> Any:
+    """String outputs come back as object arrays of bytes: answer them as UTF-8 text."""
+    if value.dtype != object:
+        return value
+    return np.vectorize(lambda b: b.decode("utf-8", "replace") if isinstance(b, bytes) else b,
+                        otypes=[object])(value).tolist()
+
 def load_version(name: str, version: str, s: Settings | None = None) -> Served:
     """Load one registered version into a concrete ``tf.function`` (traced once, here).
 
@@ -87,10 +95,16 @@ def load_version(name: str, version: str, s: Settings | None = None) -> Served:
     def predict(batch: np.ndarray) -> Any:
         out = concrete(tf.constant(batch))
         if isinstance(out, dict):
-            return {k: v.numpy() for k, v in out.items()}
-        return out.numpy()
+            return {k: _text(v.numpy()) for k, v in out.items()}
+        return _text(out.numpy())
 
-    predict(example_batch(sig))  # first call allocates; keep that off the first request
+    try:
+        predict(example_batch(sig))  # first call allocates; keep that off the first request
+    except tf.errors.InvalidArgumentError:
+        # A model that parses its string input (e.g. WAV bytes) refuses the empty
+        # warm-up value; the allocation happened all the same.
+        if sig.input_dtype != "string":
+            raise
     class_names: list[str] = []
     if mv.run_id:
         try:

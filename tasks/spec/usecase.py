@@ -148,7 +148,8 @@ class Feature:
     clip_quantiles: tuple[float, float] = (0.001, 0.999)
 
     def __post_init__(self) -> None:
-        known = {"identity", "minmax", "zscore", "clip", "vocab", "onehot", "uint8"}
+        known = {"identity", "minmax", "zscore", "clip", "vocab", "onehot", "uint8",
+                 "tokens"}
         if self.transform not in known:
             raise SpecError(f"feature {self.name!r}: unknown transform {self.transform!r}; "
                             f"choose one of {sorted(known)}")
@@ -183,7 +184,12 @@ class PreprocessSpec:
     @property
     def packed(self) -> tuple[Feature, ...]:
         """Features transformed and packed, in order, into the float32 ``features`` vector."""
-        return tuple(f for f in self.features if not f.is_raw)
+        return tuple(f for f in self.features if not f.is_raw and f.transform != "tokens")
+
+    @property
+    def text(self) -> tuple[Feature, ...]:
+        """Text features, written as token-id windows (a ``TextFeature``)."""
+        return tuple(f for f in self.features if f.transform == "tokens")
 
     @property
     def raw(self) -> tuple[Feature, ...]:
@@ -252,6 +258,14 @@ class ModelSpec:
             on one of them is checked before any run (``mlp validate``).
         default_epochs: Optional ``default_epochs(params) -> int`` used when the run's
             ``epochs`` param is 0 (e.g. per model variant).
+        serving_input: Optional front end of the served model for packed features
+            computed from raw media: an object with ``build() -> (keras input, tensor of
+            the source's feature columns)`` and ``example() -> numpy batch of raw inputs``
+            (e.g. :class:`tasks.features.audio.WavInput`: WAV bytes -> MFCC statistics).
+            The transform layer and the trained model follow it in the served model.
+        extra_plots: Optional ``extra_plots(raw_files, out_dir) -> [png paths]`` drawn
+            from the run's raw snapshot by the evaluation step and logged with the run
+            (e.g. an MFCC picture of one clip per class).
 
     """
 
@@ -264,6 +278,8 @@ class ModelSpec:
     extra_metrics: Callable[[Any, Mapping[str, Any]], dict[str, float]] | None = None
     extra_metric_names: tuple[str, ...] = ()
     default_epochs: Callable[[Mapping[str, Any]], int] | None = None
+    serving_input: Any = None
+    extra_plots: Callable[[Mapping[str, str], Any], list[Any]] | None = None
 
 
 @dataclass(frozen=True)

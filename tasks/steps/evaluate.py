@@ -50,7 +50,8 @@ def log_evaluation(run_id: str, scalars: Mapping[str, float], report: Mapping[st
 
 
 def evaluate(spec: UseCaseSpec, dataset_dir: Path, trained: TrainedModel, out_dir: Path,
-             s: Settings | None = None) -> Evaluation:
+             s: Settings | None = None,
+             raw_files: Mapping[str, str] | None = None) -> Evaluation:
     """Score the trained model on the test split and log metrics and plots to MLflow.
 
     Args:
@@ -59,6 +60,8 @@ def evaluate(spec: UseCaseSpec, dataset_dir: Path, trained: TrainedModel, out_di
         trained: Output of the training step.
         out_dir: The run's evaluation folder (appears atomically, replaced whole).
         s: Settings.
+        raw_files: The run's raw snapshot files, for the use case's ``extra_plots``
+            (e.g. an MFCC picture of one clip per genre).
 
     Returns:
         The scalar metrics (small enough for XCom) and where the full report is.
@@ -77,9 +80,12 @@ def evaluate(spec: UseCaseSpec, dataset_dir: Path, trained: TrainedModel, out_di
             served = keras.models.load_model(trained.model_path)
             report.update({k: float(v) for k, v in
                            spec.model.extra_metrics(served, reader.stats).items()})
+        pngs = list(out.plots)
+        if spec.model.extra_plots is not None and raw_files:
+            pngs.extend(Path(p) for p in spec.model.extra_plots(raw_files, tmp))
         scalars = scalar_metrics(report)
         write_json(tmp / EVALUATION, report)
-        log_evaluation(trained.run_id, scalars, report, out.plots, s)
+        log_evaluation(trained.run_id, scalars, report, pngs, s)
     log.info("evaluation of %s: %s", spec.name,
              {k: round(v, 4) for k, v in scalars.items()
               if not k.startswith(("test_precision_", "test_recall_"))})

@@ -52,11 +52,15 @@ def ingest(source: DataSource, location: str, dest: Path) -> dict[str, Any]:
         copied: dict[str, str] = {}
         entries: dict[str, dict[str, Any]] = {}
         for key, src in sorted(files.items()):
-            target = tmp / Path(src).name
+            # Keys with folders (media sources: "<label>/<file>") keep them, so equal
+            # file names in different label folders cannot collide in the snapshot.
+            rel = Path(key) if "/" in key else Path(Path(src).name)
+            target = tmp / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, target)
             copied[key] = str(target)
             entries[key] = {
-                "file": target.name,
+                "file": rel.as_posix(),
                 "source": str(Path(src).resolve()),
                 "sha256": sha256_file(target),
                 "bytes": target.stat().st_size,

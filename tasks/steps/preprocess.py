@@ -43,6 +43,7 @@ from tasks.data.tfrecord import (
     pack_raw,
     shard_name,
 )
+from tasks.features.text import TextFeature, line_ids, tokens, windows
 from tasks.features.transforms import Analyzer, apply_numpy
 from tasks.spec import RATIO, DataSource, Feature, PreprocessSpec, SplitSpec
 from tasks.steps.beam_runner import make_pipeline
@@ -242,6 +243,72 @@ class Route(beam.DoFn):
                 yield int(code) * _SHARD_BASE + int(s), {"pos": pos[sel], "records": records}
 
 
+# Text use cases: batches of lines -> token-id windows -> TFRecord pieces (instead of Route).
+class TextRoute(beam.DoFn):
+    """Tokenise a batch of lines and key its id windows by (split, shard).
+
+    Takes the place of :class:`Route` when the use case has a ``tokens`` feature. Per
+    batch of lines (never per line), with the training vocabulary from the full-pass
+    analyzer: each line -> token ids (``<eos>`` appended); the lines of each split, in
+    file order, are concatenated into one id stream and cut into windows of
+    ``sequence_length + 1`` ids (input + the target shifted by one); the windows are
+    encoded and keyed by (split, shard). Lines keep their file order (a language model
+    needs the running text; training shuffles windows instead); which shard a batch goes
+    to depends only on its first line number, so output is deterministic. A line with a
+    token outside a vocabulary without ``<unk>`` is quarantined.
+    """
+
+    def __init__(self, prep: PreprocessSpec, shards: Mapping[str, int],
+                 files: Mapping[str, str]) -> None:
+        feats = [f for f in prep.features if f.transform == "tokens"]
+        if len(feats) != 1 or not isinstance(feats[0], TextFeature):
+            raise ValueError("a text use case has exactly one TextFeature (transform tokens)")
+        self._prep = prep
+        self._feature = feats[0]
+        self._shards = dict(shards)
+        self._files = dict(files)  # partition -> file, to name it in quarantine records
+        self._windows = Metrics.counter("preprocess", "windows")
+
+    def process(self, batch: dict[str, Any], plan: dict[str, Any], stats: dict[str, Any]
+                ) -> Iterator[tuple[int, dict[str, Any]]]:
+        f = self._feature
+        bad = list(batch["_bad"])
+        rows = batch["row"]
+        if len(rows):
+            train = stats["train"]
+            vocab = train["features"][f.name]["vocab"]
+            spec = output_spec(self._prep, {}, train)
+            ids = line_ids(batch[f.name].tolist(), f, vocab)
+            unknown = [i for i, x in enumerate(ids) if x is None]
+            for i in unknown:
+                toks = tokens(batch[f.name][i], f.tokenizer)
+                unseen = sorted(set(toks) - set(vocab))
+                bad.append({"file": self._files.get(batch["partition"]),
+                            "partition": batch["partition"],
+                            "line": int(rows[i]) + 1, "row": int(rows[i]), "field": f.name,
+                            "value": batch[f.name][i][:80],
+                            "reason": f"tokens not in the training vocabulary: {unseen[:10]}"})
+            codes, _ = _locate(batch, plan)
+            part = sorted(plan["partitions"]).index(batch["partition"])
+            first = int(rows[0])
+            for code in np.unique(codes):
+                members = [ids[i] for i in np.flatnonzero(codes == code) if ids[i] is not None]
+                if not members:
+                    continue
+                w = windows(np.concatenate(members), f.sequence_length)
+                if not len(w):
+                    continue
+                name = SPLITS[code]
+                shard = (first // self._prep.batch_size) % self._shards.get(name, 1)
+                # Window order in the shard: partition, then line, then window.
+                pos = part * 10**15 + first * 10**6 + np.arange(len(w), dtype=np.int64)
+                self._windows.inc(len(w))
+                yield int(code) * _SHARD_BASE + int(shard), {
+                    "pos": pos, "records": encode_examples(spec, {f.name: w})}
+        if bad:
+            yield _BAD, {"_bad": bad}
+
+
 class CollectPieces(beam.CombineFn):
     """Gather the routed pieces of one shard (a GroupByKey that every runner executes).
 
@@ -347,7 +414,7 @@ def build_pipeline(
     """
     schema = source.schema()
     columns = sorted({f.name for f in prep.features} | ({prep.label} if prep.label else set()))
-    analyzer = Analyzer(list(prep.packed)
+    analyzer = Analyzer(list(prep.packed) + list(prep.text)
                         + _extra_stats(prep), prep.label, prep.label_dtype == "int64")
     def read(label: str) -> beam.PCollection:
         # Each branch reads the immutable snapshot itself instead of sharing one
@@ -372,10 +439,15 @@ def build_pipeline(
         | "Analyze" >> beam.CombineGlobally(SplitAnalyzers(analyzer))
     )
     stats_si = beam.pvalue.AsSingleton(stats)
+    if prep.text:
+        by_part = {part: files[key] for part, fields in source.partitions().items()
+                   for key in fields.values()}
+        route: beam.DoFn = TextRoute(prep, split.shards, by_part)
+    else:
+        route = Route(prep, schema, split.shards)
     shards = (
         read("")
-        | "Route" >> beam.ParDo(Route(prep, schema, split.shards), plan=plan_si,
-                                stats=stats_si)
+        | "Route" >> beam.ParDo(route, plan=plan_si, stats=stats_si)
         | "Group" >> beam.CombinePerKey(CollectPieces())
         | "Write" >> beam.ParDo(WriteShard(str(work_dir), split.shards))
     )

@@ -84,14 +84,13 @@ def fit(model: Any, reader: DatasetReader, spec: UseCaseSpec, objective: Objecti
 
     mk = spec.model
     seed = int(params.get("seed", 42))
-    target = objective.target(mk)
-    train_ds = reader.split("train", mk.input_key, mk.label_key, int(params["batch_size"]),
-                            target=target, shuffle_seed=seed)
-    val_ds = reader.split("validation", mk.input_key, mk.label_key, 1024, target=target)
+    train_ds = objective.dataset(reader, mk, "train", int(params["batch_size"]), seed)
+    val_ds = objective.dataset(reader, mk, "validation", 1024)
     started = time.perf_counter()
     history = model.fit(
         train_ds, validation_data=val_ds, epochs=int(params["epochs"]), verbose=0,
-        callbacks=[_epoch_logger(),
+        callbacks=[*objective.callbacks(params),  # first: they add to the logs recorded
+                   _epoch_logger(),
                    keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), histogram_freq=0)],
     )
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
@@ -130,10 +129,16 @@ def serving_model(spec: UseCaseSpec, trained: Any, stats: Mapping[str, Any],
 
     from tasks.features.transforms import keras_layer
 
+    own = objective.serving_model(spec.name, spec.model, trained, stats)
+    if own is not None:
+        return own
     if spec.model.input_key == PACKED:
         feats = spec.preprocess.packed
-        raw = keras.Input(shape=(len(feats),), dtype="float32", name="inputs")
-        x = keras_layer(feats, stats["train"])(raw)
+        if spec.model.serving_input is not None:  # raw media in: decoding + features
+            raw, columns = spec.model.serving_input.build()
+        else:
+            raw = columns = keras.Input(shape=(len(feats),), dtype="float32", name="inputs")
+        x = keras_layer(feats, stats["train"])(columns)
     else:
         raw = x = keras.Input(shape=trained.inputs[0].shape[1:], dtype=trained.inputs[0].dtype,
                               name=trained.inputs[0].name)
@@ -157,9 +162,13 @@ def serving_example(spec: UseCaseSpec, reader: DatasetReader, n: int = 2) -> Any
 
     The same rows are MLflow's input example (signature) and the example request ``mlp
     run`` prints (:mod:`tasks.operations.examples`): tabular rows before any transform
-    (the served model applies them), images as their raw pixels.
+    (the served model applies them), images as their raw pixels. Raw-media use cases
+    (``ModelSpec.serving_input``) use their front end's own example.
     """
-    x, _ = reader.raw_rows("test", spec.model.input_key, spec.model.label_key, n)
+    mk = spec.model
+    if mk.serving_input is not None:  # raw media: the front end's own example
+        return mk.serving_input.example()
+    x, _ = reader.raw_rows("test", mk.input_key, mk.label_key, n)
     return x
 
 
@@ -204,11 +213,24 @@ def export_and_log(spec: UseCaseSpec, trained: Any, reader: DatasetReader,
     trained.save(out_dir / TRAINED_MODEL)
     served = serving_model(spec, trained, reader.stats, objective, calibration.values)
     served.save(out_dir / SERVED_MODEL)
-    example = serving_example(spec, reader)
-    signature = infer_signature(example, _as_numpy(served.predict(example, verbose=0)))
+    example = objective.serving_example(spec.model, reader)
+    if example is None:
+        example = serving_example(spec, reader)
+    if example.dtype == object:
+        # Strings (text, WAV bytes): Keras' predict takes no object arrays.
+        import tensorflow as tf
+
+        answer = served(tf.constant(list(example)), training=False)
+    else:
+        answer = served.predict(example, verbose=0)
+    signature = infer_signature(example, _as_numpy(answer))
+    # MLflow would feed a bytes example back as base64 text: text and numbers only.
+    has_bytes = example.dtype == object and any(isinstance(v, bytes) for v in example)
     info = mlflow.tensorflow.log_model(
-        served, name="model", signature=signature, input_example=example,
-        code_paths=[str(Path(__file__).parents[1] / "features" / "layers.py")],
+        served, name="model", signature=signature,
+        input_example=None if has_bytes else example,
+        code_paths=[str(Path(__file__).parents[1] / "features" / name)
+                    for name in ("layers.py", "text_layers.py", "audio.py")],
         pip_requirements=serving_requirements(),
     )
     return info.model_uri

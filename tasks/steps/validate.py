@@ -156,7 +156,7 @@ def check_columns(spec: UseCaseSpec, schema: Mapping[str, Mapping[str, Any]]) ->
     mk = spec.model
     if mk is not None:
         inputs = ([PACKED] if spec.preprocess.packed else []) + [
-            f.name for f in spec.preprocess.raw]
+            f.name for f in (*spec.preprocess.raw, *spec.preprocess.text)]
         if mk.input_key not in inputs:
             problems.append(Problem(f"{where} model.input_key",
                                     f"{mk.input_key!r} is not a model input; the "
@@ -181,7 +181,9 @@ def check_source(spec: UseCaseSpec, location: str) -> list[Problem]:
     """The source's files exist and their headers fit (cheap: no data is read)."""
     try:
         files = spec.source.files(location)
-        spec.source.check(files)
+        check = getattr(spec.source, "check", None)  # sources without one: files only
+        if check is not None:
+            check(files)
     except (PermanentError, OSError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return [Problem("source", f"{first} (pass the directory holding the raw files with "
