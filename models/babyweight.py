@@ -35,6 +35,7 @@ from tasks.spec import (
     ModelSpec,
     PreprocessSpec,
     RunParam,
+    SmokeTest,
     SplitSpec,
     UseCaseSpec,
 )
@@ -113,5 +114,7 @@ SPEC = UseCaseSpec(
                                   maximum=1.0),
     },
     schedule="@daily",
+    # The tiny end-to-end test's run (tests/e2e/test_use_cases.py).
+    smoke=SmokeTest("synthetic:4000:1", {"epochs": 3, "batch_size": 128}),
     tags=("tabular", "regression", "books"),
 )

@@ -21,6 +21,7 @@ from tasks.spec import (
     ModelSpec,
     PreprocessSpec,
     RunParam,
+    SmokeTest,
     SplitSpec,
     UseCaseSpec,
 )
@@ -85,5 +86,7 @@ SPEC = UseCaseSpec(
         "learning_rate": RunParam(3e-3, "number", "Adam learning rate", minimum=1e-6,
                                   maximum=1.0),
     },
+    # The tiny end-to-end test's run (tests/e2e/test_use_cases.py).
+    smoke=SmokeTest("bundled:189:0", {"epochs": 10}),
     tags=("tabular", "regression", "real-data"),
 )

@@ -20,6 +20,7 @@ from tasks.spec import (
     ModelSpec,
     PreprocessSpec,
     RunParam,
+    SmokeTest,
     SplitSpec,
     UseCaseSpec,
 )
@@ -86,5 +87,7 @@ SPEC = UseCaseSpec(
         "learning_rate": RunParam(0.01, "number", "Adam learning rate", minimum=1e-6,
                                   maximum=10.0),
     },
+    # The tiny end-to-end test's run (tests/e2e/test_use_cases.py).
+    smoke=SmokeTest("bundled:569:0", {"epochs": 20}),
     tags=("tabular", "classification", "books"),
 )

@@ -21,7 +21,15 @@ from typing import Any
 
 from tasks.data.text import TextSource
 from tasks.features.text import TextFeature
-from tasks.spec import GateSpec, ModelSpec, PreprocessSpec, RunParam, SplitSpec, UseCaseSpec
+from tasks.spec import (
+    GateSpec,
+    ModelSpec,
+    PreprocessSpec,
+    RunParam,
+    SmokeTest,
+    SplitSpec,
+    UseCaseSpec,
+)
 
 SENTENCE = "반갑습니다"
 
@@ -79,5 +87,8 @@ SPEC = UseCaseSpec(
                         minimum=0.0, maximum=0.999),
         "units": RunParam(5, "integer", "RNN units (the book: 5)", minimum=1, maximum=256),
     },
+    # The tiny end-to-end run, made with more checks by its dedicated test.
+    smoke=SmokeTest("bundled:0:0", {"epochs": 20},
+                    covered_by="tests/e2e/test_text_use_cases.py"),
     tags=("text", "language_model", "books"),
 )

@@ -75,6 +75,7 @@ from tasks.spec import (
     ModelSpec,
     PreprocessSpec,
     RunParam,
+    SmokeTest,
     SplitSpec,
     UseCaseSpec,
 )
@@ -329,5 +330,7 @@ SPEC = UseCaseSpec(
         "validation_size": RunParam(500, "integer", "Rows carved from train for validation",
                                     minimum=1),
     },
+    smoke=SmokeTest("synthetic:300:0", {"epochs": 2},
+                    covered_by="tests/e2e/test_cifar10_dag.py"),
     tags=("images", "classification", "books", "augmentation"),
 )

@@ -34,6 +34,7 @@ from tasks.spec import (
     ModelSpec,
     PreprocessSpec,
     RunParam,
+    SmokeTest,
     SplitSpec,
     UseCaseSpec,
 )
@@ -143,5 +144,7 @@ SPEC = UseCaseSpec(
                                   maximum=1.0),
     },
     schedule="0 4 * * *",  # daily retraining on the latest transactions (04:00 UTC)
+    # The tiny end-to-end test's run (tests/e2e/test_use_cases.py).
+    smoke=SmokeTest("synthetic:6000:2", {"epochs": 2, "batch_size": 256}),
     tags=("tabular", "anomaly-detection", "books"),
 )

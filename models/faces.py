@@ -42,6 +42,7 @@ from tasks.spec import (
     ModelSpec,
     PreprocessSpec,
     RunParam,
+    SmokeTest,
     SplitSpec,
     UseCaseSpec,
 )
@@ -168,5 +169,9 @@ SPEC = UseCaseSpec(
         "augment": RunParam(True, "boolean", "The book's random flip/brightness/contrast/"
                             "hue/saturation while training"),
     },
+    # 6 generated photos per person + 3 bad ones each (no face, two faces, not an image),
+    # run with more checks (quarantine reasons, the books' request) by its dedicated test.
+    smoke=SmokeTest("synthetic:6:0", {"epochs": 1, "batch_size": 16, "augment": False},
+                    covered_by="tests/e2e/test_faces.py"),
     tags=("images", "classification", "faces", "books"),
 )

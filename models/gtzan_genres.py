@@ -74,6 +74,7 @@ from tasks.spec import (
     ModelSpec,
     PreprocessSpec,
     RunParam,
+    SmokeTest,
     SplitSpec,
     UseCaseSpec,
 )
@@ -568,5 +569,8 @@ SPEC = UseCaseSpec(
         "dropout": RunParam(0.5, "number", "Dropout rate after the hidden layer",
                             minimum=0.0, maximum=0.9),
     },
+    # The tiny end-to-end run, made with more checks by its dedicated test.
+    smoke=SmokeTest(None, {"epochs": 20},
+                    covered_by="tests/e2e/test_gtzan.py"),
     tags=("audio", "classification", "books"),
 )

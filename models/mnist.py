@@ -18,6 +18,7 @@ from tasks.spec import (
     ModelSpec,
     PreprocessSpec,
     RunParam,
+    SmokeTest,
     SplitSpec,
     UseCaseSpec,
 )
@@ -112,5 +113,8 @@ SPEC = UseCaseSpec(
     # Weekly retraining (Mondays 03:00 UTC); new data landed with `mlp ingest` also
     # triggers a run through the mlp://mnist/raw asset.
     schedule="0 3 * * 1",
+    # The tiny end-to-end run; tests/e2e/test_mnist_dag.py runs it with more checks.
+    smoke=SmokeTest(None, {"variant": "softmax", "epochs": 2, "batch_size": 32,
+                           "validation_size": 50}, covered_by="tests/e2e/test_mnist_dag.py"),
     tags=("images", "classification", "books"),
 )

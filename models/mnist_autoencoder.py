@@ -19,6 +19,7 @@ from tasks.spec import (
     ModelSpec,
     PreprocessSpec,
     RunParam,
+    SmokeTest,
     SplitSpec,
     UseCaseSpec,
 )
@@ -75,5 +76,7 @@ SPEC = UseCaseSpec(
         "validation_size": RunParam(5000, "integer", "Rows carved from train for validation",
                                     minimum=1),
     },
+    # The tiny end-to-end test's run (tests/e2e/test_use_cases.py).
+    smoke=SmokeTest(None, {"epochs": 2, "batch_size": 64, "validation_size": 50}),
     tags=("images", "autoencoder", "books"),
 )

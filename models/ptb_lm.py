@@ -23,7 +23,15 @@ from typing import Any
 
 from tasks.data.text import TextSource, build_english_corpus
 from tasks.features.text import TextFeature
-from tasks.spec import GateSpec, ModelSpec, PreprocessSpec, RunParam, SplitSpec, UseCaseSpec
+from tasks.spec import (
+    GateSpec,
+    ModelSpec,
+    PreprocessSpec,
+    RunParam,
+    SmokeTest,
+    SplitSpec,
+    UseCaseSpec,
+)
 
 VOCAB = 10_000
 STEPS = 20
@@ -78,5 +86,8 @@ SPEC = UseCaseSpec(
                           maximum=2048),
         "layers": RunParam(2, "integer", "LSTM layers", minimum=1, maximum=4),
     },
+    # The tiny end-to-end run, made with more checks by its dedicated test.
+    smoke=SmokeTest(None, {"epochs": 1, "batch_size": 20, "units": 32},
+                    covered_by="tests/e2e/test_text_use_cases.py"),
     tags=("text", "language_model", "books"),
 )

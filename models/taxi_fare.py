@@ -23,6 +23,7 @@ from tasks.spec import (
     ModelSpec,
     PreprocessSpec,
     RunParam,
+    SmokeTest,
     SplitSpec,
     UseCaseSpec,
 )
@@ -81,7 +82,9 @@ SPEC = UseCaseSpec(
                     ratios={"train": 0.6, "validation": 0.2, "test": 0.2}, seed=42,
                     shards={"train": 2, "validation": 1, "test": 1}),
     model=ModelSpec(build=build_model, input_key="features", label_key="fare",
-                    objective="regression", extra_metrics=fitted_line),
+                    objective="regression", extra_metrics=fitted_line,
+                    extra_metric_names=("slope", "intercept", "slope_error_pct",
+                                        "noise_floor")),
     # Deploy only within 5% of the noise floor, and never worse than the champion.
     gate=GateSpec(metric="test_rmse", max_value=NOISE_FLOOR * 1.05, higher_is_better=False,
                   max_regression=30.0),
@@ -92,5 +95,7 @@ SPEC = UseCaseSpec(
                                   "SGD learning rate (above 1 the books' divergence appears)",
                                   minimum=1e-6, maximum=100.0),
     },
+    # The tiny end-to-end test's run (tests/e2e/test_use_cases.py).
+    smoke=SmokeTest("synthetic:3000:1", {"epochs": 5}),
     tags=("tabular", "regression", "books"),
 )

@@ -82,7 +82,27 @@ def known_use_case(name: str) -> str:
         catalog.get(name)
     except catalog.UnknownUseCase as exc:
         raise UsageError(str(exc)) from None
+    except Exception as exc:  # the use case's own module: a syntax, import or spec error
+        raise UsageError(f"models/{name}.py does not load: {type(exc).__name__}: "
+                         f"{exc}") from None
     return name
+
+
+def validated(use_case: str, conf: dict[str, Any]) -> str:
+    """The use case's name, once its spec, params and source pass ``mlp validate``.
+
+    Raises:
+        UsageError: One line per problem (before Airflow or TensorFlow start).
+
+    """
+    from tasks.spec import catalog
+    from tasks.steps.validate import validate
+
+    known_use_case(use_case)
+    problems = validate(catalog.get(use_case), conf)
+    if problems:
+        raise UsageError("\n".join(str(p) for p in problems))
+    return use_case
 
 
 def run_conf(args: argparse.Namespace) -> dict[str, Any]:
@@ -110,6 +130,9 @@ def summary_lines(summary: dict[str, Any], s: Settings) -> list[str]:
              f"  run outputs     {summary['run_dir']}"]
     if "failed_task" in summary:
         lines.append(f"  failed task     {summary['failed_task']}: {summary['error']}")
+    elif summary["state"] != "success":
+        lines.append("  failed task     none reported (the run failed before or between "
+                     "steps; see the full log)")
     if "mlflow_run_id" in summary:
         lines += [f"  MLflow run      {summary['mlflow_run_id']} (experiment {name!r})",
                   f"  params          {summary['params']}",
@@ -190,12 +213,45 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``mlp run``: one DAG run on the embedded stack, concise console, summary."""
     from tasks.operations.local import run_pipeline
 
-    use_case = known_use_case(args.use_case)
     conf, logical = run_conf(args), parse_date(args.logical_date)
+    use_case = validated(args.use_case, conf)
     summary = run_pipeline(use_case, conf, logical,
                            echo=(lambda _: None) if args.json else None)
     emit(args, summary, lambda: "\n".join(summary_lines(summary, settings())))
     return 0 if summary["state"] == "success" else 1
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """``mlp validate``: the spec against its source and params, in seconds (exit 2 if not)."""
+    conf = run_conf(args)
+    use_case = validated(args.use_case, conf)
+    where = conf.get("source_dir") or known_spec(use_case).source.default_location
+    print(f"{use_case}: valid (spec, params, source {where})")
+    return 0
+
+
+def known_spec(use_case: str) -> Any:
+    """The spec of a known use case."""
+    from tasks.spec import catalog
+
+    return catalog.get(known_use_case(use_case))
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    """``mlp new``: write models/<name>.py and dags/<name>.py, nothing else."""
+    from tasks.operations.scaffold import ScaffoldError, new_use_case
+    from tasks.spec import catalog
+
+    try:
+        written = new_use_case(args.name, from_use_case=args.from_use_case,
+                               from_csv=args.from_csv)
+    except (ScaffoldError, catalog.UnknownUseCase) as exc:
+        raise UsageError(str(exc)) from None
+    for path in written:
+        print(f"wrote {path}")
+    print(f"next: edit models/{args.name}.py, then `mlp validate {args.name}` and "
+          f"`mlp run {args.name}`")
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -217,21 +273,37 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from tasks.tracking.registry import RegistryError, rollback
 
     try:
-        result = rollback(args.use_case)
+        result = rollback(args.use_case, to=args.to, why=args.reason or "")
     except RegistryError as exc:
-        print(f"rollback failed: {exc}", file=sys.stderr)
+        print(f"mlp rollback: {exc}", file=sys.stderr)
         return 1
-    print(f"{result['model']}: champion is now version {result['champion']} "
-          f"(version {result['previous']} demoted to previous); running servers switch "
-          "on their next registry poll")
+    back = (f"previous is now version {result['previous']}" if result["previous"]
+            else "no earlier champion left")
+    print(f"{result['model']}: champion is now version {result['champion']} (version "
+          f"{result['demoted']} demoted; {back}); running servers switch on their next "
+          "registry poll")
     return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
     """``mlp models``: registered versions, aliases and gate figures."""
     apply_env()
-    from tasks.tracking.registry import format_models, list_models
+    from tasks.tracking.registry import (
+        RegistryError,
+        alias_history,
+        format_history,
+        format_models,
+        list_models,
+    )
 
+    if args.history:
+        try:
+            moves = alias_history(args.history)
+        except RegistryError as exc:
+            print(f"mlp models: {exc}", file=sys.stderr)
+            return 1
+        emit(args, moves, lambda: format_history(args.history, moves))
+        return 0
     rows = list_models()
     emit(args, rows, lambda: format_models(rows))
     return 0
@@ -266,8 +338,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from tasks.operations.airflow_api import AirflowError
     from tasks.operations.retrain import retrain
 
-    use_case = known_use_case(args.use_case)
     conf, logical = run_conf(args), parse_date(args.logical_date)
+    use_case = validated(args.use_case, conf)
 
     def triggered(run: dict[str, Any]) -> None:
         if args.json:
@@ -333,6 +405,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="directory with the raw input files")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("validate", help="check a use case's spec, params and source "
+                       "files in seconds, without starting anything")
+    p.add_argument("use_case")
+    p.add_argument("--source", help="directory with the raw input files")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a run param to check (JSON values)")
+    p.add_argument("--epochs", type=int)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("new", help="start a use case: writes models/NAME.py and "
+                       "dags/NAME.py from a commented template, a use case or a CSV")
+    p.add_argument("name")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--from", dest="from_use_case", metavar="USE_CASE",
+                     help="copy an existing use case")
+    src.add_argument("--from-csv", metavar="FILE",
+                     help="infer the columns (dtype, range, allowed values) from a CSV; "
+                          "the last column is the label")
+    p.set_defaults(func=cmd_new)
+
     p = sub.add_parser("serve", help="serve every champion over REST")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
@@ -347,13 +439,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow a non-loopback --host without a token or keys")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("rollback",
-                       help="make the previous version champion again (champion -> previous)")
+    p = sub.add_parser("rollback", help="move champion one step back in its history "
+                       "(repeat to go further back), or to --to VERSION")
     p.add_argument("use_case")
+    p.add_argument("--to", metavar="VERSION", help="the version to make champion")
+    p.add_argument("--reason", help="why (kept in the alias history)")
     p.set_defaults(func=cmd_rollback)
 
     p = sub.add_parser("models", help="registered models, versions, aliases, gate metric")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.add_argument("--history", metavar="NAME",
+                   help="every recorded champion move of one model (who, when, why)")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser(
@@ -387,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UsageError as exc:
-        print(f"mlp {args.cmd}: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"mlp {args.cmd}: {line}", file=sys.stderr)
         return USAGE_ERROR
 
 

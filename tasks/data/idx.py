@@ -109,6 +109,33 @@ def read_idx(path: str | Path, ndim: int | None = None) -> np.ndarray:
     return parse_idx(_read_bytes(path), path, ndim)
 
 
+def read_idx_header(path: str | Path) -> tuple[np.dtype, tuple[int, ...]]:
+    """The dtype and dimensions an IDX file declares, reading only its header (cheap).
+
+    Raises:
+        IdxFormatError: Unreadable file, bad magic number or truncated header.
+
+    """
+    path = Path(path)
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as fh:
+            head = fh.read(4)
+            if len(head) < 4:
+                raise IdxFormatError(path, f"file is {len(head)} bytes, too short for an "
+                                           "IDX header")
+            zero, code, ndim = struct.unpack(">HBB", head)
+            if zero != 0 or code not in _DTYPES or ndim == 0:
+                raise IdxFormatError(path, f"bad magic number 0x{head.hex()}: not an IDX file")
+            dims_raw = fh.read(4 * ndim)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise IdxFormatError(path, f"cannot read file ({exc})") from exc
+    if len(dims_raw) < 4 * ndim:
+        raise IdxFormatError(path, f"truncated header: {ndim} dimensions need {4 + 4 * ndim} "
+                                   "bytes")
+    return _DTYPES[code].newbyteorder("="), struct.unpack(f">{ndim}I", dims_raw)
+
+
 def write_idx(path: str | Path, array: np.ndarray) -> Path:
     """Write ``array`` as IDX (gzip-compressed when the name ends in ``.gz``).
 

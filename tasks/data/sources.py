@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from tasks.core.errors import PermanentError
-from tasks.data.idx import IdxFormatError, read_idx
+from tasks.data.idx import IdxFormatError, read_idx, read_idx_header
 
 # Snapshots are immutable, so a process may keep what it parsed: the pipeline's branches
 # (plan, analyzers, writing) each read the snapshot, and on one worker they then share a
@@ -89,6 +89,32 @@ class IdxImageSource:
                     f"image count {len(images)} of {files[f'{part}.image']}"
                 )
             facts[part] = {"rows": len(images)}
+        return facts
+
+    def check(self, files: Mapping[str, str]) -> dict[str, Any]:
+        """Cheap structural check from the IDX headers only (seconds, no data read).
+
+        Dtypes, image dimensions and image/label counts per partition; the label range is
+        checked per row by preprocessing (quarantine).
+        """
+        facts: dict[str, Any] = {}
+        for part in self.layout:
+            img_path, lab_path = files[f"{part}.image"], files[f"{part}.label"]
+            img_dtype, img_dims = read_idx_header(img_path)
+            lab_dtype, lab_dims = read_idx_header(lab_path)
+            if img_dtype != np.uint8 or len(img_dims) != 3:
+                raise IdxFormatError(img_path, f"expected uint8 images (n, rows, cols), got "
+                                               f"{img_dtype} with dims {list(img_dims)}")
+            if tuple(img_dims[1:]) != tuple(self.image_shape):
+                raise IdxFormatError(img_path, f"image dims {list(img_dims[1:])} differ from "
+                                               f"expected {list(self.image_shape)}")
+            if lab_dtype != np.uint8 or len(lab_dims) != 1:
+                raise IdxFormatError(lab_path, f"expected uint8 labels (n,), got {lab_dtype} "
+                                               f"with dims {list(lab_dims)}")
+            if lab_dims[0] != img_dims[0]:
+                raise SourceError(f"{lab_path}: label count {lab_dims[0]} does not match "
+                                  f"image count {img_dims[0]} of {img_path}")
+            facts[part] = {"rows": int(img_dims[0])}
         return facts
 
     def partitions(self) -> dict[str, dict[str, str]]:
@@ -257,6 +283,10 @@ class TabularSource:
                 raise SourceError(f"{path}: has a header but no data rows")
             facts[part] = {"columns": len(names), "bytes": Path(path).stat().st_size}
         return facts
+
+    def check(self, files: Mapping[str, str]) -> dict[str, Any]:
+        """Cheap structural check: the headers (the same as :meth:`validate`)."""
+        return self.validate(files)
 
     def data_rows_absent(self, path: str) -> bool:
         """Whether a file holds no data row (a CSV with only its header, an empty table)."""

@@ -1,24 +1,39 @@
-"""Ready-to-send predict requests built from a run's test rows."""
+"""Ready-to-send predict requests built from a run's raw test rows."""
 
 from __future__ import annotations
 
 import base64
 import json
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from tasks import objectives
 from tasks.core.run import RunLayout
 from tasks.data.tfrecord import DatasetReader
 from tasks.spec import catalog
+from tasks.steps.train import serving_example
+
+
+def plain(x: np.ndarray) -> Any:
+    """float32 values as the shortest decimals that read back to the same float32."""
+    flat = [float(str(v)) for v in np.asarray(x, np.float32).ravel()]
+    return np.asarray(flat, np.float64).reshape(np.shape(x)).tolist()
 
 
 def write_example_request(use_case: str, layout: RunLayout, n: int = 2) -> Path | None:
-    """Write ``request.json`` (``{"instances": ...}``) from the first ``n`` test rows."""
+    """Write ``request.json`` (``{"instances": ...}``) from the first ``n`` raw test rows.
+
+    The rows are in the units a client sends (before any transform: the served model
+    applies them), the same rows as the MLflow input example of the run's model.
+    """
     if not layout.feature_spec_file.is_file():
         return None
-    mk = catalog.get(use_case).model
-    if mk is None:
+    spec = catalog.get(use_case)
+    if spec.model is None:
         return None
+    mk = spec.model
     si = mk.serving_input
     if si is not None and not hasattr(si, "encode"):
         # Raw media in (e.g. WAV clips): send files of the snapshot, base64. A front end
@@ -38,14 +53,14 @@ def write_example_request(use_case: str, layout: RunLayout, n: int = 2) -> Path 
     if own is not None:
         instances = own.tolist()[:n]
     else:
-        x, _ = next(iter(reader.split("test", mk.input_key, mk.label_key, n)))
         if si is not None and hasattr(si, "encode"):
             # Raw media in (e.g. a JPEG of a face crop): TF Serving's {"b64": ...} form,
             # named as the served model's input when the front end says its name.
+            x, _ = next(iter(reader.split("test", mk.input_key, mk.label_key, n)))
             blobs = [{"b64": base64.b64encode(b).decode()} for b in si.encode(x.numpy())]
             name = getattr(si, "input_name", None)
             instances = [{name: b} if name else b for b in blobs]
         else:
-            instances = x.numpy().tolist()
+            instances = plain(serving_example(spec, reader, n))
     layout.request_file.write_text(json.dumps({"instances": instances}))
     return layout.request_file

@@ -96,11 +96,16 @@ def trigger_params(spec: UseCaseSpec) -> dict[str, Param]:
 
 def _ingest(spec: UseCaseSpec) -> Snapshot:
     from tasks.steps.ingest import ingest
+    from tasks.steps.validate import ensure_valid
 
     ctx = get_current_context()
     layout = RunLayout.of(spec.name, context_run_key(ctx))
     with step("ingest", spec, layout.key) as out:
         location = triggering_location(ctx, spec.name) or ctx["params"]["source_dir"]
+        # Runs triggered from the UI or REST API skip `mlp run`'s check: same check here
+        # (unknown conf keys included, which Airflow would drop silently).
+        ensure_valid(spec, getattr(ctx["dag_run"], "conf", None) or {}, location,
+                     dag_file=False)
         manifest = ingest(spec.source, location, layout.raw_dir)
         out.summary = f"snapshot {manifest['checksum'][:12]} {manifest['facts']}"
     return Snapshot(layout.key, str(layout.raw_dir), manifest["checksum"])

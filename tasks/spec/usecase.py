@@ -210,6 +210,10 @@ class DataSource(Protocol):
         """Check the raw files; raise a clear error naming file and field; return facts."""
         ...
 
+    def check(self, files: Mapping[str, str]) -> dict[str, Any]:
+        """Cheap structural check (headers only, seconds); raise naming file and field."""
+        ...
+
     def partitions(self) -> dict[str, dict[str, str]]:
         """Source partitions (``train``, ``test`` ...): field -> key into :meth:`files`."""
         ...
@@ -282,6 +286,8 @@ class ModelSpec:
             target (default: the objective's: the label, or the input for autoencoders).
         extra_metrics: Optional ``extra_metrics(serving_model, stats) -> {name: value}``
             logged with the evaluation (e.g. the fitted slope of a linear model).
+        extra_metric_names: The names ``extra_metrics`` returns, declared so that a gate
+            on one of them is checked before any run (``mlp validate``).
         default_epochs: Optional ``default_epochs(params) -> int`` used when the run's
             ``epochs`` param is 0 (e.g. per model variant).
         serving_input: Optional front end of the served model for raw media: an object
@@ -311,11 +317,37 @@ class ModelSpec:
     class_names: tuple[str, ...] = ()
     target: Callable[[Any, Any, Mapping[str, Any]], Any] | None = None
     extra_metrics: Callable[[Any, Mapping[str, Any]], dict[str, float]] | None = None
+    extra_metric_names: tuple[str, ...] = ()
     default_epochs: Callable[[Mapping[str, Any]], int] | None = None
     serving_input: Any = None
     extra_plots: Callable[[Mapping[str, str], Any], list[Any]] | None = None
     ablation: AblationSpec | None = None
     book_figures: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SmokeTest:
+    """The use case's tiny end-to-end configuration (``tests/e2e/test_use_cases.py``).
+
+    The test discovers use cases from the catalog and runs each one's DAG with this
+    source and these params (gate thresholds relaxed: tiny data cannot reach the real
+    bars), registers, serves and queries it. A new use case is covered by declaring this;
+    no test is edited. Keep it tiny: the whole test shares a budget of a few minutes.
+
+    Attributes:
+        source: Source location for the run (``bundled:``/``synthetic:`` rows, or a
+            directory); None means a small real sample in the source's own format that
+            the test writes (IDX image sources: scikit-learn's digits as MNIST files).
+        params: Run params (few epochs, small batches).
+        covered_by: A dedicated end-to-end test (path from the repository root) that runs
+            this use case instead, with more assertions; the generic test then skips it
+            (and checks that the file exists), to stay within the test budget.
+
+    """
+
+    source: str | None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    covered_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -328,6 +360,8 @@ class UseCaseSpec:
             triggers a run either way.
         catchup: Replay the cron points missed since the DAG's start date. Off by default:
             a deployment or a restart then waits for the next cron point.
+        smoke: The tiny end-to-end test's source and params (see :class:`SmokeTest`);
+            None leaves the use case out of that test (reported by it).
 
     """
 
@@ -342,6 +376,7 @@ class UseCaseSpec:
     schedule: str | None = None
     tags: tuple[str, ...] = ()
     catchup: bool = False
+    smoke: SmokeTest | None = None
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -363,3 +398,7 @@ class UseCaseSpec:
         for required in ("epochs", "batch_size") if self.model else ():
             if required not in self.params:
                 raise SpecError(f"use case {self.name!r} lacks the run param {required!r}")
+        if self.smoke is not None and set(self.smoke.params) - set(self.params):
+            raise SpecError(f"use case {self.name!r}: smoke params "
+                            f"{sorted(set(self.smoke.params) - set(self.params))} are not "
+                            f"run params; known: {sorted(self.params)}")

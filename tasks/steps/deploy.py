@@ -16,7 +16,13 @@ from typing import Any
 from tasks import tracking
 from tasks.core.config import Settings
 from tasks.core.run import Deployment, RunLayout, Snapshot, TrainedModel, Verdict
-from tasks.tracking.registry import CHAMPION, PREVIOUS, older_than_champion, version_tags
+from tasks.tracking.registry import (
+    CHAMPION,
+    PREVIOUS,
+    older_than_champion,
+    record_deploy,
+    version_tags,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +101,7 @@ def deploy(model_name: str, trained: TrainedModel, verdict: Verdict, snapshot: S
     if old is not None:
         client.set_registered_model_alias(model_name, PREVIOUS, old)
     client.set_registered_model_alias(model_name, CHAMPION, version)
+    record_deploy(model_name, version, old, verdict, s)
     log.info("%s version %s is now %s (previous: %s)", model_name, version, CHAMPION, old)
     return Deployment(model_name, version, CHAMPION, old, created, verdict.forced,
                       note=f"forced over the newer version {old}: {why_older}"

@@ -164,27 +164,19 @@ def _as_numpy(out: Any) -> Any:
     return np.asarray(out)
 
 
-def serving_example(spec: UseCaseSpec, reader: DatasetReader) -> Any:
-    """Two raw inputs as a client would send them (for the MLflow signature and example)."""
-    import numpy as np
+def serving_example(spec: UseCaseSpec, reader: DatasetReader, n: int = 2) -> Any:
+    """The first ``n`` raw test inputs, in the units a client sends (float32).
 
+    The same rows are MLflow's input example (signature) and the example request ``mlp
+    run`` prints (:mod:`tasks.operations.examples`): tabular rows before any transform
+    (the served model applies them), images as their raw pixels. Raw-media use cases
+    (``ModelSpec.serving_input``) use their front end's own example.
+    """
     mk = spec.model
     if mk.serving_input is not None:  # raw media: the front end's own example
         return mk.serving_input.example()
-    if mk.input_key != PACKED:  # images: two real validation inputs
-        x, _ = next(iter(reader.split("validation", mk.input_key, mk.label_key, 2)))
-        return x.numpy().astype(np.float32)
-    # Invert the transforms to raw values only where they are affine; the example only
-    # needs plausible raw inputs, so a row of training means serves otherwise.
-    raw = []
-    for f in spec.preprocess.packed:
-        st = reader.stats["train"]["features"][f.name]
-        if "vocab" in st:
-            raw.append(float(st["vocab"][0]))
-        else:
-            value = st["mean"]
-            raw.append(float(np.expm1(value) if f.log1p else value))
-    return np.tile(np.asarray(raw, np.float32), (2, 1))
+    x, _ = reader.raw_rows("test", mk.input_key, mk.label_key, n)
+    return x
 
 
 def log_training_inputs(spec: UseCaseSpec, params: Mapping[str, Any], digest: str,

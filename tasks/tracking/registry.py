@@ -1,14 +1,26 @@
-"""Model registry operations: lineage tags, rollback, and a listing for operators.
+"""Model registry operations: lineage tags, alias history, rollback, and a listing.
 
 Every deployed version carries its lineage as tags (run key, data checksum, statistics
 URI, git commit, gate verdict, operator override). Two aliases say what serves:
-``champion`` (served) and ``previous`` (the one it replaced, the rollback target).
+``champion`` (served) and ``previous`` (the version rollback would go back to).
+
+Every move of ``champion`` (deploy, forced deploy, rollback) is recorded as a tag of the
+registered model, ``alias_move.<seq>`` = JSON ``{seq, alias, version, from, action, who,
+when, why}`` (:func:`record_alias_move`), so the history survives in the registry itself
+and ``mlp models --history NAME`` lists it. Rollback follows that history like a stack:
+each rollback goes one champion further back, so rolling back twice goes two versions
+back; ``rollback --to VERSION`` goes to a given version.
 """
 
 from __future__ import annotations
 
+import contextlib
+import getpass
+import json
 import logging
+import os
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from tasks.core.config import Settings
@@ -20,6 +32,8 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 PREVIOUS = "previous"
 DEFAULT_METRIC = "test_accuracy"
+MOVE_TAG = "alias_move."
+OPERATOR_ENV = "MLP_OPERATOR"  # who moved an alias (default: the OS user)
 
 
 class RegistryError(RuntimeError):
@@ -109,40 +123,157 @@ def _alias_version(client: Any, model_name: str, alias: str) -> str | None:
         return None
 
 
-def rollback(model_name: str, s: Settings | None = None) -> dict[str, Any]:
-    """Swap ``champion`` back to ``previous``; the demoted version becomes ``previous``.
+def operator() -> str:
+    """Who is acting: ``$MLP_OPERATOR``, else the OS user."""
+    try:
+        return os.environ.get(OPERATOR_ENV) or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
-    Rolling back twice therefore restores the original champion. Servers pick the new
-    champion up on their next registry poll.
 
-    Returns:
-        ``{"model", "champion": new champion, "previous": demoted version}``.
+def alias_history(model_name: str, s: Settings | None = None, client: Any = None
+                  ) -> list[dict[str, Any]]:
+    """Every recorded alias move of a registered model, oldest first.
 
     Raises:
-        RegistryError: Unknown model, no champion, or no previous version to go back to.
+        RegistryError: No registered model of that name.
+
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = client or configure(s)
+    try:
+        tags = client.get_registered_model(model_name).tags or {}
+    except MlflowException as exc:
+        raise RegistryError(f"no registered model named {model_name!r}") from exc
+    moves = [json.loads(v) for k, v in tags.items() if k.startswith(MOVE_TAG)]
+    return sorted(moves, key=lambda m: m["seq"])
+
+
+def record_alias_move(model_name: str, version: str, previous: str | None, action: str,
+                      why: str = "", s: Settings | None = None, alias: str = CHAMPION,
+                      client: Any = None) -> dict[str, Any] | None:
+    """Record that ``alias`` moved from ``previous`` to ``version`` (who, when, why).
+
+    Called by deploy and rollback after moving the alias. A non-move (the alias already
+    named ``version``, e.g. a re-run deploy) records nothing.
+
+    Returns:
+        The recorded move, or None when nothing moved.
+
+    """
+    if previous is not None and str(previous) == str(version):
+        return None
+    client = client or configure(s)
+    seq = 1 + max((m["seq"] for m in alias_history(model_name, client=client)), default=0)
+    move = {"seq": seq, "alias": alias, "version": str(version),
+            "from": None if previous is None else str(previous), "action": action,
+            "who": operator(), "when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "why": why[:2000]}
+    client.set_registered_model_tag(model_name, f"{MOVE_TAG}{seq:06d}", json.dumps(move))
+    return move
+
+
+def record_deploy(model_name: str, version: str, previous: str | None, verdict: Verdict,
+                  s: Settings | None = None) -> dict[str, Any] | None:
+    """Record a deploy's champion move: ``force`` with the operator's reason, else ``deploy``."""
+    if verdict.forced:
+        return record_alias_move(model_name, version, previous, "force", verdict.force_reason, s)
+    return record_alias_move(model_name, version, previous, "deploy", verdict.reason, s)
+
+
+def champion_stack(moves: list[dict[str, Any]]) -> list[str]:
+    """The champions that rollback would go back through, oldest first (pure).
+
+    Deploys push a version; a rollback pops the top; a rollback to a version truncates
+    the stack after it (or pushes it when it never was champion).
+    """
+    stack: list[str] = []
+    for m in moves:
+        if m.get("alias", CHAMPION) != CHAMPION:
+            continue
+        v = m["version"]
+        if m["action"].startswith("rollback") and v in stack:
+            last = len(stack) - 1 - stack[::-1].index(v)
+            del stack[last + 1:]
+        elif not stack or stack[-1] != v:
+            stack.append(v)
+    return stack
+
+
+def rollback(model_name: str, s: Settings | None = None, to: str | None = None,
+             why: str = "") -> dict[str, Any]:
+    """Move ``champion`` back one step in its history (or to version ``to``).
+
+    The target is the version that was champion before the current one, as recorded by
+    :func:`record_alias_move`; rolling back again goes one more step back. Models
+    registered before the history existed fall back to the ``previous`` alias once.
+    ``previous`` then names the next version back (removed when there is none). Servers
+    pick the new champion up on their next registry poll.
+
+    Returns:
+        ``{"model", "champion": new champion, "previous": next rollback target or None,
+        "demoted": the version that was champion}``.
+
+    Raises:
+        RegistryError: Unknown model or version, no champion, or nothing to go back to.
 
     """
     from mlflow.exceptions import MlflowException
 
     client = configure(s)
-    try:
-        client.get_registered_model(model_name)
-    except MlflowException as exc:
-        raise RegistryError(f"no registered model named {model_name!r}") from exc
+    moves = alias_history(model_name, client=client)
     current = _alias_version(client, model_name, CHAMPION)
-    target = _alias_version(client, model_name, PREVIOUS)
     if current is None:
         raise RegistryError(f"{model_name} has no {CHAMPION}: nothing to roll back")
-    if target is None or target == current:
-        raise RegistryError(f"{model_name} has no {PREVIOUS} version to roll back to "
-                            f"({CHAMPION} is version {current})")
-    # Champion first: between the two calls both aliases name the target, never nothing.
+    stack = champion_stack(moves)
+    if not stack or stack[-1] != current:  # no (or stale) history: the aliases say it
+        legacy = _alias_version(client, model_name, PREVIOUS)
+        stack = [legacy, current] if legacy not in (None, current) else [current]
+    if to is not None:
+        to = str(to)
+        try:
+            client.get_model_version(model_name, to)
+        except MlflowException as exc:
+            raise RegistryError(f"{model_name} has no version {to}") from exc
+        if to == current:
+            raise RegistryError(f"version {to} of {model_name} is already {CHAMPION}")
+        target, action = to, "rollback_to"
+        rest = stack[:len(stack) - 1 - stack[::-1].index(to)] if to in stack else stack
+    else:
+        if len(stack) < 2:
+            raise RegistryError(f"{model_name} has no earlier {CHAMPION} to roll back to "
+                                f"({CHAMPION} is version {current}; `mlp models --history "
+                                f"{model_name}` lists the moves)")
+        target, action, rest = stack[-2], "rollback", stack[:-2]
+    # Champion first: between the two calls the aliases name real versions, never nothing.
     client.set_registered_model_alias(model_name, CHAMPION, target)
-    client.set_registered_model_alias(model_name, PREVIOUS, current)
+    record_alias_move(model_name, target, current, action,
+                      why or f"operator rollback from version {current}", client=client)
+    new_previous = rest[-1] if rest else None
+    if new_previous is None:
+        with contextlib.suppress(MlflowException):
+            client.delete_registered_model_alias(model_name, PREVIOUS)
+    else:
+        client.set_registered_model_alias(model_name, PREVIOUS, new_previous)
     client.set_model_version_tag(model_name, current, "demoted_by_rollback", "true")
-    log.info("%s rolled back: %s is %s again (version %s demoted to %s)", model_name,
-             target, CHAMPION, current, PREVIOUS)
-    return {"model": model_name, "champion": target, "previous": current}
+    log.info("%s rolled back: version %s is %s again (version %s demoted)", model_name,
+             target, CHAMPION, current)
+    return {"model": model_name, "champion": target, "previous": new_previous,
+            "demoted": current}
+
+
+def format_history(model_name: str, moves: list[dict[str, Any]]) -> str:
+    """Render :func:`alias_history` as a fixed-width table (pure)."""
+    if not moves:
+        return f"{model_name}: no recorded alias moves"
+    header = ("SEQ", "WHEN", "ACTION", "ALIAS", "FROM", "TO", "WHO", "WHY")
+    table = [header] + [(str(m["seq"]), m["when"], m["action"], m.get("alias", CHAMPION),
+                         m["from"] or "-", m["version"], m["who"],
+                         (m["why"] or "-").splitlines()[0][:80]) for m in moves]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                     for row in table)
 
 
 def _gate_metric(model_name: str, tags: Mapping[str, str]) -> str:

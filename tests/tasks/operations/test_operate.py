@@ -107,8 +107,8 @@ def test_retrain_without_services_runs_in_process(airflow_db, own_mlflow, mnist_
     from tasks.cli import format_outcome, main
     from tasks.operations.retrain import retrain
 
-    assert main(["retrain", "mnist", "--param", "nope=1"]) == 1
-    assert "mnist has no run param nope" in capsys.readouterr().err
+    assert main(["retrain", "mnist", "--param", "nope=1"]) == 2  # a usage error, before Airflow
+    assert "mlp retrain: --param nope: unknown run param" in capsys.readouterr().err
     conf = {"variant": "softmax", "epochs": 2, "batch_size": 32, "learning_rate": 0.01,
             "validation_size": 50, "source_dir": str(mnist_dir)}
     result = retrain("mnist", conf, wait=True, logical_date=datetime(2026, 5, 4, tzinfo=UTC))

@@ -10,6 +10,9 @@ from tasks.core.run import RunLayout, Snapshot, TrainedModel, Verdict
 from tasks.steps.deploy import deploy
 from tasks.tracking.registry import (
     RegistryError,
+    alias_history,
+    champion_stack,
+    format_history,
     format_models,
     list_models,
     rollback,
@@ -96,18 +99,74 @@ def test_deploy_tags_then_rollback_swaps_champion_and_previous(reg_settings, log
     assert "forced_by_operator" not in mv.tags
 
     assert rollback("reg_roll", reg_settings) == {"model": "reg_roll", "champion": "1",
-                                                  "previous": "2"}
-    assert _aliases(reg_settings, "reg_roll") == {"champion": "1", "previous": "2"}
+                                                  "previous": None, "demoted": "2"}
+    assert _aliases(reg_settings, "reg_roll") == {"champion": "1"}
     demoted = tracking.configure(reg_settings).get_model_version("reg_roll", "2")
     assert demoted.tags["demoted_by_rollback"] == "true"
-    # A second rollback undoes the first.
-    rollback("reg_roll", reg_settings)
-    assert _aliases(reg_settings, "reg_roll") == {"champion": "2", "previous": "1"}
+    # A second rollback does not roll forward: there is nothing further back.
+    with pytest.raises(RegistryError, match="no earlier champion"):
+        rollback("reg_roll", reg_settings)
+    assert _aliases(reg_settings, "reg_roll") == {"champion": "1"}
+
+
+def test_rolling_back_twice_goes_two_versions_back_and_history_lists_every_move(
+        reg_settings, logged_models, monkeypatch):
+    monkeypatch.setenv("MLP_OPERATOR", "alice")
+    for day, logged in enumerate(("weak", "good", "uint8", "autoencoder"), start=1):
+        _deploy(reg_settings, "reg_hist", logged_models[logged], f"2026030{day}T000000Z")
+    assert _aliases(reg_settings, "reg_hist") == {"champion": "4", "previous": "3"}
+    assert rollback("reg_hist", reg_settings)["champion"] == "3"
+    assert _aliases(reg_settings, "reg_hist") == {"champion": "3", "previous": "2"}
+    assert rollback("reg_hist", reg_settings, why="INC-7 drift")["champion"] == "2"
+    assert _aliases(reg_settings, "reg_hist") == {"champion": "2", "previous": "1"}
+    # --to jumps to any version; the next rollback returns from it
+    assert rollback("reg_hist", reg_settings, to="4") == {
+        "model": "reg_hist", "champion": "4", "previous": "2", "demoted": "2"}
+    assert rollback("reg_hist", reg_settings)["champion"] == "2"
+    assert rollback("reg_hist", reg_settings, to="1")["champion"] == "1"
+    with pytest.raises(RegistryError, match="no earlier champion"):
+        rollback("reg_hist", reg_settings)
+    with pytest.raises(RegistryError, match="has no version 9"):
+        rollback("reg_hist", reg_settings, to="9")
+    with pytest.raises(RegistryError, match="already champion"):
+        rollback("reg_hist", reg_settings, to="1")
+
+    moves = alias_history("reg_hist", reg_settings)
+    assert [(m["action"], m["from"], m["version"]) for m in moves] == [
+        ("deploy", None, "1"), ("deploy", "1", "2"), ("deploy", "2", "3"),
+        ("deploy", "3", "4"), ("rollback", "4", "3"), ("rollback", "3", "2"),
+        ("rollback_to", "2", "4"), ("rollback", "4", "2"), ("rollback_to", "2", "1")]
+    assert [m["seq"] for m in moves] == list(range(1, 10))
+    assert {m["who"] for m in moves} == {"alice"}
+    assert moves[0]["why"] == VERDICT.reason and moves[5]["why"] == "INC-7 drift"
+    assert all(m["when"].startswith("20") for m in moves)
+    table = format_history("reg_hist", moves).splitlines()
+    assert table[0].split() == ["SEQ", "WHEN", "ACTION", "ALIAS", "FROM", "TO", "WHO", "WHY"]
+    assert len(table) == 10 and "INC-7 drift" in table[6]
+
+
+def test_forced_deploys_are_recorded_with_the_operator_reason(reg_settings, logged_models):
+    layout = RunLayout(Path("/data"), "reg_force", "20260301T000000Z")
+    forced = replace(VERDICT, passed=False, forced=True, force_reason="INC-9 hotfix")
+    deploy("reg_force", trained_of(logged_models["weak"]), forced,
+           Snapshot("20260301T000000Z", "", "a" * 64), layout, reg_settings)
+    (move,) = alias_history("reg_force", reg_settings)
+    assert (move["action"], move["why"]) == ("force", "INC-9 hotfix")
+
+
+def test_champion_stack_replays_moves():
+    def mv(action, version):
+        return {"alias": "champion", "action": action, "version": version}
+
+    assert champion_stack([mv("deploy", "1"), mv("deploy", "2"), mv("deploy", "2")]) == [
+        "1", "2"]
+    assert champion_stack([mv("deploy", "1"), mv("deploy", "2"), mv("deploy", "3"),
+                           mv("rollback_to", "1"), mv("deploy", "4")]) == ["1", "4"]
 
 
 def test_rollback_needs_a_previous_version(reg_settings, logged_models):
     _deploy(reg_settings, "reg_single", logged_models["good"])
-    with pytest.raises(RegistryError, match="no previous version"):
+    with pytest.raises(RegistryError, match="no earlier champion"):
         rollback("reg_single", reg_settings)
     with pytest.raises(RegistryError, match="no registered model named 'reg_nope'"):
         rollback("reg_nope", reg_settings)
@@ -150,11 +209,21 @@ def test_cli_models_and_rollback(reg_settings, logged_models, monkeypatch, capsy
     monkeypatch.setenv("MLFLOW_TRACKING_URI", reg_settings.tracking_uri)
 
     assert main(["rollback", "reg_cli"]) == 0
-    assert "reg_cli: champion is now version 1 (version 2 demoted to previous)" in (
-        capsys.readouterr().out)
+    assert "reg_cli: champion is now version 1 (version 2 demoted; no earlier champion " \
+           "left)" in capsys.readouterr().out
     assert main(["models", "--json"]) == 0
     rows = [r for r in json.loads(capsys.readouterr().out) if r["model"] == "reg_cli"]
-    assert {r["version"]: r["aliases"] for r in rows} == {"2": ["previous"], "1": ["champion"]}
+    assert {r["version"]: r["aliases"] for r in rows} == {"2": [], "1": ["champion"]}
+    assert main(["rollback", "reg_cli"]) == 1
+    assert "no earlier champion" in capsys.readouterr().err
+    assert main(["rollback", "reg_cli", "--to", "2", "--reason", "back to the new one"]) == 0
+    assert "champion is now version 2 (version 1 demoted; previous is now version 1)" in (
+        capsys.readouterr().out)
+    assert main(["models", "--history", "reg_cli"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[2] for line in lines[1:]] == ["deploy", "deploy", "rollback",
+                                                      "rollback_to"]
+    assert lines[-1].endswith("back to the new one")
     assert main(["models"]) == 0
     assert "reg_cli" in capsys.readouterr().out
     assert main(["rollback", "reg_never_registered"]) == 1

@@ -1,0 +1,131 @@
+"""``mlp new``: two files, a spec that validates, schema inference from a CSV."""
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tasks.cli import main
+from tasks.core.config import REPO_ROOT
+from tasks.operations.scaffold import ScaffoldError, infer_columns, new_use_case
+from tasks.steps.validate import validate
+
+
+@pytest.fixture()
+def root(tmp_path):
+    """A repository skeleton: the shipped use cases, empty dags/."""
+    shutil.copytree(REPO_ROOT / "models", tmp_path / "models")
+    (tmp_path / "dags").mkdir()
+    return tmp_path
+
+
+def ruff_clean(path: Path) -> None:
+    """The written module passes the project's lint rules as it is."""
+    import subprocess
+    import sys
+
+    ruff = Path(sys.executable).parent / "ruff"
+    out = subprocess.run([str(ruff), "check", "--no-cache", "--config",
+                          str(REPO_ROOT / "pyproject.toml"), str(path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
+
+
+def load_spec(path: Path):
+    mod_spec = importlib.util.spec_from_file_location(f"scaffolded_{path.stem}", path)
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    return module.SPEC
+
+
+def iris_csv(path: Path) -> Path:
+    import pandas as pd
+    from sklearn.datasets import load_iris
+
+    data = load_iris()
+    frame = pd.DataFrame(data.data, columns=["sepal_length", "sepal_width", "petal_length",
+                                             "petal_width"])
+    frame["species"] = data.target
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_infer_columns_dtypes_ranges_and_low_cardinality_values(tmp_path):
+    csv = tmp_path / "mixed.csv"
+    csv.write_text("age,income,city,label\n30,1200.5,paris,0\n41,800.0,lyon,1\n"
+                   "25,,paris,2\n")
+    cols = {c.name: c for c in infer_columns(csv)}
+    assert (cols["age"].dtype, cols["age"].values) == ("int64", (25, 30, 41))
+    assert (cols["income"].dtype, cols["income"].min, cols["income"].max) == (
+        "float64", 800.0, 1200.5)
+    assert (cols["city"].dtype, cols["city"].values) == ("string", ("lyon", "paris"))
+    assert cols["label"].source() == 'Column("label", dtype="int64", values=(0, 1, 2))'
+    assert cols["income"].source() == 'Column("income", min=800.0, max=1200.5)'
+    assert cols["city"].source() == 'Column("city", dtype="string", values=("lyon", "paris"))'
+
+
+def test_from_csv_writes_two_files_and_a_valid_classifier(root, tmp_path):
+    csv = iris_csv(tmp_path / "iris.csv")
+    written = new_use_case("iris", from_csv=str(csv), root=root)
+    assert written == [root / "models" / "iris.py", root / "dags" / "iris.py"]
+    assert 'dag = build_dag("iris")' in written[1].read_text()
+    spec = load_spec(written[0])
+    assert spec.name == "iris" and spec.model.objective == "classification"
+    assert spec.model.class_names == ("0", "1", "2")
+    assert spec.preprocess.label == "species" and spec.split.stratify_by == "species"
+    petal = next(c for c in spec.source.columns if c.name == "petal_length")
+    assert (petal.min, petal.max) == (1.0, 6.9)
+    assert validate(spec, {"epochs": 3}, dag_file=False) == []
+    assert spec.smoke.source == str(tmp_path)
+    ruff_clean(written[0])
+    ruff_clean(written[1])
+
+
+def test_template_is_a_valid_iris_classifier(root):
+    (module, _) = new_use_case("flowers", root=root)
+    text = module.read_text()
+    assert "def export_bundled" in text and "# The raw columns" in text
+    spec = load_spec(module)
+    assert spec.model.class_names == ("setosa", "versicolor", "virginica")
+    assert spec.source.default_location == "bundled:150:0"
+    assert validate(spec, {}, dag_file=False) == []
+    ruff_clean(module)
+
+
+def test_from_use_case_copies_it_under_the_new_name(root):
+    (module, dag) = new_use_case("iris", from_use_case="breast_cancer", root=root)
+    spec = load_spec(module)
+    assert spec.name == "iris" and spec.model.objective == "binary"
+    assert validate(spec, {}, dag_file=False) == []
+    assert sorted(p.name for p in (root / "dags").iterdir()) == ["iris.py"]
+
+
+def test_regression_and_text_labels(root, tmp_path):
+    csv = tmp_path / "prices.csv"
+    csv.write_text("size,price\n" + "".join(f"{i},{i * 1.5 + 0.25}\n" for i in range(40)))
+    spec = load_spec(new_use_case("prices", from_csv=str(csv), root=root)[0])
+    assert spec.model.objective == "regression" and spec.gate.metric == \
+        "rmse_improvement_over_baseline"
+    assert validate(spec, {}, dag_file=False) == []
+    text = tmp_path / "named.csv"
+    text.write_text("x,kind\n1,a\n2,b\n")
+    with pytest.raises(ScaffoldError, match="label column 'kind' holds text"):
+        new_use_case("named", from_csv=str(text), root=root)
+
+
+def test_refuses_taken_or_bad_names(root):
+    with pytest.raises(ScaffoldError, match=r"models/mnist.py already exists"):
+        new_use_case("mnist", root=root)
+    with pytest.raises(ScaffoldError, match="must be a Python identifier"):
+        new_use_case("my-model", root=root)
+
+
+def test_cli_new_user_errors(capsys):
+    assert main(["new", "mnist"]) == 2
+    assert "mlp new: models/mnist.py already exists" in capsys.readouterr().err
+    assert main(["new", "zzz_unused", "--from", "mnsit"]) == 2
+    assert "did you mean 'mnist'" in capsys.readouterr().err
+    assert main(["new", "zzz_unused", "--from-csv", "/nonexistent.csv"]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert not (REPO_ROOT / "models" / "zzz_unused.py").exists()

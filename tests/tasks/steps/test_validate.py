@@ -1,0 +1,164 @@
+"""``mlp validate``: every spec, param and source mistake is one line, in seconds, exit 2."""
+
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from tasks.cli import main
+from tasks.data.idx import write_idx
+from tasks.spec import catalog
+from tasks.steps.validate import ValidationError, ensure_valid, validate
+
+
+def fields(problems):
+    return [p.field.split(" ")[-1] for p in problems]
+
+
+def test_every_shipped_use_case_validates_its_spec():
+    for name in catalog.names():
+        spec = catalog.get(name)
+        # Source files are checked separately; the spec itself must be consistent.
+        problems = [p for p in validate(spec, {}, "/nonexistent") if p.field != "source"]
+        assert problems == [], (name, problems)
+
+
+def test_breast_cancer_with_its_bundled_source_is_valid():
+    assert validate(catalog.get("breast_cancer"), {"epochs": 3}) == []
+
+
+def test_wrong_label_stratify_and_feature_columns_are_named():
+    spec = catalog.get("breast_cancer")
+    bad = replace(spec, preprocess=replace(spec.preprocess, label="diagnosis"),
+                  split=replace(spec.split, stratify_by="klass"))
+    problems = validate(bad, {})
+    assert fields(problems)[:2] == ["preprocess.label", "split.stratify_by"]
+    assert "'diagnosis' is not a column" in str(problems[0])
+    assert "target" in str(problems[0])  # the fix: the columns it could be
+    assert str(problems[0]).startswith("models/breast_cancer.py preprocess.label:")
+
+
+def test_unknown_wrongly_typed_and_out_of_bounds_params():
+    spec = catalog.get("mnist")
+    problems = validate(spec, {"foo": 1, "epoch": 3, "epochs": 500, "batch_size": "big",
+                               "variant": "rnn", "learning_rate": 0.0}, "/nonexistent")
+    text = [str(p) for p in problems]
+    assert text[0].startswith("--param foo: unknown run param; known: ")
+    assert "did you mean 'epochs'?" in text[1]
+    assert "--param epochs: 500 is above the maximum 200" in text
+    assert any(t.startswith("--param batch_size: 'big' is not of type integer") for t in text)
+    assert "--param variant: 'rnn' is not one of ['softmax', 'dnn', 'cnn']" in text
+    assert "--param learning_rate: 0.0 is below the minimum 1e-06" in text
+    # a boolean is not an integer in JSON schema
+    assert validate(spec, {"epochs": True}, "/nonexistent")[0].field == "--param epochs"
+
+
+def test_gate_metric_must_be_one_the_objective_produces():
+    spec = catalog.get("breast_cancer")
+    bad = replace(spec, gate=replace(spec.gate, metric="test_rmse"))
+    (p,) = validate(bad, {})
+    assert p.field.endswith("gate.metric")
+    assert "'test_rmse' is not a metric the 'binary' objective produces" in p.message
+    assert "test_roc_auc" in p.message
+    # declared extra metrics count (taxi_fare's fitted slope)
+    taxi = catalog.get("taxi_fare")
+    ok = replace(taxi, gate=replace(taxi.gate, metric="slope_error_pct"))
+    assert [q for q in validate(ok, {}, "/x") if q.field != "source"] == []
+
+
+def test_class_names_must_match_the_label_classes(mnist_dir):
+    spec = catalog.get("mnist")
+    bad = replace(spec, model=replace(spec.model, class_names=("a", "b", "c")))
+    (p,) = validate(bad, {}, str(mnist_dir))
+    assert p.field.endswith("model.class_names")
+    assert "3 names but the label 'label' has 10 classes" in p.message
+
+
+def test_missing_and_malformed_source_files_are_named(mnist_dir, tmp_path):
+    spec = catalog.get("mnist")
+    assert validate(spec, {}, str(mnist_dir)) == []
+    (p,) = validate(spec, {}, str(tmp_path / "nowhere"))
+    assert p.field == "source" and "source directory does not exist" in p.message
+    assert "--source DIR" in p.message
+    # image dims wrong: read from the IDX header only
+    write_idx(mnist_dir / "t10k-images-idx3-ubyte.gz", np.zeros((100, 20, 20), np.uint8))
+    (p,) = validate(spec, {}, str(mnist_dir))
+    assert "t10k-images-idx3-ubyte.gz: image dims [20, 20] differ from expected [28, 28]" \
+        in p.message
+    # label count differs from image count
+    write_idx(mnist_dir / "t10k-images-idx3-ubyte.gz", np.zeros((99, 28, 28), np.uint8))
+    (p,) = validate(spec, {}, str(mnist_dir))
+    assert "label count 100 does not match image count 99" in p.message
+
+
+def test_tabular_header_mismatch_is_named(tmp_path):
+    spec = catalog.get("taxi_fare")
+    (tmp_path / "taxi.csv").write_text("distance,fare\n1.0,2000\n")
+    (p,) = validate(spec, {}, str(tmp_path))
+    assert "taxi.csv: columns do not match the schema: missing ['distance_km']" in p.message
+
+
+def test_ensure_valid_raises_one_line_per_problem():
+    spec = catalog.get("breast_cancer")
+    with pytest.raises(ValidationError) as err:
+        ensure_valid(spec, {"foo": 1, "epochs": 0})
+    assert str(err.value).splitlines() == [
+        "breast_cancer --param foo: unknown run param; known: batch_size, epochs, "
+        "force_deploy, force_reason, learning_rate, source_dir",
+        "breast_cancer --param epochs: 0 is below the minimum 1",
+    ]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["run", "breast_cancer", "--param", "foo=1"], "mlp run: --param foo: unknown run param"),
+    (["retrain", "breast_cancer", "--param", "foo=1"],
+     "mlp retrain: --param foo: unknown run param"),
+    (["run", "breast_cancer", "--param", "foo"], "mlp run: --param 'foo': expected KEY=VALUE"),
+    (["run", "breast_cancer", "--logical-date", "yesterday"],
+     "mlp run: --logical-date 'yesterday': expected an ISO date"),
+    (["run", "breast_cancr"], "did you mean 'breast_cancer'?"),
+    (["run", "mnist", "--epochs", "500"], "mlp run: --param epochs: 500 is above the maximum"),
+    (["run", "mnist", "--source", "/nonexistent"], "mlp run: source: /nonexistent: source "
+                                                   "directory does not exist"),
+    (["validate", "mnist", "--param", "variant=rnn"], "mlp validate: --param variant: 'rnn'"),
+    (["validate", "nosuch"], "unknown use case 'nosuch'"),
+])
+def test_cli_user_errors_are_one_line_exit_2_in_seconds(argv, expected, capsys, monkeypatch):
+    def must_not_start(*args, **kwargs):
+        raise AssertionError("a run started despite a user error")
+
+    monkeypatch.setattr("tasks.operations.local.run_pipeline", must_not_start)
+    monkeypatch.setattr("tasks.operations.retrain.retrain", must_not_start)
+    started = time.perf_counter()
+    assert main(argv) == 2
+    seconds = time.perf_counter() - started
+    err = capsys.readouterr().err
+    assert expected in err
+    assert "Traceback" not in err
+    assert all(line.startswith(f"mlp {argv[0]}: ") for line in err.splitlines())
+    assert seconds < 10, seconds  # nothing started: no Airflow, no TensorFlow
+
+
+def test_cli_validate_ok(mnist_dir, capsys):
+    assert main(["validate", "mnist", "--source", str(mnist_dir), "--param", "epochs=1"]) == 0
+    assert "mnist: valid" in capsys.readouterr().out
+
+
+def test_missing_or_skipped_dag_file_is_named(tmp_path, monkeypatch):
+    from tasks.steps import validate as v
+
+    spec = catalog.get("breast_cancer")
+    monkeypatch.setattr("tasks.core.config.REPO_ROOT", tmp_path)
+    (tmp_path / "dags").mkdir()
+    (p,) = v.check_dag_file(spec)
+    assert p.field == "dags/breast_cancer.py" and p.message.startswith("missing (Airflow")
+    # Without the word "airflow" Airflow's safe mode never parses the file.
+    (tmp_path / "dags" / "breast_cancer.py").write_text(
+        'from tasks.orchestration import build_dag\n\ndag = build_dag("breast_cancer")\n')
+    (p,) = v.check_dag_file(spec)
+    assert "a DAG file must contain the word 'airflow'" in p.message
+    (tmp_path / "dags" / "breast_cancer.py").write_text(
+        '"""Airflow DAG."""\nfrom tasks.orchestration import build_dag\n\n'
+        'dag = build_dag("breast_cancer")\n')
+    assert v.check_dag_file(spec) == []
