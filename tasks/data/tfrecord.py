@@ -7,8 +7,15 @@ Preprocessing writes ``tf.train.Example`` records whose features the feature spe
   (images as uint8; the packed float32 ``features`` vector of tabular use cases);
 - ``encoding: int64`` / ``float``: scalars (labels).
 
+A feature may be written to some splits only (``"splits": [...]``, default all). Tabular
+use cases keep, in the test split, the raw packed inputs as a client sends them
+(:data:`RAW_INPUTS`, float32 in the order of ``columns``), beside the transformed
+``features``: evaluation scores the exported model on them, and example requests are
+built from them.
+
 Shards are ``<split>/part-SSSSS-of-NNNNN.tfrecord``. :func:`make_dataset` reads them back
-as batched ``(inputs, labels)``; this module is the only place that knows the encoding.
+as batched ``(inputs, labels)``, :meth:`DatasetReader.raw_rows` the raw test inputs; this
+module is the only place that knows the encoding.
 """
 
 from __future__ import annotations
@@ -27,6 +34,12 @@ from tasks.features.transforms import output_width
 from tasks.spec import PreprocessSpec
 
 PACKED = "features"  # the packed float32 vector of all non-raw features
+RAW_INPUTS = "raw_inputs"  # the same rows' raw values, as the served model takes them
+RAW_SPLITS = ("test",)  # splits that keep RAW_INPUTS (what is scored as served)
+
+
+class DatasetContractError(ValueError):
+    """The dataset does not hold what the caller needs; the message says what to do."""
 
 
 def output_spec(prep: PreprocessSpec, schema: Mapping[str, Mapping[str, Any]],
@@ -43,12 +56,31 @@ def output_spec(prep: PreprocessSpec, schema: Mapping[str, Mapping[str, Any]],
             "columns": [{"name": f.name, "transform": f.transform, "log1p": f.log1p}
                         for f in packed],
         }
+    if packed and all(schema.get(f.name, {}).get("dtype") != "string" for f in packed):
+        spec[RAW_INPUTS] = {"dtype": "float32", "shape": [len(packed)], "encoding": "raw",
+                            "splits": list(RAW_SPLITS),
+                            "columns": [f.name for f in packed]}
     if prep.label:
         spec[prep.label] = {"dtype": prep.label_dtype, "shape": [],
                             "encoding": "int64" if prep.label_dtype == "int64" else "float"}
         if "num_classes" in schema.get(prep.label, {}):
             spec[prep.label]["num_classes"] = schema[prep.label]["num_classes"]
     return spec
+
+
+def for_split(spec: Mapping[str, Mapping[str, Any]], split: str
+              ) -> dict[str, Mapping[str, Any]]:
+    """The features of ``spec`` that records of ``split`` hold."""
+    return {k: v for k, v in spec.items() if split in v.get("splits", (split,))}
+
+
+def pack_raw(prep: PreprocessSpec, cols: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The raw values of the packed features as one ``(n, k)`` float32 matrix.
+
+    This is the served model's input for tabular use cases (its first layer applies the
+    transforms), in :attr:`PreprocessSpec.packed` order.
+    """
+    return np.stack([np.asarray(cols[f.name], np.float32) for f in prep.packed], axis=1)
 
 
 def encode_examples(spec: Mapping[str, Mapping[str, Any]],
@@ -176,6 +208,71 @@ class DatasetReader:
         d = Path(dataset_dir)
         return cls(d, read_json(d / FEATURE_SPEC), read_json(d / STATS),
                    read_json(d / DATASET_MANIFEST))
+
+    def served_key(self, input_key: str) -> str:
+        """The feature holding the served model's input (raw values, not transformed).
+
+        Raises:
+            DatasetContractError: A tabular dataset written before raw inputs were kept.
+
+        """
+        if input_key != PACKED:
+            return input_key  # images are stored raw: what is trained on is what is sent
+        if RAW_INPUTS not in self.feature_spec:
+            raise DatasetContractError(
+                f"{self.dataset_dir}: the dataset has no raw inputs ({RAW_INPUTS!r}); it "
+                "was written by an older preprocessing step, run preprocessing again")
+        return RAW_INPUTS
+
+    def arrays(self, name: str, keys: list[str], limit: int | None = None
+               ) -> dict[str, np.ndarray]:
+        """Whole columns of one split, decoded, in file order (the first ``limit`` rows).
+
+        Raises:
+            DatasetContractError: A key the records of this split do not hold.
+
+        """
+        import tensorflow as tf
+
+        files = split_files(self.dataset_dir, name)
+        desc = {}
+        for key in keys:
+            fs = self.feature_spec.get(key)
+            if fs is None or name not in fs.get("splits", (name,)):
+                raise DatasetContractError(
+                    f"{self.dataset_dir}: split {name!r} has no feature {key!r}")
+            if fs["encoding"] == "raw":
+                desc[key] = tf.io.FixedLenFeature([], tf.string)
+            elif fs["encoding"] == "int64":
+                desc[key] = tf.io.FixedLenFeature(fs["shape"], tf.int64)
+            else:
+                desc[key] = tf.io.FixedLenFeature(fs["shape"], tf.float32)
+        ds = tf.data.TFRecordDataset(files)
+        if limit is not None:
+            ds = ds.take(limit)
+        out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+        for records in ds.batch(8192):
+            ex = tf.io.parse_example(records, desc)
+            for key in keys:
+                fs = self.feature_spec[key]
+                v = ex[key].numpy()
+                if fs["encoding"] == "raw":
+                    v = np.frombuffer(b"".join(v), np.dtype(fs["dtype"]).newbyteorder("<"))
+                    v = v.reshape(-1, *fs["shape"]).astype(fs["dtype"])
+                out[key].append(v)
+        return {k: np.concatenate(v) if v else np.empty(
+            (0, *self.feature_spec[k]["shape"])) for k, v in out.items()}
+
+    def raw_rows(self, name: str, input_key: str, label_key: str | None,
+                 limit: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Inputs of one split as a client sends them (float32, raw units), and labels.
+
+        Tabular rows come from :data:`RAW_INPUTS` (kept for the test split), images from
+        the stored raw pixels; rows are in file order, the first ``limit`` of them.
+        """
+        key = self.served_key(input_key)
+        cols = self.arrays(name, [key] + ([label_key] if label_key else []), limit)
+        return cols[key].astype(np.float32), cols.get(label_key) if label_key else None
 
     def split(self, name: str, input_key: str, label_key: str | None, batch_size: int, *,
               target: Any = None, shuffle_seed: int | None = None) -> Any:

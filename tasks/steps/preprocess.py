@@ -34,7 +34,15 @@ from apache_beam.metrics import Metrics
 from tasks.core.errors import PermanentError
 from tasks.core.files import atomic_dir, read_json, write_json
 from tasks.core.run import DATASET_MANIFEST, FEATURE_SPEC, STATS, quarantine_file_for
-from tasks.data.tfrecord import PACKED, encode_examples, output_spec, shard_name
+from tasks.data.tfrecord import (
+    PACKED,
+    RAW_INPUTS,
+    encode_examples,
+    for_split,
+    output_spec,
+    pack_raw,
+    shard_name,
+)
 from tasks.features.transforms import Analyzer, apply_numpy
 from tasks.spec import RATIO, DataSource, Feature, PreprocessSpec, SplitSpec
 from tasks.steps.beam_runner import make_pipeline
@@ -219,15 +227,18 @@ class Route(beam.DoFn):
         cols = dict(batch)
         if PACKED in spec:
             cols[PACKED] = apply_numpy(self._prep.features, train, batch)
+        if RAW_INPUTS in spec:
+            cols[RAW_INPUTS] = pack_raw(self._prep, batch)
         codes, pos = _locate(batch, plan)
         for code in np.unique(codes):
             name = SPLITS[code]
+            split_spec = for_split(spec, name)
             in_split = np.flatnonzero(codes == code)
             n_shards, n_rows = self._shards.get(name, 1), plan["sizes"][name]
             shard = pos[in_split] * n_shards // n_rows
             for s in np.unique(shard):
                 sel = in_split[shard == s]
-                records = encode_examples(spec, {k: cols[k][sel] for k in spec})
+                records = encode_examples(split_spec, {k: cols[k][sel] for k in split_spec})
                 yield int(code) * _SHARD_BASE + int(s), {"pos": pos[sel], "records": records}
 
 

@@ -180,6 +180,30 @@ def test_analyzers_equal_numpy_and_test_frauds_are_not_at_the_end(cc_dir, tmp_pa
     assert feats.shape[1] == 28
 
 
+def test_test_split_keeps_raw_inputs_of_the_same_rows(cc_dir, tmp_path):
+    from tasks.data.tfrecord import PACKED, RAW_INPUTS, DatasetContractError, DatasetReader
+    from tasks.features.transforms import keras_layer
+
+    preprocess(SOURCE, SOURCE.files(str(cc_dir)), PREP, SPLIT, tmp_path / "ds")
+    reader = DatasetReader.open(tmp_path / "ds")
+    assert reader.feature_spec[RAW_INPUTS]["splits"] == ["test"]
+    raw, labels = reader.raw_rows("test", PACKED, "Class")
+    cols = reader.arrays("test", [PACKED, "Class"])
+    assert raw.shape == (reader.manifest["splits"]["test"]["rows"], 28)
+    np.testing.assert_array_equal(labels, cols["Class"])
+    # The raw rows are the unscaled CSV values: the transform layer maps them onto the
+    # stored features of the same rows.
+    data = np.genfromtxt(cc_dir / "creditcard.csv", delimiter=",", skip_header=1)
+    v1 = data[:, 1].astype(np.float32)
+    assert np.isin(raw[:, 0], v1).all() and not np.isin(cols[PACKED][:, 0], v1).all()
+    got = np.asarray(keras_layer(PREP.packed, reader.stats["train"])(raw))
+    np.testing.assert_allclose(got, cols[PACKED], rtol=1e-5, atol=1e-5)
+    head, _ = reader.raw_rows("test", PACKED, "Class", limit=3)
+    np.testing.assert_array_equal(head, raw[:3])
+    with pytest.raises(DatasetContractError, match="split 'train' has no feature"):
+        reader.arrays("train", [RAW_INPUTS])
+
+
 def test_keras_transform_layer_matches_numpy():
     from tasks.features.transforms import Analyzer, apply_numpy, keras_layer
     from tasks.spec import Feature
