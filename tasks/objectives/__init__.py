@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from tasks.objectives.anomaly import Anomaly
 from tasks.objectives.autoencoder import Autoencoder
-from tasks.objectives.base import Calibration, EvalOutput, Objective
+from tasks.objectives.base import Calibration, EvalOutput, Objective, TestRows, predict
 from tasks.objectives.binary import Binary
 from tasks.objectives.classification import Classification
 from tasks.objectives.regression import Regression
@@ -38,4 +38,4 @@ def get(kind: str) -> Objective:
 
 
 
-__all__ = ["KINDS", "Calibration", "EvalOutput", "Objective", "get"]
+__all__ = ["KINDS", "Calibration", "EvalOutput", "Objective", "TestRows", "get", "predict"]

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tasks.data.tfrecord import DatasetReader
 from tasks.objectives import plots
-from tasks.objectives.base import EvalOutput, Objective, predictions
+from tasks.objectives.base import EvalOutput, Objective, TestRows
 from tasks.spec import ModelSpec
 
 
@@ -48,9 +47,10 @@ class Classification(Objective):
     kind = "classification"
     metrics = ("test_accuracy", "test_loss", "test_macro_f1")
 
-    def evaluate(self, trained: Any, reader: DatasetReader, model: ModelSpec,
-                 calibration: Mapping[str, Any], out_dir: Path) -> EvalOutput:
-        y_true, proba = predictions(trained, reader, model)
-        report = classification_metrics(y_true, proba, model.class_names)
+    def score(self, outputs: Any, rows: TestRows, model: ModelSpec,
+              out_dir: Path | None = None) -> EvalOutput:
+        report = classification_metrics(rows.labels, np.asarray(outputs), model.class_names)
+        if out_dir is None:
+            return EvalOutput(report)
         png = plots.confusion_matrices([("test", report)], out_dir / "confusion_matrix.png")
         return EvalOutput(report, [png])
