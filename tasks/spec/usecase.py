@@ -269,6 +269,9 @@ class UseCaseSpec:
             triggers a run either way.
         catchup: Replay the cron points missed since the DAG's start date. Off by default:
             a deployment or a restart then waits for the next cron point.
+        require_approval: Default of the ``require_approval`` run param: after a passing
+            gate, wait for an operator to approve (Airflow UI or ``mlp approve``) before
+            deploying.
 
     """
 
@@ -283,6 +286,7 @@ class UseCaseSpec:
     schedule: str | None = None
     tags: tuple[str, ...] = ()
     catchup: bool = False
+    require_approval: bool = False
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
