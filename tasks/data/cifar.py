@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.data.sources import GENERATED, SourceError, _cached
+from tasks.data.sources import GENERATED, SourceError, _cached, generated_location
 
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILES = ("test_batch",)
@@ -162,23 +162,8 @@ class CifarSource:
         return found
 
     def _generate(self, location: str) -> Path:
-        from tasks.core.config import settings
-        from tasks.core.files import atomic_dir
-
-        if self.generator is None:
-            raise SourceError(f"{location}: this source has no generator")
-        try:
-            kind, rows, seed = location.split(":")
-            n, sd = int(rows), int(seed)
-        except ValueError as exc:
-            raise SourceError(f"{location}: expected synthetic:<train rows>:<seed>") from exc
-        if n < len(TRAIN_FILES):
-            raise SourceError(f"{location}: need at least {len(TRAIN_FILES)} training rows")
-        target = settings().root / "generated" / kind / f"cifar-{n}-{sd}"
-        if not target.is_dir():
-            with atomic_dir(target) as tmp:
-                self.generator(tmp, n, sd)
-        return target
+        return generated_location(location, self.generator, "cifar", unit="training rows",
+                                  minimum=len(TRAIN_FILES))
 
     def validate(self, files: Mapping[str, str]) -> dict[str, Any]:
         """Read every batch file (structure, shapes, label count) and the label names."""

@@ -77,7 +77,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from tasks.data.sources import GENERATED, SourceError
+from tasks.data.sources import GENERATED, SourceError, generated_location
 
 log = logging.getLogger(__name__)
 
@@ -318,30 +318,8 @@ class MediaFolderSource:
         return out
 
     def _generate(self, location: str) -> Path:
-        import fcntl
-
-        from tasks.core.config import settings
-        from tasks.core.files import atomic_dir
-
-        if self.generator is None:
-            raise SourceError(f"{location}: this source has no generator")
-        try:
-            kind, per_class, seed = location.split(":")
-            n, sd = int(per_class), int(seed)
-        except ValueError as exc:
-            raise SourceError(f"{location}: expected <kind>:<files per class>:<seed>") from exc
-        name = f"{getattr(self.generator, '__module__', 'media').rsplit('.', 1)[-1]}-{n}-{sd}"
-        target = settings().root / "generated" / kind / name
-        if target.is_dir():
-            return target
-        # Parallel-safe: concurrent runs wait for one generation instead of racing.
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target.parent / f".{name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not target.is_dir():
-                with atomic_dir(target) as tmp:
-                    self.generator(tmp, n, sd)
-        return target
+        name = getattr(self.generator, "__module__", "media").rsplit(".", 1)[-1]
+        return generated_location(location, self.generator, name, unit="files per class")
 
     def validate(self, files: Mapping[str, str]) -> dict[str, Any]:
         """Structural checks (every class has files); per-file checks happen in Beam.

@@ -37,6 +37,44 @@ def _cached(path: str, kind: str, extra: tuple[Any, ...], load: Callable[[], Any
 class SourceError(PermanentError, ValueError):
     """Raw input is unusable; the message names the file and the field."""
 
+def generated_location(location: str, generator: Callable[[Path, int, int], None] | None,
+                       name: str, unit: str = "rows", minimum: int = 0) -> Path:
+    """The folder a seeded generator wrote for a ``synthetic:``/``bundled:`` location.
+
+    ``<kind>:<count>:<seed>`` runs ``generator(folder, count, seed)`` once into
+    ``$MLP_HOME/generated/<kind>/<name>-<count>-<seed>`` (atomically; concurrent runs
+    wait for one generation instead of racing) and reuses the folder afterwards.
+
+    Raises:
+        SourceError: No generator, a malformed location, or a count below ``minimum``.
+
+    """
+    import fcntl
+
+    from tasks.core.config import settings
+    from tasks.core.files import atomic_dir
+
+    if generator is None:
+        raise SourceError(f"{location}: this source has no generator")
+    try:
+        kind, count, seed = location.split(":")
+        n, sd = int(count), int(seed)
+    except ValueError as exc:
+        raise SourceError(f"{location}: expected <kind>:<{unit}>:<seed>") from exc
+    if n < minimum:
+        raise SourceError(f"{location}: need at least {minimum} {unit}")
+    target = settings().root / "generated" / kind / f"{name}-{n}-{sd}"
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.is_dir():
+            with atomic_dir(target) as tmp:
+                generator(tmp, n, sd)
+    return target
+
+
 
 @dataclass(frozen=True)
 class IdxImageSource:
@@ -238,22 +276,7 @@ class TabularSource:
         return out
 
     def _generate(self, location: str) -> Path:
-        from tasks.core.config import settings
-        from tasks.core.files import atomic_dir
-
-        if self.generator is None:
-            raise SourceError(f"{location}: this source has no generator")
-        try:
-            kind, rows, seed = location.split(":")
-            n, sd = int(rows), int(seed)
-        except ValueError as exc:
-            raise SourceError(f"{location}: expected <kind>:<rows>:<seed>") from exc
-        name = f"{'-'.join(self.layout.values())}-{n}-{sd}"
-        target = settings().root / "generated" / kind / name
-        if not target.is_dir():
-            with atomic_dir(target) as tmp:
-                self.generator(tmp, n, sd)
-        return target
+        return generated_location(location, self.generator, "-".join(self.layout.values()))
 
     def header(self, path: str) -> list[str]:
         """Column names of a file, from the CSV header or the Parquet schema."""

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.data.sources import GENERATED, SourceError
+from tasks.data.sources import GENERATED, SourceError, generated_location
 
 PTB_LAYOUT = {"train": "ptb.train.txt", "valid": "ptb.valid.txt", "test": "ptb.test.txt"}
 
@@ -66,21 +66,8 @@ class TextSource:
         return out
 
     def _generate(self, location: str) -> Path:
-        from tasks.core.config import settings
-        from tasks.core.files import atomic_dir
-
-        if self.generator is None:
-            raise SourceError(f"{location}: this source has no generator")
-        try:
-            kind, words, seed = location.split(":")
-            n, sd = int(words), int(seed)
-        except ValueError as exc:
-            raise SourceError(f"{location}: expected <kind>:<words>:<seed>") from exc
-        target = settings().root / "generated" / kind / f"{self.generator.__name__}-{n}-{sd}"
-        if not target.is_dir():
-            with atomic_dir(target) as tmp:
-                self.generator(tmp, n, sd)
-        return target
+        return generated_location(location, self.generator, self.generator.__name__
+                                  if self.generator else "text", unit="words")
 
     def validate(self, files: Mapping[str, str]) -> dict[str, Any]:
         """Reject empty files (0 bytes or blank lines only); count lines and bad lines."""
