@@ -49,6 +49,11 @@ EVALUATION_ARTIFACT = "evaluation/evaluation.json"
 GATE_VERDICT_ARTIFACT = "gate/verdict.json"
 
 
+def raw_asset_uri(use_case: str) -> str:
+    """URI of the asset whose events announce new raw data of a use case."""
+    return f"mlp://{use_case}/raw"
+
+
 def safe_key(text: str) -> str:
     """Turn a run id or date into a file-system-safe partition key."""
     return _UNSAFE.sub("-", text).strip("-")

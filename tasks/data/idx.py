@@ -46,6 +46,16 @@ def _read_bytes(path: Path) -> bytes:
         raise IdxFormatError(path, f"cannot read file ({exc})") from exc
 
 
+def _check_dimensions(magic: bytes, code: int, declared: int, ndim: int | None,
+                      path: str | Path) -> None:
+    """A file declaring another number of dimensions is the wrong kind of file."""
+    if ndim is not None and declared != ndim:
+        want = f"0x0000{code:02x}{ndim:02x}"
+        raise IdxFormatError(
+            path, f"bad magic number 0x{magic.hex()}: it declares {declared} dimensions, "
+                  f"this file must have {ndim} (magic {want}); is it the right file?")
+
+
 def parse_idx(data: bytes, path: str | Path = "<bytes>", ndim: int | None = None
               ) -> np.ndarray:
     """Parse IDX bytes into a native-endian numpy array.
@@ -78,11 +88,7 @@ def parse_idx(data: bytes, path: str | Path = "<bytes>", ndim: int | None = None
         )
     if declared == 0:
         raise IdxFormatError(path, "magic number declares 0 dimensions")
-    if ndim is not None and declared != ndim:
-        want = f"0x0000{code:02x}{ndim:02x}"
-        raise IdxFormatError(
-            path, f"bad magic number 0x{data[:4].hex()}: it declares {declared} dimensions, "
-                  f"this file must have {ndim} (magic {want}); is it the right file?")
+    _check_dimensions(data[:4], code, declared, ndim, path)
     header_len = 4 + 4 * declared
     if len(data) < header_len:
         raise IdxFormatError(path, f"truncated header: {declared} dimensions need "
@@ -109,8 +115,11 @@ def read_idx(path: str | Path, ndim: int | None = None) -> np.ndarray:
     return parse_idx(_read_bytes(path), path, ndim)
 
 
-def read_idx_header(path: str | Path) -> tuple[np.dtype, tuple[int, ...]]:
+def read_idx_header(path: str | Path, ndim: int | None = None
+                    ) -> tuple[np.dtype, tuple[int, ...]]:
     """The dtype and dimensions an IDX file declares, reading only its header (cheap).
+
+    ``ndim`` is checked as :func:`parse_idx` checks it.
 
     Raises:
         IdxFormatError: Unreadable file, bad magic number or truncated header.
@@ -124,16 +133,17 @@ def read_idx_header(path: str | Path) -> tuple[np.dtype, tuple[int, ...]]:
             if len(head) < 4:
                 raise IdxFormatError(path, f"file is {len(head)} bytes, too short for an "
                                            "IDX header")
-            zero, code, ndim = struct.unpack(">HBB", head)
-            if zero != 0 or code not in _DTYPES or ndim == 0:
+            zero, code, declared = struct.unpack(">HBB", head)
+            if zero != 0 or code not in _DTYPES or declared == 0:
                 raise IdxFormatError(path, f"bad magic number 0x{head.hex()}: not an IDX file")
-            dims_raw = fh.read(4 * ndim)
+            _check_dimensions(head, code, declared, ndim, path)
+            dims_raw = fh.read(4 * declared)
     except (OSError, EOFError, zlib.error) as exc:
         raise IdxFormatError(path, f"cannot read file ({exc})") from exc
-    if len(dims_raw) < 4 * ndim:
-        raise IdxFormatError(path, f"truncated header: {ndim} dimensions need {4 + 4 * ndim} "
-                                   "bytes")
-    return _DTYPES[code].newbyteorder("="), struct.unpack(f">{ndim}I", dims_raw)
+    if len(dims_raw) < 4 * declared:
+        raise IdxFormatError(path, f"truncated header: {declared} dimensions need "
+                                   f"{4 + 4 * declared} bytes")
+    return _DTYPES[code].newbyteorder("="), struct.unpack(f">{declared}I", dims_raw)
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> Path:

@@ -138,8 +138,8 @@ class IdxImageSource:
         facts: dict[str, Any] = {}
         for part in self.layout:
             img_path, lab_path = files[f"{part}.image"], files[f"{part}.label"]
-            img_dtype, img_dims = read_idx_header(img_path)
-            lab_dtype, lab_dims = read_idx_header(lab_path)
+            img_dtype, img_dims = read_idx_header(img_path, ndim=3)
+            lab_dtype, lab_dims = read_idx_header(lab_path, ndim=1)
             if img_dtype != np.uint8 or len(img_dims) != 3:
                 raise IdxFormatError(img_path, f"expected uint8 images (n, rows, cols), got "
                                                f"{img_dtype} with dims {list(img_dims)}")

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core.config import Settings, settings
+from tasks.core.run import raw_asset_uri
 from tasks.operations.airflow_api import AirflowClient, AirflowError
 from tasks.operations.local import migrate_airflow_db
-from tasks.orchestration.assets import raw_asset_uri
 from tasks.spec import catalog
 
 

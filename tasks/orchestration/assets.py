@@ -12,12 +12,8 @@ from typing import Any
 
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable
 
+from tasks.core.run import raw_asset_uri
 from tasks.spec import UseCaseSpec
-
-
-def raw_asset_uri(use_case: str) -> str:
-    """URI of the asset whose events announce new raw data of a use case."""
-    return f"mlp://{use_case}/raw"
 
 
 def raw_asset(use_case: str) -> Asset:
