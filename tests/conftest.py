@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +83,39 @@ def airflow_db() -> None:
     """Create the Airflow metadata DB of the test root once per session."""
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True,
                    capture_output=True, env=os.environ.copy())
+
+
+@contextlib.contextmanager
+def serving(models: Collection[str] = (), timeout: float = 180.0) -> Iterator[str]:
+    """The REST server of the session's registry on a free loopback port, ready to answer.
+
+    A real uvicorn server in a thread; yields its base URL once ``/readyz`` answers and
+    serves every name in ``models``, and stops it afterwards.
+    """
+    import httpx
+    import uvicorn
+
+    from tasks.serving import create_app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                ready = httpx.get(f"{base}/readyz")
+                if ready.status_code == 200 and set(models) <= set(ready.json()["models"]):
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -8,9 +8,6 @@ the trained network. The gate is relaxed: tiny data cannot reach the real bar.
 
 import base64
 import io
-import socket
-import threading
-import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -19,28 +16,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import serving
+
 pytestmark = pytest.mark.slow
 
 CONF = {"source_dir": "synthetic:250:3", "epochs": 2, "batch_size": 50,
         "validation_size": 50}
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_cifar10_dag_ablation_registry_and_serving(airflow_db, own_mlflow):
     import keras
-    import uvicorn
 
     from tasks.core.config import settings
     from tasks.core.run import RunLayout
     from tasks.data.cifar import read_batch_file
     from tasks.features.layers import register_all
     from tasks.orchestration.dag_factory import build_dag
-    from tasks.serving import create_app
     from tasks.spec import catalog
     from tasks.tracking import configure
 
@@ -87,22 +78,7 @@ def test_cifar10_dag_ablation_registry_and_serving(airflow_db, own_mlflow):
     normalise = trained.get_layer("normalise")
     expected = trained.get_layer("cnn")(normalise(crop), training=False).numpy()
 
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                ready = httpx.get(f"{base}/readyz")
-                if ready.status_code == 200 and "cifar10" in ready.json()["models"]:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+    with serving(("cifar10",)) as base:
         answers = []
         for _ in range(2):
             r = httpx.post(f"{base}/v1/models/cifar10:predict",
@@ -126,6 +102,3 @@ def test_cifar10_dag_ablation_registry_and_serving(airflow_db, own_mlflow):
                        timeout=30)
         assert r.status_code == 200, r.text
         np.testing.assert_allclose(np.array(r.json()["predictions"]), answers[0], atol=1e-6)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)

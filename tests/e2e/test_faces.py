@@ -7,22 +7,15 @@ and a name. The real figure is reached by `mlp run faces` (README).
 
 import base64
 import json
-import socket
-import threading
-import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import httpx
 import pytest
 
+from tests.conftest import serving
+
 pytestmark = pytest.mark.slow
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_faces_quarantines_bad_photos_registers_and_answers_the_books_request(airflow_db,
@@ -33,7 +26,6 @@ def test_faces_quarantines_bad_photos_registers_and_answers_the_books_request(ai
     from tasks.core.run import RunLayout, run_key
     from tasks.data.faces import FaceCropper
     from tasks.orchestration.dag_factory import build_dag
-    from tasks.serving import create_app
     from tasks.spec import catalog
     from tasks.tracking import configure
 
@@ -57,24 +49,7 @@ def test_faces_quarantines_bad_photos_registers_and_answers_the_books_request(ai
                for line in quarantine.read_text().splitlines()}
     assert {"no face", "2 faces", "not an image"} <= reasons, reasons
 
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                ready = httpx.get(f"{base}/readyz")
-                if ready.status_code == 200 and "faces" in ready.json()["models"]:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+    with serving(("faces",)) as base:
         crop = FaceCropper()(encode_jpeg(skdata.astronaut(), 95))
         b64 = base64.b64encode(encode_jpeg(crop, 90)).decode()
         r = httpx.post(f"{base}/v1/models/faces:predict",
@@ -85,6 +60,3 @@ def test_faces_quarantines_bad_photos_registers_and_answers_the_books_request(ai
         bad = httpx.post(f"{base}/v1/models/faces:predict",
                          json={"instances": [{"image": {"b64": "%%% not base64"}}]})
         assert bad.status_code == 400 and "base64" in bad.json()["error"]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)

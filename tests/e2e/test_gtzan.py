@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
-import threading
-import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +14,7 @@ import numpy as np
 import pytest
 
 from tasks.features.audio import wav_bytes
+from tests.conftest import serving
 
 pytestmark = pytest.mark.slow
 
@@ -48,17 +46,10 @@ def write_gtzan(root: Path, per_genre: int) -> Path:
     return root
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_gtzan_runs_quarantines_bad_wavs_registers_and_serves(airflow_db, own_mlflow,
                                                               tmp_path):
     from tasks.core.config import settings
     from tasks.orchestration.dag_factory import build_dag
-    from tasks.serving import create_app
     from tasks.spec import catalog
     from tasks.tracking import configure
 
@@ -102,25 +93,8 @@ def test_gtzan_runs_quarantines_bad_wavs_registers_and_serves(airflow_db, own_ml
     assert manifest["splits"]["train"]["class_counts"] == {"0": 3, "1": 3, "2": 3, "3": 3}
     assert manifest["splits"]["test"]["class_counts"] == {"0": 1, "1": 1, "2": 1, "3": 1}
 
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    url = f"{base}/v1/models/gtzan_genres:predict"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                ready = httpx.get(f"{base}/readyz")
-                if ready.status_code == 200 and "gtzan_genres" in ready.json()["models"]:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+    with serving(("gtzan_genres",)) as base:
+        url = f"{base}/v1/models/gtzan_genres:predict"
         clip = base64.b64encode(good).decode()
         r = httpx.post(url, json={"instances": [{"b64": clip}, {"wav": {"b64": clip}}]},
                        timeout=60)
@@ -133,6 +107,3 @@ def test_gtzan_runs_quarantines_bad_wavs_registers_and_serves(airflow_db, own_ml
         other_rate = base64.b64encode((root / "metal" / "metal.00004.wav").read_bytes())
         r = httpx.post(url, json={"instances": [{"b64": other_rate.decode()}]}, timeout=30)
         assert r.status_code == 400 and "sample rate must be 22050" in r.json()["error"]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)

@@ -5,9 +5,6 @@ version when the same run is re-run, a gate failure that stops before deployment
 correct-shaped predictions from the REST server.
 """
 
-import socket
-import threading
-import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -15,16 +12,12 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.conftest import serving
+
 pytestmark = pytest.mark.slow
 
 CONF = {"variant": "softmax", "epochs": 8, "batch_size": 16, "learning_rate": 0.003,
         "validation_size": 50}
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +30,6 @@ def source(tmp_path_factory):
 def test_mnist_dag_end_to_end(airflow_db, own_mlflow, source):
     from tasks.core.run import RunLayout
     from tasks.orchestration.dag_factory import build_dag
-    from tasks.serving import create_app
     from tasks.spec import catalog
     from tasks.tracking import configure
 
@@ -86,23 +78,7 @@ def test_mnist_dag_end_to_end(airflow_db, own_mlflow, source):
     assert "test_accuracy >= 0.9999" in failed_run.data.tags["gate.reason"]
 
     # The REST server serves the champion in TF Serving's shape.
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+    with serving() as base:
         status = httpx.get(f"{base}/v1/models/mnist").json()
         assert status["model_version_status"][0]["version"] == "1"
         from tasks.data.idx import read_idx
@@ -115,6 +91,3 @@ def test_mnist_dag_end_to_end(airflow_db, own_mlflow, source):
         np.testing.assert_allclose(preds.sum(axis=1), 1.0, rtol=1e-4)
         bad = httpx.post(f"{base}/v1/models/mnist:predict", json={"instances": [[1, 2]]})
         assert bad.status_code == 400 and "shape [28, 28]" in bad.json()["error"]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)

@@ -5,25 +5,18 @@ perplexity of 120); ``char_rnn`` on the book's sentence with fewer iterations th
 book's 100 (the served model must still complete '반갑습니' as '갑습니다').
 """
 
-import socket
-import threading
-import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import httpx
 import pytest
 
+from tests.conftest import serving
+
 pytestmark = pytest.mark.slow
 
 WORDS = ("the stock market fell N points as investors sold shares of the company and "
          "the market rose when the company said it expects higher sales").split()
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ptb_dir(path):
@@ -39,7 +32,6 @@ def _ptb_dir(path):
 
 def test_text_use_cases_run_register_and_serve_text(airflow_db, own_mlflow, tmp_path):
     from tasks.orchestration.dag_factory import build_dag
-    from tasks.serving import create_app
     from tasks.spec import catalog
     from tasks.tracking import configure
 
@@ -70,24 +62,7 @@ def test_text_use_cases_run_register_and_serve_text(airflow_db, own_mlflow, tmp_
     assert ptb.data.metrics["baseline_kn_perplexity"] > 1.0
     assert ptb.data.metrics["test_tokens"] > 100
 
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                ready = httpx.get(f"{base}/readyz")
-                if ready.status_code == 200 and set(runs) <= set(ready.json()["models"]):
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+    with serving(runs) as base:
 
         def post(name, body):
             return httpx.post(f"{base}/v1/models/{name}:predict", json=body, timeout=30)
@@ -115,6 +90,3 @@ def test_text_use_cases_run_register_and_serve_text(airflow_db, own_mlflow, tmp_
         sig = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]
         assert sig["inputs"]["text"]["dtype"] == "DT_STRING"
         assert sig["outputs"]["predicted"]["dtype"] == "DT_STRING"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)

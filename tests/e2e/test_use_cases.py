@@ -11,9 +11,6 @@ evaluation made for that row.
 """
 
 import json
-import socket
-import threading
-import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -22,14 +19,9 @@ import numpy as np
 import pytest
 
 from tasks.spec import catalog
+from tests.conftest import serving
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _relaxed(spec):
@@ -112,7 +104,6 @@ def test_every_use_case_runs_registers_and_serves(airflow_db, own_mlflow, digits
     from tasks.core.run import RunLayout, run_key
     from tasks.operations.examples import write_example_request
     from tasks.orchestration.dag_factory import build_dag
-    from tasks.serving import create_app
     from tasks.tracking import configure
 
     client = configure()
@@ -156,24 +147,7 @@ def test_every_use_case_runs_registers_and_serves(airflow_db, own_mlflow, digits
                        for line in qfile.read_text().splitlines()}
             assert {"no face", "2 faces", "not an image"} <= reasons, reasons
 
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                ready = httpx.get(f"{base}/readyz")
-                if ready.status_code == 200 and set(served) <= set(ready.json()["models"]):
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+    with serving(served) as base:
 
         def predict(name, instances):
             r = httpx.post(f"{base}/v1/models/{name}:predict", json={"instances": instances},
@@ -211,6 +185,3 @@ def test_every_use_case_runs_registers_and_serves(airflow_db, own_mlflow, digits
             fraud = predict("creditcard_fraud", [[0.0] * 28, [-20.0] * 28])
             assert set(fraud[0]) == {"score", "flag"}
             assert fraud[1]["score"] > fraud[0]["score"] and fraud[1]["flag"] == 1
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
