@@ -37,6 +37,25 @@ def _cached(path: str, kind: str, extra: tuple[Any, ...], load: Callable[[], Any
 class SourceError(PermanentError, ValueError):
     """Raw input is unusable; the message names the file and the field."""
 
+def layout_files(location: str, layout: Mapping[str, str]) -> dict[str, str]:
+    """Partition -> path of the file ``layout`` names under the folder ``location``.
+
+    Raises:
+        SourceError: The folder or one of the files is missing (named in the message).
+
+    """
+    base = Path(location)
+    if not base.is_dir():
+        raise SourceError(f"{base}: source directory does not exist")
+    out = {}
+    for part, name in layout.items():
+        path = base / name
+        if not path.is_file():
+            raise SourceError(f"{base}: missing {part} file {name}")
+        out[part] = str(path)
+    return out
+
+
 def generated_location(location: str, generator: Callable[[Path, int, int], None] | None,
                        name: str, unit: str = "rows", minimum: int = 0) -> Path:
     """The folder a seeded generator wrote for a ``synthetic:``/``bundled:`` location.
@@ -264,16 +283,7 @@ class TabularSource:
         """Partition -> file path; generates synthetic data for ``synthetic:`` locations."""
         if location.startswith(GENERATED):
             location = str(self._generate(location))
-        base = Path(location)
-        if not base.is_dir():
-            raise SourceError(f"{base}: source directory does not exist")
-        out = {}
-        for part, name in self.layout.items():
-            path = base / name
-            if not path.is_file():
-                raise SourceError(f"{base}: missing {part} file {name}")
-            out[part] = str(path)
-        return out
+        return layout_files(location, self.layout)
 
     def _generate(self, location: str) -> Path:
         return generated_location(location, self.generator, "-".join(self.layout.values()))

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.data.sources import GENERATED, SourceError, generated_location
+from tasks.data.sources import GENERATED, SourceError, generated_location, layout_files
 
 PTB_LAYOUT = {"train": "ptb.train.txt", "valid": "ptb.valid.txt", "test": "ptb.test.txt"}
 
@@ -54,16 +54,7 @@ class TextSource:
         """Partition -> file path (builds the bundled corpus for ``bundled:`` locations)."""
         if location.startswith(GENERATED):
             location = str(self._generate(location))
-        base = Path(location)
-        if not base.is_dir():
-            raise SourceError(f"{base}: source directory does not exist")
-        out = {}
-        for part, name in self.layout.items():
-            path = base / name
-            if not path.is_file():
-                raise SourceError(f"{base}: missing {part} file {name}")
-            out[part] = str(path)
-        return out
+        return layout_files(location, self.layout)
 
     def _generate(self, location: str) -> Path:
         return generated_location(location, self.generator, self.generator.__name__
