@@ -156,7 +156,8 @@ def _evaluate(spec: UseCaseSpec, snapshot: Snapshot, dataset: Dataset,
     layout = RunLayout.of(spec.name, snapshot.run_key)
     with step("evaluate", spec, layout.key) as out:
         evaluation = evaluate(spec, dataset.dataset_dir, trained, layout.evaluation_dir,
-                              raw_files=snapshot_files(Path(snapshot.snapshot_dir)))
+                              raw_files=snapshot_files(Path(snapshot.snapshot_dir)),
+                              data_checksum=snapshot.checksum)
         value = evaluation.metrics.get(spec.gate.metric)
         out.summary = f"{spec.gate.metric}={value:.4f}" if value is not None else (
             f"no {spec.gate.metric} in {sorted(evaluation.metrics)}")
