@@ -128,8 +128,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                   f"them ({other}): its column is its stored figure on its own test split, "
                   "not the same data.", ""]
     elif data:
-        both = "Both models were" if champ is not None else "The candidate was"
-        lines += [f"**Data:** {both} scored on the same rows: the `{data.get('split')}` "
+        both = ("Both models were scored on the same rows" if champ is not None
+                else "The candidate was scored on")
+        lines += [f"**Data:** {both}: the `{data.get('split')}` "
                   f"split of snapshot `{str(data.get('snapshot_checksum'))[:16]}`, "
                   f"{data.get('rows')} rows, raw inputs through each exported model "
                   f"(`{data.get('inputs')}`). The gate compares these figures only.", ""]

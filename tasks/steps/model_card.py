@@ -55,14 +55,17 @@ def render_card(spec: UseCaseSpec, version: str, snapshot: Snapshot,
         lines.append(f"- Calibrated on validation: `{json.dumps(trained.calibration)}`")
     data = evaluation.get("data") or {}
     champ = evaluation.get("champion") or {}
-    lines += ["", "## Evaluation (the served model on raw test inputs)", "",
+    scored = evaluation.get("scored") or "the served model on raw test inputs"
+    lines += ["", f"## Evaluation ({scored})", "",
               f"Scored on the `{data.get('split', 'test')}` split of snapshot "
               f"`{str(data.get('snapshot_checksum', snapshot.checksum))[:16]}`, "
               f"{data.get('rows')} rows"
               + (f"; champion v{champ['version']} on the same rows" if champ.get("report")
                  else "") + ".", ""]
     parity = evaluation.get("parity") or {}
-    if parity:
+    if parity.get("skipped"):
+        lines += [f"Parity: {parity['skipped']}.", ""]
+    elif parity:
         lines += [f"Parity with the trained model: max |diff| "
                   f"{parity.get('max_abs_diff', 0):.3g} ({parity.get('tolerance')}).", ""]
     champ_report = champ.get("report") or {}
