@@ -33,7 +33,7 @@ from tasks.core.config import Settings
 from tasks.core.errors import PermanentError
 from tasks.core.files import atomic_dir, write_json
 from tasks.core.run import EVALUATION, EVALUATION_ARTIFACT, Evaluation, TrainedModel
-from tasks.data.tfrecord import DatasetReader
+from tasks.data.tfrecord import DatasetReader, split_digest
 from tasks.features.layers import register_all
 from tasks.objectives import TestRows, predict, reference_model
 from tasks.spec import UseCaseSpec
@@ -158,21 +158,34 @@ def score_champion(spec: UseCaseSpec, rows: TestRows, out_dir: Path,
     return {**info, "report": report, "metrics": scalar_metrics(report)}
 
 
-def stored_champion(spec: UseCaseSpec, reason: str, s: Settings | None = None
-                    ) -> dict[str, Any] | None:
-    """The champion's figures on its own test split, for kinds that cannot be re-scored.
+def stored_champion(spec: UseCaseSpec, reason: str, test_digest: str,
+                    s: Settings | None = None) -> dict[str, Any] | None:
+    """The champion's own figures, for kinds whose served model cannot take the test rows.
 
     Used when the served model takes inputs the test split does not keep (raw WAV or JPEG
-    files, text with another vocabulary); ``not_same_data`` says why, and the gate report
-    names the comparison as one on different data.
+    files, text with another vocabulary). When the champion was evaluated on the very
+    same test records (equal :func:`~tasks.data.tfrecord.split_digest`, e.g. a rerun on
+    the same snapshot), its stored figures are figures on the same rows; otherwise
+    ``not_same_data`` says why they are not, and the gate and its report say so.
     """
+    import mlflow
+
     champ = champion_run(spec.name, s)
     if champ is None:
         return None
     stored = {k: float(v) for k, v in champ["metrics"].items()
               if k.startswith("test_") or k == spec.gate.metric}
-    return {"version": str(champ["version"]), "run_id": champ["run_id"],
-            "stored_metrics": stored, "not_same_data": reason}
+    info = {"version": str(champ["version"]), "run_id": champ["run_id"],
+            "stored_metrics": stored}
+    try:
+        report = mlflow.artifacts.load_dict(f"runs:/{champ['run_id']}/{EVALUATION_ARTIFACT}")
+    except Exception:  # noqa: BLE001 - a champion logged without an evaluation report
+        report = {}
+    if test_digest and (report.get("data") or {}).get("test_digest") == test_digest:
+        mine = {k: v for k, v in report.items() if k not in ("champion", "data", "parity")}
+        return {**info, "report": mine, "metrics": scalar_metrics(mine),
+                "same_rows": "the champion was evaluated on the same test records"}
+    return {**info, "not_same_data": reason}
 
 
 def evaluate(spec: UseCaseSpec, dataset_dir: Path, trained: TrainedModel, out_dir: Path,
@@ -231,7 +244,8 @@ def evaluate(spec: UseCaseSpec, dataset_dir: Path, trained: TrainedModel, out_di
         checked = {"rows": 0, "skipped": f"no parity on test rows: {why}; the served model "
                    "answers its serving example before deploy (infra validation)"}
     data = {"snapshot_checksum": data_checksum, "dataset": str(dataset_dir), "split": "test",
-            "rows": n_rows, "inputs": inputs}
+            "rows": n_rows, "inputs": inputs,
+            "test_digest": split_digest(Path(dataset_dir), "test")}
     with atomic_dir(Path(out_dir)) as tmp:
         if rows is not None:
             out = objective.score(served_out, rows, spec.model, tmp)
@@ -246,7 +260,7 @@ def evaluate(spec: UseCaseSpec, dataset_dir: Path, trained: TrainedModel, out_di
             pngs.extend(Path(p) for p in spec.model.extra_plots(raw_files, tmp))
         scalars = scalar_metrics(report)
         champion = (score_champion(spec, rows, tmp, s) if rows is not None
-                    else stored_champion(spec, why, s))
+                    else stored_champion(spec, why, data["test_digest"], s))
         full = {**report, "scored": scored, "data": data, "parity": checked,
                 "champion": None if champion is None else
                 {k: v for k, v in champion.items() if k != "metrics"}}
@@ -263,6 +277,6 @@ def evaluate(spec: UseCaseSpec, dataset_dir: Path, trained: TrainedModel, out_di
         data=data, parity=checked,
         champion=None if champion is None else {
             k: champion[k] for k in ("version", "run_id", "metrics", "stored_metrics", "error",
-                                     "not_same_data")
+                                     "not_same_data", "same_rows")
             if k in champion},
     )
