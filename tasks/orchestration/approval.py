@@ -18,6 +18,7 @@ from typing import Any
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param
 
+from tasks.core.progress import report
 from tasks.core.run import RunLayout, run_key
 
 log = logging.getLogger(__name__)
@@ -76,9 +77,10 @@ class GateApproval(ApprovalOperator):
         dag_run = context["dag_run"]
         key = run_key(getattr(dag_run, "logical_date", None), dag_run.run_id)
         self.body = approval_body(self.use_case, key, trained["run_id"])
-        log.info("waiting for an operator: approve in the Airflow UI (Required Actions) or "
-                 "`mlp approve %s --run %s [--reject --reason ...]`", self.use_case,
-                 dag_run.run_id)
+        # A progress line: `mlp run` shows it on the console, so the wait is never silent.
+        report("⏸ approve    waiting for an operator: the Airflow UI (Browse → Required "
+               "Actions) or `mlp approve %s --run %s [--reject --reason ...]`",
+               self.use_case, dag_run.run_id)
         return super().execute(context)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
