@@ -69,9 +69,11 @@ SPEC = UseCaseSpec(
                     shards={"train": 4, "validation": 1, "test": 1}),
     model=ModelSpec(build=build_model, input_key="text", label_key=None,
                     objective="language_model"),
-    # The book's bar is 120 on PTB; the champion comparison allows 2% worse perplexity.
-    gate=GateSpec(metric="test_perplexity", max_value=120.0, higher_is_better=False,
-                  max_regression=2.4),
+    # The bar: beat the Kneser-Ney trigram baseline measured in the same run on
+    # the same test ids (the book's <= 120 is a PTB figure; on the default corpus the
+    # baseline is about 129). The champion comparison allows 2.4 (2% of 120) worse.
+    gate=GateSpec(metric="test_perplexity", baseline="baseline_kn_perplexity",
+                  higher_is_better=False, max_regression=2.4),
     params={
         "epochs": RunParam(5, "integer", "Training epochs (the book: 5)", minimum=1,
                            maximum=100),

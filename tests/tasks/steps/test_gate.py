@@ -40,3 +40,16 @@ def test_missing_metric_is_an_error():
 def test_gate_without_thresholds_is_a_spec_error():
     with pytest.raises(SpecError, match="no value threshold"):
         GateSpec(metric="test_accuracy")
+
+
+def test_baseline_of_the_same_run_must_be_beaten_strictly():
+    g = GateSpec(metric="test_perplexity", baseline="baseline_kn_perplexity",
+                 higher_is_better=False, max_regression=2.4)
+    v = decide(g, {"test_perplexity": 120.0, "baseline_kn_perplexity": 129.0}, champion=None)
+    assert v.passed and "test_perplexity < baseline_kn_perplexity (129.0000" in v.reason
+    tie = decide(g, {"test_perplexity": 129.0, "baseline_kn_perplexity": 129.0}, champion=None)
+    assert not tie.passed
+    up = GateSpec(metric="test_accuracy", baseline="majority_accuracy")
+    assert not decide(up, {"test_accuracy": 0.5, "majority_accuracy": 0.6}, champion=None).passed
+    with pytest.raises(KeyError, match="baseline_kn_perplexity"):
+        decide(g, {"test_perplexity": 120.0}, champion=None)
