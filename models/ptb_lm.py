@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tasks.data.text import TextSource, build_english_corpus
+from tasks.data.text import PTB_SPLITS, TextSource, build_english_corpus
 from tasks.features.text import TextFeature
 from tasks.spec import (
     GateSpec,
@@ -64,8 +64,7 @@ SPEC = UseCaseSpec(
     preprocess=PreprocessSpec(
         features=(TextFeature("text", top_k=VOCAB, sequence_length=STEPS),),
         label=None, max_bad_fraction=0.001, batch_size=4096),
-    split=SplitSpec(partition_to_split={"train": "train", "valid": "validation",
-                                        "test": "test"},
+    split=SplitSpec(partition_to_split=dict(PTB_SPLITS),
                     shards={"train": 4, "validation": 1, "test": 1}),
     model=ModelSpec(build=build_model, input_key="text", label_key=None,
                     objective="language_model"),
