@@ -14,24 +14,25 @@ WHY = "its served model takes its own inputs (text), encoded per run"
 
 
 def champion_evaluated_on(s, name, digest):
-    """A registered champion whose run's evaluation report names ``digest`` as its data."""
-    import mlflow
+    """A registered champion whose run's evaluation report names ``digest`` as its data.
 
+    Client calls only: no active experiment or run is left behind for later tests.
+    """
     from tasks import tracking
 
     client = tracking.configure(s)
-    mlflow.set_experiment(f"{name}-stored")
-    with mlflow.start_run() as run:
-        mlflow.log_metrics({"test_perplexity": 120.0, "test_accuracy": 0.25})
-        mlflow.log_dict({"test_perplexity": 120.0, "test_accuracy": 0.25,
-                         "data": {"split": "test", "test_digest": digest}},
-                        "evaluation/evaluation.json")
-        mlflow.log_text("not a model", "model/MLmodel")
+    exp = client.create_experiment(f"{name}-stored")
+    run_id = client.create_run(exp).info.run_id
+    client.log_metric(run_id, "test_perplexity", 120.0)
+    client.log_metric(run_id, "test_accuracy", 0.25)
+    client.log_dict(run_id, {"test_perplexity": 120.0, "test_accuracy": 0.25,
+                             "data": {"split": "test", "test_digest": digest}},
+                    "evaluation/evaluation.json")
+    client.set_terminated(run_id)
     client.create_registered_model(name)
-    mv = client.create_model_version(name, f"runs:/{run.info.run_id}/model",
-                                     run.info.run_id)
+    mv = client.create_model_version(name, f"runs:/{run_id}/model", run_id)
     client.set_registered_model_alias(name, "champion", mv.version)
-    return run.info.run_id
+    return run_id
 
 
 def test_split_digest_changes_with_the_records(tmp_path):
