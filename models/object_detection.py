@@ -10,9 +10,10 @@ pretrained part is another model of this platform: the backbone of the registere
 (``JPEGImages/``, ``Annotations/``, ``ImageSets/Main/{trainval,test}.txt``) or the pets'
 (``images/``, ``annotations/xmls/``, ``annotations/{trainval,test}.txt``); see
 :mod:`tasks.data.voc` (malformed XML, boxes outside the image, unknown class names go to
-quarantine with the file and the reason). The default, ``synthetic:1000:0``, is
-**generated**: a seeded generator writes the same VOC layout (1,000 trainval scenes, 250
-test scenes, JPEG quality 90). Per scene:
+quarantine with the file and the reason). The default, ``synthetic:800:0``, is
+**generated**: a seeded generator writes the same VOC layout (800 trainval scenes, of
+which 150 are carved out for validation, and 200 test scenes; JPEG quality 90). Per
+scene:
 
 - *background*: a window (96-144 px a side) of a real photo that a package ships
   (scikit-image's astronaut, coffee, chelsea, rocket, hubble_deep_field,
@@ -333,7 +334,7 @@ def build_model(params: Mapping[str, Any], stats: Mapping[str, Any], parent: Any
     return model
 
 
-SOURCE = VocDetectionSource(class_names=CLASS_NAMES, default_location="synthetic:1000:0",
+SOURCE = VocDetectionSource(class_names=CLASS_NAMES, default_location="synthetic:800:0",
                             generator=generate)
 
 SPEC = UseCaseSpec(
@@ -355,7 +356,7 @@ SPEC = UseCaseSpec(
     gate=GateSpec(metric="test_map_50", min_value=0.5, higher_is_better=True,
                   max_regression=0.02),
     params={
-        "epochs": RunParam(40, "integer", "Passes over the training scenes", minimum=1,
+        "epochs": RunParam(30, "integer", "Passes over the training scenes", minimum=1,
                            maximum=1000),
         "batch_size": RunParam(32, "integer", "Mini-batch size", minimum=1, maximum=1024),
         "learning_rate": RunParam(1e-3, "number", "Adam learning rate", minimum=1e-6,

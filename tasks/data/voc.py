@@ -78,6 +78,14 @@ def _number(node: ET.Element, path: str) -> float:
         raise AnnotationError(f"<{path}> is not a number: {raw!r}") from None
 
 
+def _flag(node: ET.Element, path: str) -> int:
+    """An optional 0/1 flag (VOC's ``difficult``, ``truncated``); absent or empty is 0."""
+    found = node.find(path)
+    if found is None or not (found.text or "").strip():
+        return 0
+    return int(_number(node, path) != 0)
+
+
 def parse_annotation(xml: bytes) -> dict[str, Any]:
     """A VOC XML annotation as ``{filename, width, height, objects: [{name, box, ...}]}``.
 
@@ -100,13 +108,9 @@ def parse_annotation(xml: bytes) -> dict[str, Any]:
     for i, obj in enumerate(root.findall("object")):
         try:
             box = tuple(_number(obj, f"bndbox/{k}") for k in ("xmin", "ymin", "xmax", "ymax"))
-            objects.append({
-                "name": _text(obj, "name"), "box": box,
-                "difficult": int(_number(obj, "difficult")) if obj.find("difficult") is not
-                None and (obj.find("difficult").text or "").strip() else 0,
-                "truncated": int(_number(obj, "truncated")) if obj.find("truncated") is not
-                None and (obj.find("truncated").text or "").strip() else 0,
-            })
+            objects.append({"name": _text(obj, "name"), "box": box,
+                            "difficult": _flag(obj, "difficult"),
+                            "truncated": _flag(obj, "truncated")})
         except AnnotationError as exc:
             raise AnnotationError(f"object {i + 1}: {exc}") from None
     filename = root.find("filename")

@@ -143,3 +143,17 @@ def test_bytes_of_the_snapshot_are_what_the_record_keeps(tmp_path):
     scene = batch["scene"][0]
     assert scene.encoded == (root / "JPEGImages" / "test1.jpg").read_bytes()
     assert Image.open(io.BytesIO(scene.encoded)).size == (50, 40)
+
+
+def test_missing_or_non_numeric_box_fields_are_annotation_errors():
+    from tasks.data.voc import AnnotationError
+
+    xml = VOC_XML.format(name="a", w=50, h=40, objects=OBJ.format(cls="cat", diff=0,
+                                                                  b=("x1", 2, 30, 30)))
+    with pytest.raises(AnnotationError, match=r"object 1: <bndbox/xmin> is not a number"):
+        parse_annotation(xml.encode())
+    xml = VOC_XML.format(name="a", w=50, h=40, objects="<object><name>cat</name></object>")
+    with pytest.raises(AnnotationError, match=r"object 1: no <bndbox/xmin>"):
+        parse_annotation(xml.encode())
+    with pytest.raises(AnnotationError, match="root element is <voc>"):
+        parse_annotation(b"<voc/>")
