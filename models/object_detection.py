@@ -353,10 +353,10 @@ SPEC = UseCaseSpec(
         parent=ParentModel(PARENT, "champion", used=uses_parent),
         ablation=AblationSpec(baseline="transfer", arms={"from_scratch": {"backbone": "scratch"}}),
     ),
-    gate=GateSpec(metric="test_map_50", min_value=0.5, higher_is_better=True,
+    gate=GateSpec(metric="test_map_50", min_value=0.6, higher_is_better=True,
                   max_regression=0.02),
     params={
-        "epochs": RunParam(30, "integer", "Passes over the training scenes", minimum=1,
+        "epochs": RunParam(20, "integer", "Passes over the training scenes", minimum=1,
                            maximum=1000),
         "batch_size": RunParam(32, "integer", "Mini-batch size", minimum=1, maximum=1024),
         "learning_rate": RunParam(1e-3, "number", "Adam learning rate", minimum=1e-6,
