@@ -286,7 +286,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """``mlp models``: registered versions, aliases and gate figures."""
+    """``mlp models``: registered versions, aliases and gate figures (or one model card)."""
     apply_env()
     from tasks.tracking.registry import (
         RegistryError,
@@ -304,8 +304,38 @@ def cmd_models(args: argparse.Namespace) -> int:
             return 1
         emit(args, moves, lambda: format_history(args.history, moves))
         return 0
+    if args.card:
+        from tasks.steps.model_card import read_card
+
+        try:
+            print(read_card(args.card), end="")
+        except LookupError as exc:
+            print(f"mlp models: {exc}", file=sys.stderr)
+            return 1
+        return 0
     rows = list_models()
     emit(args, rows, lambda: format_models(rows))
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    """``mlp approve``: release (or reject) a run waiting for approval, over REST."""
+    apply_env()
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from tasks.operations.airflow_api import AirflowError
+    from tasks.operations.approval import approve
+
+    use_case = known_use_case(args.use_case)
+    try:
+        result = approve(use_case, args.run, reject=args.reject, reason=args.reason or "")
+    except (ValueError, AirflowError) as exc:
+        print(f"approve failed: {exc}", file=sys.stderr)
+        return 1
+    emit(args, result, lambda: (
+        f"{use_case} run {result['dag_run_id']}: {result['decision']}"
+        + (f" ({result['reason']})" if result["reason"] else "")
+        + ("; deploy follows" if result["decision"] == "approved"
+           else "; deploy is skipped, nothing is registered")))
     return 0
 
 
@@ -450,7 +480,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.add_argument("--history", metavar="NAME",
                    help="every recorded champion move of one model (who, when, why)")
+    p.add_argument("--card", metavar="NAME[/VERSION]",
+                   help="print the model card of a version (default: the champion)")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser(
+        "approve", help="approve (or --reject) a run waiting after a passing gate (REST API)")
+    p.add_argument("use_case")
+    p.add_argument("--run", help="the DAG run id (default: the only run waiting)")
+    p.add_argument("--reject", action="store_true", help="reject: deploy is skipped")
+    p.add_argument("--reason", help="why (required with --reject; kept on the MLflow run)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_approve)
 
     p = sub.add_parser(
         "ingest", help="validate and land new raw data; emit the mlp://<use_case>/raw event")

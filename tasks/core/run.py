@@ -227,11 +227,22 @@ class TrainedModel(StepResult):
 
 @dataclass(frozen=True)
 class Evaluation(StepResult):
-    """Evaluate: the scalar test metrics (small) and where the full report is."""
+    """Evaluate: the served model's test metrics, the champion's on the same rows.
+
+    ``metrics`` are the candidate's (its exported model on the raw test inputs);
+    ``champion`` holds the current champion's ``version``, ``run_id``, ``metrics`` on the
+    same rows and ``stored_metrics`` (its figures on its own test split: history only),
+    or ``error`` when it could not answer these rows; None when there is no champion.
+    ``data`` names the rows (snapshot checksum, split, row count); ``parity`` is the
+    served-vs-trained check.
+    """
 
     run_id: str
     metrics: dict[str, float]
     report: str
+    data: dict[str, Any] = field(default_factory=dict)
+    parity: dict[str, Any] = field(default_factory=dict)
+    champion: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -239,7 +250,10 @@ class Verdict(StepResult):
     """Gate: the outcome, with every check spelled out.
 
     ``checks`` always hold the gate's own outcome; ``forced`` marks a verdict an operator
-    overrode (``passed`` is then True whatever the checks say).
+    overrode (``passed`` is then True whatever the checks say). ``champion`` is the
+    champion's figure on the candidate's test rows (what was compared);
+    ``champion_stored`` its figure on its own test split (history, never compared);
+    ``data`` names the rows both were scored on.
     """
 
     passed: bool
@@ -251,6 +265,8 @@ class Verdict(StepResult):
     checks: list[dict[str, Any]]
     forced: bool = False
     force_reason: str = ""
+    champion_stored: float | None = None
+    data: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for MLflow and reports (same as :meth:`to_xcom`)."""

@@ -64,14 +64,19 @@ def text_layers() -> dict[str, type]:
                 number = tf.strings.regex_full_match(toks.flat_values, NUMBER)
                 toks = toks.with_flat_values(tf.where(number, "N", lower))
             lengths = tf.cast(toks.row_lengths(), tf.int32)
-            tf.debugging.assert_positive(
-                lengths, message="empty text: send at least one token (word or character)")
+            # The checks gate the ids (control dependencies), so a bad input is refused
+            # with their message, never by a later op (e.g. an embedding lookup of -1).
+            checks = [tf.debugging.assert_positive(
+                lengths, message="empty text: send at least one token (word or character)")]
             ids = tf.cast(self._lookup(toks.flat_values), tf.int32)
             if not self.unk:  # no <unk>: ids are vocabulary indices; unknown is an error
-                tf.debugging.assert_positive(
+                checks.append(tf.debugging.assert_positive(
                     ids, message="unknown character or token: the model knows only "
-                                 + "".join(self.vocabulary[:50]))
+                                 + "".join(self.vocabulary[:50])))
                 ids = ids - 1
+            with tf.control_dependencies(checks):
+                ids = tf.identity(ids)
+                lengths = tf.identity(lengths)
             ids = toks.with_flat_values(ids)
             if self.start:
                 first = tf.fill([tf.shape(text)[0], 1], self.vocabulary.index(self.start)

@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from tasks.objectives.anomaly import Anomaly
 from tasks.objectives.autoencoder import Autoencoder
-from tasks.objectives.base import Calibration, EvalOutput, Objective
+from tasks.objectives.base import (
+    Calibration,
+    EvalOutput,
+    Objective,
+    TestRows,
+    predict,
+    reference_model,
+)
 from tasks.objectives.binary import Binary
 from tasks.objectives.classification import Classification
 from tasks.objectives.detection import Detection
@@ -42,4 +49,5 @@ def get(kind: str) -> Objective:
 
 
 
-__all__ = ["KINDS", "Calibration", "EvalOutput", "Objective", "get"]
+__all__ = ["KINDS", "Calibration", "EvalOutput", "Objective", "TestRows", "get", "predict",
+           "reference_model"]

@@ -23,6 +23,7 @@ from tasks.objectives.base import (
     EvalOutput,
     Objective,
     Target,
+    TestRows,
     reconstruction_errors,
 )
 from tasks.spec import ModelSpec
@@ -87,14 +88,13 @@ class Anomaly(Objective):
         return anomaly_score_layer()(calibration["threshold"], name="anomaly")([inputs,
                                                                                 outputs])
 
-    def evaluate(self, trained: Any, reader: DatasetReader, model: ModelSpec,
-                 calibration: Mapping[str, Any], out_dir: Path) -> EvalOutput:
+    def score(self, outputs: Any, rows: TestRows, model: ModelSpec,
+              out_dir: Path | None = None) -> EvalOutput:
+        """Ranking (ROC/PR-AUC of the score) and the flags at the model's own threshold."""
         from sklearn.metrics import average_precision_score, roc_auc_score
 
-        errors, labels = reconstruction_errors(trained, reader, model, self.target(model),
-                                               "test")
-        thr = float(calibration["threshold"])
-        flagged = errors > thr
+        errors, flagged = np.asarray(outputs["score"]), np.asarray(outputs["flag"]) > 0
+        labels = np.asarray(rows.labels)
         report = {
             "test_roc_auc": float(roc_auc_score(labels, errors)),
             "test_pr_auc": float(average_precision_score(labels, errors)),
@@ -102,7 +102,8 @@ class Anomaly(Objective):
             "test_anomalies": int(labels.sum()),
             "test_caught": int((flagged & (labels == 1)).sum()),
             "test_false_positives": int((flagged & (labels == 0)).sum()),
-            "threshold": thr,
         }
         report["test_recall"] = report["test_caught"] / max(report["test_anomalies"], 1)
+        if out_dir is None:
+            return EvalOutput(report)
         return EvalOutput(report, [plots.plot_roc_pr(labels, errors, out_dir / "roc_pr.png")])

@@ -8,9 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from tasks.data.tfrecord import DatasetReader
 from tasks.objectives import plots
-from tasks.objectives.base import EvalOutput, Objective, Target, reconstruction_errors
+from tasks.objectives.base import EvalOutput, Objective, Target, TestRows
 from tasks.spec import ModelSpec
 
 
@@ -28,14 +27,12 @@ class Autoencoder(Objective):
     def target(self, model: ModelSpec) -> Target:
         return model.target or own_input
 
-    def evaluate(self, trained: Any, reader: DatasetReader, model: ModelSpec,
-                 calibration: Mapping[str, Any], out_dir: Path) -> EvalOutput:
-        target = self.target(model)
-        errors, _ = reconstruction_errors(trained, reader, model, target, "test")
+    def score(self, outputs: Any, rows: TestRows, model: ModelSpec,
+              out_dir: Path | None = None) -> EvalOutput:
+        recon = np.asarray(outputs)
+        t = np.asarray(self.target(model)(rows.features, rows.labels, rows.stats))
+        errors = np.mean(np.square(recon - t).reshape(len(recon), -1), axis=1)
         pngs = []
-        x, t = next(iter(reader.split("test", model.input_key, model.label_key, 1024,
-                                      target=target)))
-        if len(t.shape) == 3:  # images: show what the model sees and gives back
-            pngs.append(plots.plot_reconstructions(t.numpy(), trained.predict_on_batch(x),
-                                                   out_dir / "reconstructions.png"))
+        if out_dir is not None and t.ndim == 3:  # images: what the model sees and gives back
+            pngs.append(plots.plot_reconstructions(t, recon, out_dir / "reconstructions.png"))
         return EvalOutput({"test_reconstruction_mse": float(np.mean(errors))}, pngs)

@@ -7,12 +7,20 @@ An objective owns, for one kind of model, everything the steps must not branch o
 - what is chosen on the validation split after fitting (:meth:`Objective.calibrate`, e.g.
   the anomaly threshold), which ships with the model;
 - the export head (:meth:`Objective.head`) appended to the served model;
-- the test metrics and plots (:meth:`Objective.evaluate`) and the names of the scalar
-  metrics it produces (:attr:`Objective.metrics`: a gate must use one of them);
+- the test metrics and plots of a *served* model's answers (:meth:`Objective.score`)
+  and the names of the scalar metrics it produces (:attr:`Objective.metrics`: a gate must
+  use one of them); :meth:`Objective.evaluate` scores the trained model plus its head on
+  the transformed features the same way (ablation arms, and kinds whose served model
+  takes other inputs than the test rows hold);
 - optionally, what a kind does differently end to end (language models): the batches it
   trains on (:meth:`Objective.dataset`), extra training callbacks
   (:meth:`Objective.callbacks`), and a served model of its own taking other inputs than
   the trained one (:meth:`Objective.serving_model`, :meth:`Objective.serving_example`).
+
+:meth:`Objective.score` judges what ships: it gets the outputs of an exported model (raw
+inputs in, the head's answers out) on a :class:`TestRows`, so the evaluation step scores
+the candidate and the current champion on the same rows with the same code
+(:meth:`Objective.scores_served_rows` says whether a kind's served model takes those rows).
 
 The training and evaluation steps call these in a fixed order; a new kind of model is a
 new subclass registered in :mod:`tasks.objectives`, with no edit to the steps.
@@ -61,6 +69,49 @@ class EvalOutput:
     plots: list[Path] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class TestRows:
+    """One split three ways: as a client sends it, as the trained model sees it, labels.
+
+    Attributes:
+        split: Split name (``test``).
+        raw: The served model's inputs (raw units; images: raw pixels).
+        features: The trained model's inputs (transformed by preprocessing).
+        labels: The label column (zeros when the use case has none).
+        stats: The dataset's full-pass statistics (e.g. the regression baseline).
+
+    """
+
+    split: str
+    raw: np.ndarray
+    features: np.ndarray
+    labels: np.ndarray
+    stats: Mapping[str, Any]
+
+    @classmethod
+    def load(cls, reader: DatasetReader, model: ModelSpec, split: str = "test") -> TestRows:
+        """Read a whole split (both input forms of the same rows, in file order)."""
+        served = reader.served_key(model.input_key)
+        keys = list(dict.fromkeys([served, model.input_key]))
+        cols = reader.arrays(split, keys + ([model.label_key] if model.label_key else []))
+        raw = cols[served].astype(np.float32)
+        features = raw if served == model.input_key else cols[model.input_key]
+        labels = (cols[model.label_key] if model.label_key
+                  else np.zeros(len(raw), np.int64))
+        return cls(split, raw, features.astype(np.float32), labels, reader.stats)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+
+def predict(model: Any, x: np.ndarray, batch_size: int = 4096) -> Any:
+    """A Keras model's outputs over ``x`` in batches: an array, or a dict of arrays."""
+    parts = [model.predict_on_batch(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    if parts and isinstance(parts[0], dict):
+        return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+    return np.concatenate([np.asarray(p) for p in parts])
+
+
 class Objective:
     """Base class of the model kinds; subclasses set :attr:`kind` and :attr:`metrics`."""
 
@@ -82,10 +133,29 @@ class Objective:
         """
         return None
 
+    def score(self, outputs: Any, rows: TestRows, model: ModelSpec,
+              out_dir: Path | None = None) -> EvalOutput:
+        """Metrics of a served model's ``outputs`` on ``rows`` (plots into ``out_dir``).
+
+        ``outputs`` are what the exported model answered for ``rows.raw``; the same
+        method scores the candidate and the champion, so their figures compare.
+        """
+        raise NotImplementedError(f"objective {self.kind!r} does not score")
+
+    def scores_served_rows(self, model: ModelSpec) -> bool:
+        """Whether the served model takes the test rows' raw inputs (then it is scored).
+
+        False for raw-media front ends (``ModelSpec.serving_input``: WAV or JPEG files the
+        test split does not keep) and for kinds with a served model of their own.
+        """
+        return model.serving_input is None
+
     def evaluate(self, trained: Any, reader: DatasetReader, model: ModelSpec,
-                 calibration: Mapping[str, Any], out_dir: Path) -> EvalOutput:
-        """Test metrics and plots of the trained model (PNGs written into ``out_dir``)."""
-        raise NotImplementedError(f"objective {self.kind!r} does not evaluate")
+                 calibration: Mapping[str, Any], out_dir: Path | None) -> EvalOutput:
+        """Test metrics of the trained model plus the head, on the transformed features."""
+        rows = TestRows.load(reader, model, "test")
+        outputs = predict(reference_model(self, trained, calibration), rows.features)
+        return self.score(outputs, rows, model, out_dir)
 
     def dataset(self, reader: DatasetReader, model: ModelSpec, split: str, batch_size: int,
                 shuffle_seed: int | None = None) -> Any:
@@ -107,14 +177,17 @@ class Objective:
         return None
 
 
-def predictions(trained: Any, reader: DatasetReader, model: ModelSpec,
-                split: str = "test") -> tuple[np.ndarray, np.ndarray]:
-    """Labels and model outputs over a whole split, in file order."""
-    y_true, pred = [], []
-    for x, y in reader.split(split, model.input_key, model.label_key, 1024):
-        pred.append(np.asarray(trained.predict_on_batch(x)))
-        y_true.append(y.numpy())
-    return np.concatenate(y_true), np.concatenate(pred)
+def reference_model(objective: Objective, trained: Any, calibration: Mapping[str, Any]) -> Any:
+    """The trained model plus the objective's head, on transformed inputs.
+
+    This is what the exported model must compute after its transform layer.
+    """
+    import keras
+
+    inp = keras.Input(shape=trained.inputs[0].shape[1:], dtype="float32", name="features")
+    out = trained(inp)
+    head = objective.head(inp, out, calibration)
+    return keras.Model(inp, out if head is None else head, name=f"{trained.name}_reference")
 
 
 def reconstruction_errors(trained: Any, reader: DatasetReader, model: ModelSpec,

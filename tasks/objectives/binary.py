@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tasks.data.tfrecord import DatasetReader
 from tasks.objectives import plots
-from tasks.objectives.base import EvalOutput, Objective, predictions
+from tasks.objectives.base import EvalOutput, Objective, TestRows
 from tasks.spec import ModelSpec
 
 
@@ -36,11 +34,13 @@ class Binary(Objective):
     kind = "binary"
     metrics = ("test_accuracy", "test_roc_auc", "test_pr_auc", "test_loss")
 
-    def evaluate(self, trained: Any, reader: DatasetReader, model: ModelSpec,
-                 calibration: Mapping[str, Any], out_dir: Path) -> EvalOutput:
-        y_true, score = predictions(trained, reader, model)
-        report = binary_metrics(y_true, score)
+    def score(self, outputs: Any, rows: TestRows, model: ModelSpec,
+              out_dir: Path | None = None) -> EvalOutput:
+        score = np.asarray(outputs).ravel()
+        report = binary_metrics(rows.labels, score)
+        if out_dir is None:
+            return EvalOutput(report)
         return EvalOutput(report, [
             plots.confusion_matrices([("test", report)], out_dir / "confusion_matrix.png"),
-            plots.plot_roc_pr(y_true, score.ravel(), out_dir / "roc_pr.png"),
+            plots.plot_roc_pr(rows.labels, score, out_dir / "roc_pr.png"),
         ])

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tasks.data.tfrecord import DatasetReader
 from tasks.objectives import plots
-from tasks.objectives.base import EvalOutput, Objective, predictions
+from tasks.objectives.base import EvalOutput, Objective, TestRows
 from tasks.spec import ModelSpec
 
 
@@ -48,15 +47,17 @@ class Classification(Objective):
     kind = "classification"
     metrics = ("test_accuracy", "test_loss", "test_macro_f1")
 
-    def evaluate(self, trained: Any, reader: DatasetReader, model: ModelSpec,
-                 calibration: Mapping[str, Any], out_dir: Path) -> EvalOutput:
-        y_true, proba = predictions(trained, reader, model)
-        report = classification_metrics(y_true, proba, model.class_names)
+    def score(self, outputs: Any, rows: TestRows, model: ModelSpec,
+              out_dir: Path | None = None) -> EvalOutput:
+        proba = np.asarray(outputs)
+        report = classification_metrics(rows.labels, proba, model.class_names)
+        if out_dir is None:
+            return EvalOutput(report)
         pngs = [plots.confusion_matrices([("test", report)], out_dir / "confusion_matrix.png")]
-        if len(reader.feature_spec[model.input_key]["shape"]) == 3:  # colour images
-            x = np.concatenate([b.numpy() for b, _ in reader.split(
-                "test", model.input_key, model.label_key, 1024)][:4])
-            pngs.append(plots.examples_per_class(x, y_true, proba.argmax(axis=1),
+        if rows.raw.ndim == 4:  # colour images: a few test images per class
+            n = min(len(rows), 4096)
+            pngs.append(plots.examples_per_class(rows.raw[:n], rows.labels[:n],
+                                                 proba[:n].argmax(axis=1),
                                                  report["class_names"],
                                                  out_dir / "examples_per_class.png"))
         return EvalOutput(report, pngs)

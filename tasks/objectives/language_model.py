@@ -289,8 +289,12 @@ class LanguageModel(Objective):
     def serving_example(self, model: ModelSpec, reader: DatasetReader) -> Any:
         return serving_example(reader, model.input_key)
 
+    def scores_served_rows(self, model: ModelSpec) -> bool:
+        """The served model takes text; the test split holds ids of this run's vocabulary."""
+        return False
+
     def evaluate(self, trained: Any, reader: DatasetReader, model: ModelSpec,
-                 calibration: Mapping[str, Any], out_dir: Path) -> EvalOutput:
+                 calibration: Mapping[str, Any], out_dir: Path | None) -> EvalOutput:
         """Perplexities and next-token accuracy, and the Kneser-Ney baseline.
 
         Validation and test figures of the model, and the baseline on the same test

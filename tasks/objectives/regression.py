@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tasks.data.tfrecord import DatasetReader
 from tasks.objectives import plots
-from tasks.objectives.base import EvalOutput, Objective, predictions
+from tasks.objectives.base import EvalOutput, Objective, TestRows
 from tasks.spec import ModelSpec
 
 
@@ -36,10 +34,12 @@ class Regression(Objective):
     metrics = ("test_rmse", "test_mae", "test_r2", "baseline_rmse",
                "rmse_improvement_over_baseline")
 
-    def evaluate(self, trained: Any, reader: DatasetReader, model: ModelSpec,
-                 calibration: Mapping[str, Any], out_dir: Path) -> EvalOutput:
-        y_true, pred = predictions(trained, reader, model)
-        train_mean = float(reader.stats["train"]["features"][model.label_key]["mean"])
-        report = regression_metrics(y_true, pred, train_mean)
-        return EvalOutput(report, [plots.plot_residuals(y_true, pred,
+    def score(self, outputs: Any, rows: TestRows, model: ModelSpec,
+              out_dir: Path | None = None) -> EvalOutput:
+        pred = np.asarray(outputs)
+        train_mean = float(rows.stats["train"]["features"][model.label_key]["mean"])
+        report = regression_metrics(rows.labels, pred, train_mean)
+        if out_dir is None:
+            return EvalOutput(report)
+        return EvalOutput(report, [plots.plot_residuals(rows.labels, pred,
                                                         out_dir / "residuals.png")])

@@ -228,6 +228,38 @@ class AirflowClient:
                 "timestamp": event.timestamp.isoformat()}
 
 
+    def approval_requests(self, dag_id: str, run_id: str = "~",
+                          pending: bool = True) -> list[dict[str, Any]]:
+        """Human-in-the-loop requests of a DAG's runs (``~``: all runs), newest first."""
+        from airflow_client.client import TaskInstanceApi
+
+        rows = self.call(
+            f"GET /dags/{dag_id}/dagRuns/{run_id}/hitlDetails",
+            lambda c: TaskInstanceApi(c).get_hitl_details(
+                dag_id, run_id, response_received=False if pending else None,
+                order_by=["-created_at"], limit=100))
+        return [{"dag_run_id": d.task_instance.dag_run_id, "task_id": d.task_instance.task_id,
+                 "map_index": d.task_instance.map_index, "subject": d.subject,
+                 "options": list(d.options), "response_received": d.response_received,
+                 "state": _value(d.task_instance.state)} for d in rows.hitl_details]
+
+    def respond(self, dag_id: str, run_id: str, task_id: str, map_index: int,
+                option: str, params_input: Mapping[str, Any]) -> dict[str, Any]:
+        """Answer a human-in-the-loop request (``PATCH .../hitlDetails``): the task resumes."""
+        from airflow_client.client import TaskInstanceApi, UpdateHITLDetailPayload
+
+        body = UpdateHITLDetailPayload(chosen_options=[option], params_input=dict(params_input))
+        out = self.call(
+            f"PATCH /dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}"
+            "/hitlDetails",
+            lambda c: TaskInstanceApi(c).update_hitl_detail(dag_id, run_id, task_id,
+                                                            map_index, body))
+        return {"chosen_options": list(out.chosen_options),
+                "params_input": out.params_input or {},
+                "responded_at": out.responded_at.isoformat(),
+                "responded_by": getattr(out.responded_by, "user_name", None)}
+
+
 def _value(state: Any) -> Any:
     """An API enum's string value (None stays None)."""
     return getattr(state, "value", state)

@@ -31,11 +31,12 @@ from tasks.core.run import (
     Verdict,
     run_key,
 )
+from tasks.orchestration.approval import GateApproval
 from tasks.orchestration.assets import dag_schedule, triggering_location
 from tasks.spec import UseCaseSpec, catalog
 
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
-TASK_IDS = ("ingest", "preprocess", "train", "evaluate", "gate", "deploy")
+TASK_IDS = ("ingest", "preprocess", "train", "evaluate", "gate", "approve", "deploy")
 
 
 def context_run_key(context: Any) -> str:
@@ -90,6 +91,11 @@ def trigger_params(spec: UseCaseSpec) -> dict[str, Param]:
     params["force_reason"] = Param(
         "", type="string",
         description="Why the gate is overridden; required with force_deploy, kept on the version",
+    )
+    params["require_approval"] = Param(
+        spec.require_approval, type="boolean",
+        description="After a passing gate, wait for an operator to approve or reject "
+                    "(Airflow UI Required Actions, or mlp approve) before deploying",
     )
     return params
 
@@ -156,7 +162,8 @@ def _evaluate(spec: UseCaseSpec, snapshot: Snapshot, dataset: Dataset,
     layout = RunLayout.of(spec.name, snapshot.run_key)
     with step("evaluate", spec, layout.key) as out:
         evaluation = evaluate(spec, dataset.dataset_dir, trained, layout.evaluation_dir,
-                              raw_files=snapshot_files(Path(snapshot.snapshot_dir)))
+                              raw_files=snapshot_files(Path(snapshot.snapshot_dir)),
+                              data_checksum=snapshot.checksum)
         value = evaluation.metrics.get(spec.gate.metric)
         out.summary = f"{spec.gate.metric}={value:.4f}" if value is not None else (
             f"no {spec.gate.metric} in {sorted(evaluation.metrics)}")
@@ -179,13 +186,15 @@ def _gate(spec: UseCaseSpec, snapshot: Snapshot, evaluation: Evaluation) -> Verd
 
 
 def _deploy(spec: UseCaseSpec, snapshot: Snapshot, trained: TrainedModel,
-            verdict: Verdict) -> Deployment:
+            verdict: Verdict, approval: dict[str, Any] | None = None) -> Deployment:
     from tasks.core.files import write_json
     from tasks.steps.deploy import deploy
+    from tasks.steps.model_card import write_card
 
     layout = RunLayout.of(spec.name, snapshot.run_key)
     with step("deploy", spec, layout.key) as out:
         deployment = deploy(spec.name, trained, verdict, snapshot, layout)
+        write_card(spec, deployment, snapshot, trained, verdict, layout, approval)
         write_json(layout.deploy_file, deployment.to_xcom())
         out.summary = (f"{spec.name} version {deployment.version} is {deployment.alias}"
                        if deployment.moved else
@@ -252,9 +261,9 @@ def build_dag(use_case: UseCaseSpec | str) -> DAG:
 
         @task(task_id="deploy")
         def deploy(snapshot: dict[str, Any], trained: dict[str, Any],
-                   verdict: dict[str, Any]) -> dict[str, Any]:
+                   verdict: dict[str, Any], approval: dict[str, Any]) -> dict[str, Any]:
             return _deploy(spec, Snapshot.from_xcom(snapshot), TrainedModel.from_xcom(trained),
-                           Verdict.from_xcom(verdict)).to_xcom()
+                           Verdict.from_xcom(verdict), approval).to_xcom()
 
         snap = ingest()
         data = preprocess(snap)
@@ -262,5 +271,7 @@ def build_dag(use_case: UseCaseSpec | str) -> DAG:
             return dag
         trained = train(snap, data)
         verdict = gate(snap, evaluate(snap, data, trained))
-        deploy(snap, trained, verdict)
+        approve = GateApproval(use_case=spec.name)
+        verdict >> approve
+        deploy(snap, trained, verdict, approve.output)
     return dag

@@ -64,6 +64,7 @@ def _text(value: np.ndarray) -> Any:
     return np.vectorize(lambda b: b.decode("utf-8", "replace") if isinstance(b, bytes) else b,
                         otypes=[object])(value).tolist()
 
+
 def load_version(name: str, version: str, s: Settings | None = None) -> Served:
     """Load one registered version into a concrete ``tf.function`` (traced once, here).
 
@@ -75,28 +76,19 @@ def load_version(name: str, version: str, s: Settings | None = None) -> Served:
     import tensorflow as tf
     from mlflow.exceptions import MlflowException
 
-    from tasks.features.layers import register_all
+    from tasks.tracking.loader import load_registered
 
-    register_all()  # the platform's custom layers must be registered before loading
-    client = tracking.configure(s)
     try:
-        mv = client.get_model_version(name, str(version))
+        loaded = load_registered(name, str(version), s)
     except MlflowException as exc:
         raise NotFound(f"model {name!r} has no version {version}") from exc
-    model = mlflow.tensorflow.load_model(f"models:/{name}/{version}")
-    sig = signature_of(model)
-    fn = tf.function(
-        lambda x: model(x, training=False),
-        input_signature=[tf.TensorSpec([None, *sig.input_shape], tf.as_dtype(sig.input_dtype))],
-    )
-    # Calling the concrete function skips tf.function's per-call argument matching.
-    concrete = fn.get_concrete_function()
+    sig = signature_of(loaded.model)
 
     def predict(batch: np.ndarray) -> Any:
-        out = concrete(tf.constant(batch))
+        out = loaded.predict(batch)
         if isinstance(out, dict):
-            return {k: _text(v.numpy()) for k, v in out.items()}
-        return _text(out.numpy())
+            return {k: _text(v) for k, v in out.items()}
+        return _text(out)
 
     try:
         predict(example_batch(sig))  # first call allocates; keep that off the first request
@@ -106,13 +98,13 @@ def load_version(name: str, version: str, s: Settings | None = None) -> Served:
         if sig.input_dtype != "string":
             raise
     class_names: list[str] = []
-    if mv.run_id:
+    if loaded.run_id:
         try:
-            report = mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/{EVALUATION_ARTIFACT}")
+            report = mlflow.artifacts.load_dict(f"runs:/{loaded.run_id}/{EVALUATION_ARTIFACT}")
             class_names = [str(c) for c in report.get("class_names", [])]
         except Exception:  # models logged outside the pipeline have no evaluation report
             class_names = []
-    return Served(name, str(version), sig, predict, mv.run_id, class_names)
+    return Served(name, str(version), sig, predict, loaded.run_id, class_names)
 
 
 class ModelStore:

@@ -401,6 +401,9 @@ class UseCaseSpec:
             a deployment or a restart then waits for the next cron point.
         smoke: The tiny end-to-end test's source and params (see :class:`SmokeTest`);
             None leaves the use case out of that test (reported by it).
+        require_approval: Default of the ``require_approval`` run param: after a passing
+            gate, wait for an operator to approve (Airflow UI or ``mlp approve``) before
+            deploying.
 
     """
 
@@ -416,6 +419,7 @@ class UseCaseSpec:
     tags: tuple[str, ...] = ()
     catchup: bool = False
     smoke: SmokeTest | None = None
+    require_approval: bool = False
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():

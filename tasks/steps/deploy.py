@@ -16,6 +16,7 @@ from typing import Any
 from tasks import tracking
 from tasks.core.config import Settings
 from tasks.core.run import Deployment, RunLayout, Snapshot, TrainedModel, Verdict
+from tasks.steps.infra_validation import validate
 from tasks.tracking.parents import parent_tags
 from tasks.tracking.registry import (
     CHAMPION,
@@ -63,7 +64,9 @@ def deploy(model_name: str, trained: TrainedModel, verdict: Verdict, snapshot: S
     """Register the trained model as a version of ``model_name``; make it champion if newer.
 
     Idempotent: the version is found by the training run id, so re-running the same DAG
-    run (which reuses its training run) never creates a second version.
+    run (which reuses its training run) never creates a second version. Before the
+    aliases move, the version is infra-validated (:mod:`tasks.steps.infra_validation`);
+    a failure raises and the old champion keeps serving.
 
     Args:
         model_name: Registered model name (the use case name).
@@ -100,6 +103,8 @@ def deploy(model_name: str, trained: TrainedModel, verdict: Verdict, snapshot: S
         log.warning("%s version %s registered, not promoted: %s", model_name, version, note)
         return Deployment(model_name, version, CHAMPION, None, created, False, moved=False,
                           note=note)
+    # Loaded as the server loads it, it must answer its own example before any alias moves.
+    validate(model_name, version, trained.run_id, s)
     if old is not None:
         client.set_registered_model_alias(model_name, PREVIOUS, old)
     client.set_registered_model_alias(model_name, CHAMPION, version)

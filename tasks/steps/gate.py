@@ -1,5 +1,10 @@
 """Evaluation gate: absolute thresholds plus comparison with the current champion.
 
+The comparison is like with like: the evaluation step scored the candidate's exported
+model and the current champion on the same rows (this run's test split, raw inputs) with
+the same objective code; the gate compares those two figures. The champion's figure on
+its own, older test split is shown as history and never decides.
+
 :func:`decide` is the pure rule; :func:`apply_override` turns an operator's
 ``force_deploy`` (which must carry a reason) into a forced verdict; :func:`run_gate` looks
 up the champion, writes the side-by-side report (:mod:`tasks.steps.gate_report`) and logs it to
@@ -19,9 +24,8 @@ from tasks import tracking
 from tasks.core.config import Settings
 from tasks.core.errors import PermanentError
 from tasks.core.files import atomic_dir
-from tasks.core.run import EVALUATION_ARTIFACT, GATE_VERDICT_ARTIFACT, Evaluation, Verdict
+from tasks.core.run import GATE_VERDICT_ARTIFACT, Evaluation, Verdict
 from tasks.spec import GateSpec
-from tasks.tracking.registry import champion_run
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +35,24 @@ class ForceWithoutReason(PermanentError, ValueError):
 
 
 def decide(gate: GateSpec, metrics: dict[str, float], champion: float | None,
-           champion_version: str | None = None) -> Verdict:
+           champion_version: str | None = None, *, champion_stored: float | None = None,
+           champion_error: str | None = None, data: dict[str, Any] | None = None,
+           champion_other_data: str | None = None) -> Verdict:
     """Apply the gate to candidate metrics (pure; no I/O).
 
     Args:
         gate: The use case's gate.
         metrics: Candidate metrics from the evaluation step.
-        champion: The champion's value of ``gate.metric``, or None if there is no champion.
+        champion: The champion's value of ``gate.metric`` on the candidate's test rows, or
+            None if there is no champion.
         champion_version: Registry version of the champion (for the report).
+        champion_stored: The champion's figure on its own test split (history only).
+        champion_other_data: Set when the champion cannot be re-scored on these rows
+            (raw-media or text inputs): why. ``champion`` is then its stored figure and
+            the check says it is a comparison on other data.
+        champion_error: Why the champion could not be scored on these rows (the
+            comparison then fails: an operator may force the deploy).
+        data: The rows both were scored on (for the report).
 
     Returns:
         The verdict; ``reason`` lists every failed check or states why it passed.
@@ -55,13 +69,19 @@ def decide(gate: GateSpec, metrics: dict[str, float], champion: float | None,
     if gate.max_value is not None:
         checks.append({"check": f"{gate.metric} <= {gate.max_value}",
                        "passed": value <= gate.max_value})
-    if champion is None:
+    if champion_error is not None:
+        checks.append({"check": f"champion v{champion_version} could not be scored on this "
+                                f"run's test rows ({champion_error}): no comparison",
+                       "passed": False})
+    elif champion is None:
         checks.append({"check": "no champion yet: value thresholds only", "passed": True})
     elif gate.max_regression is not None:
         regression = (champion - value) if gate.higher_is_better else (value - champion)
+        where = ("on the same test rows" if champion_other_data is None else
+                 f"stored on its own test split (not the same data: {champion_other_data})")
         checks.append({
-            "check": f"regression vs champion v{champion_version} ({champion:.4f}) "
-                     f"<= {gate.max_regression} (is {regression:.4f})",
+            "check": f"regression vs champion v{champion_version} {where} "
+                     f"({champion:.4f}) <= {gate.max_regression} (is {regression:.4f})",
             "passed": regression <= gate.max_regression,
         })
     failed = [c["check"] for c in checks if not c["passed"]]
@@ -69,7 +89,8 @@ def decide(gate: GateSpec, metrics: dict[str, float], champion: float | None,
         reason = f"{gate.metric}={value:.4f} failed: " + "; ".join(failed)
     else:
         reason = f"{gate.metric}={value:.4f} passed: " + "; ".join(c["check"] for c in checks)
-    return Verdict(not failed, reason, gate.metric, value, champion, champion_version, checks)
+    return Verdict(not failed, reason, gate.metric, value, champion, champion_version, checks,
+                   champion_stored=champion_stored, data=dict(data or {}))
 
 
 def check_override(force_deploy: bool, force_reason: str | None) -> str | None:
@@ -119,17 +140,14 @@ def apply_override(verdict: Verdict, force_deploy: bool, force_reason: str | Non
     )
 
 
-def _evaluation_report(run_id: str | None) -> dict[str, Any] | None:
-    """The evaluation step's report logged on a run, if it has one."""
-    import mlflow
+def _read_report(path: str) -> dict[str, Any] | None:
+    """The evaluation step's report (candidate, champion on the same rows, data)."""
+    from tasks.core.files import read_json
 
-    if not run_id:
-        return None
     try:
-        report = mlflow.artifacts.load_dict(f"runs:/{run_id}/{EVALUATION_ARTIFACT}")
-    except Exception:  # older runs or runs logged outside the pipeline have none
+        return read_json(Path(path)) if path else None
+    except (OSError, ValueError):
         return None
-    return report if "confusion_matrix" in report else None
 
 
 def _histories(client: Any, run_id: str | None) -> dict[str, list[float]]:
@@ -148,19 +166,24 @@ def _histories(client: Any, run_id: str | None) -> dict[str, list[float]]:
 
 def write_report(model_name: str, verdict: Verdict, candidate: dict[str, Any],
                  champion: dict[str, Any] | None, out_dir: Path, client: Any) -> dict[str, Any]:
-    """Write ``report.md``, ``report.json`` and the PNGs into ``out_dir``; return the report."""
+    """Write ``report.md``, ``report.json`` and the PNGs into ``out_dir``; return the report.
+
+    ``candidate`` and ``champion`` may carry ``report``: the evaluation step's full report
+    of each on the same rows (confusion matrices and per-class figures come from there).
+    """
     from tasks.core.files import write_json
     from tasks.objectives.plots import confusion_matrices, learning_curves
     from tasks.steps.gate_report import CONFUSION_PNG, CURVES_PNG, build_report, render_markdown
 
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = []
-    cand_eval = _evaluation_report(candidate["run_id"])
-    champ_eval = _evaluation_report(champion["run_id"]) if champion else None
-    if cand_eval is not None:
+    cand_eval = candidate.get("report")
+    champ_eval = (champion or {}).get("report")
+    if cand_eval is not None and "confusion_matrix" in cand_eval:
+        rows = verdict.data.get("rows")
         panels = [(f"candidate (run {candidate['run_id'][:8]})", cand_eval)]
-        if champ_eval is not None:
-            panels.append((f"champion v{champion['version']}", champ_eval))
+        if champ_eval is not None and "confusion_matrix" in champ_eval:
+            panels.append((f"champion v{champion['version']}, same {rows} rows", champ_eval))
         confusion_matrices(panels, out_dir / CONFUSION_PNG)
         plots.append(CONFUSION_PNG)
     series = [("candidate", _histories(client, candidate["run_id"]))]
@@ -168,7 +191,8 @@ def write_report(model_name: str, verdict: Verdict, candidate: dict[str, Any],
         series.append((f"champion v{champion['version']}", _histories(client, champion["run_id"])))
     if learning_curves([(lbl, h) for lbl, h in series if h], out_dir / CURVES_PNG):
         plots.append(CURVES_PNG)
-    report = build_report(model_name, verdict.to_dict(), candidate, champion, plots)
+    report = build_report(model_name, verdict.to_dict(), candidate, champion, plots,
+                          data=verdict.data)
     (out_dir / "report.md").write_text(render_markdown(report))
     write_json(out_dir / "report.json", report)
     return report
@@ -199,12 +223,21 @@ def run_gate(model_name: str, gate: GateSpec, evaluation: Evaluation,
 
     check_override(force_deploy, force_reason)
     client = tracking.configure(s)
-    champion = champion_run(model_name, s)
-    value = champion["metrics"].get(gate.metric) if champion else None
+    champ = evaluation.champion
+    full = _read_report(evaluation.report) or {}
+    stored = (champ or {}).get("stored_metrics", {}).get(gate.metric)
+    other = (champ or {}).get("not_same_data")
+    value = stored if other else (champ or {}).get("metrics", {}).get(gate.metric)
     verdict = decide(gate, evaluation.metrics, None if value is None else float(value),
-                     champion["version"] if champion else None)
+                     champ["version"] if champ else None,
+                     champion_stored=None if stored is None else float(stored),
+                     champion_error=(champ or {}).get("error"), data=evaluation.data,
+                     champion_other_data=other)
     verdict = apply_override(verdict, force_deploy, force_reason)
-    candidate = {"run_id": evaluation.run_id, "metrics": evaluation.metrics}
+    candidate = {"run_id": evaluation.run_id, "metrics": evaluation.metrics,
+                 "report": full or None}
+    champion = None if champ is None else {
+        **champ, "report": (full.get("champion") or {}).get("report")}
     with tempfile.TemporaryDirectory(prefix="gate-") as tmp:
         write_report(model_name, verdict, candidate, champion, Path(tmp), client)
         with mlflow.start_run(run_id=evaluation.run_id):

@@ -35,6 +35,7 @@ from tasks.data.tfrecord import PACKED, DatasetReader
 from tasks.objectives import plots
 from tasks.objectives.base import Calibration, Objective
 from tasks.spec import UseCaseSpec
+from tasks.steps.infra_validation import SERVING_EXAMPLE, write_serving_example
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +269,8 @@ def export_and_log(spec: UseCaseSpec, trained: Any, reader: DatasetReader,
     else:
         answer = served.predict(example, verbose=0)
     signature = infer_signature(example, _as_numpy(answer))
+    # Kept whole (bytes too) for deploy's infra validation: the version answers it as served.
+    mlflow.log_dict(write_serving_example(example, out_dir / SERVING_EXAMPLE), SERVING_EXAMPLE)
     # MLflow would feed a bytes example back as base64 text: text and numbers only.
     has_bytes = example.dtype == object and any(isinstance(v, bytes) for v in example)
     info = mlflow.tensorflow.log_model(

@@ -33,6 +33,7 @@ PLATFORM_PARAMS = {
     "source_dir": "directory (or synthetic:/bundled: location) of the raw input files",
     "force_deploy": "deploy even if the gate fails (needs force_reason)",
     "force_reason": "why the gate is overridden",
+    "require_approval": "wait for an operator's approval after a passing gate (mlp approve)",
 }
 CLASSIFIERS = ("classification",)
 

@@ -57,8 +57,9 @@ def test_dagbag_parses_every_use_case_without_side_effects():
         if catalog.get(dag_id).model is None:  # data-only use case: stops after preprocessing
             assert dag["tasks"] == ["ingest", "preprocess"]
             continue
-        assert dag["tasks"] == ["ingest", "preprocess", "train", "evaluate", "gate", "deploy"]
-        assert {"epochs", "batch_size"} <= set(dag["params"])
+        assert dag["tasks"] == ["ingest", "preprocess", "train", "evaluate", "gate", "approve",
+                                "deploy"]
+        assert {"epochs", "batch_size", "require_approval"} <= set(dag["params"])
 
 
 def test_every_use_case_has_a_thin_dag_file():

@@ -5,6 +5,7 @@ version when the same run is re-run, a gate failure that stops before deployment
 correct-shaped predictions from the REST server.
 """
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -41,7 +42,7 @@ def test_mnist_dag_end_to_end(airflow_db, own_mlflow, source):
     assert str(dr.state) == "success"
     states = {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
     assert states == dict.fromkeys(
-        ["ingest", "preprocess", "train", "evaluate", "gate", "deploy"], "success")
+        ["ingest", "preprocess", "train", "evaluate", "gate", "approve", "deploy"], "success")
 
     client = configure()
     versions = client.search_model_versions("name='mnist'")
@@ -50,6 +51,8 @@ def test_mnist_dag_end_to_end(airflow_db, own_mlflow, source):
     assert str(champion.version) == "1"
     assert champion.tags["run_key"] == "20260301T000000Z"
     assert len(champion.tags["data_checksum"]) == 64
+    assert champion.tags["infra_validation"] == "passed"
+    assert champion.description.startswith("# Model card: mnist version 1\n")
     run = client.get_run(champion.run_id)
     assert run.data.metrics["test_accuracy"] > 0.8
     assert {"loss", "val_loss", "accuracy", "val_accuracy"} <= set(run.data.metrics)
@@ -71,7 +74,13 @@ def test_mnist_dag_end_to_end(airflow_db, own_mlflow, source):
     dr3 = build_dag(strict).test(logical_date=datetime(2026, 3, 2, tzinfo=UTC), run_conf=conf)
     states3 = {ti.task_id: str(ti.state) for ti in dr3.get_task_instances()}
     assert states3["gate"] == "success" and states3["deploy"] == "skipped"
+    assert states3["approve"] == "skipped"
     assert len(client.search_model_versions("name='mnist'")) == 1
+    # The champion was scored on this run's test rows; its stored figure is history only.
+    report3 = json.loads((RunLayout.of("mnist", "20260302T000000Z").gate_dir / "report.json")
+                         .read_text())
+    assert report3["champion"]["version"] == "1" and report3["data"]["rows"] > 0
+    assert report3["metrics"][0]["champion"] is not None
     failed_run = client.search_runs([run.info.experiment_id],
                                     "tags.run_key = '20260302T000000Z'")[0]
     assert failed_run.data.tags["gate.passed"] == "false"

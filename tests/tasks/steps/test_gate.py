@@ -40,3 +40,31 @@ def test_missing_metric_is_an_error():
 def test_gate_without_thresholds_is_a_spec_error():
     with pytest.raises(SpecError, match="no value threshold"):
         GateSpec(metric="test_accuracy")
+
+
+def test_decides_on_the_same_data_figure_never_the_stored_one():
+    # Champion stored 0.95 on its own (older) test split, 0.84 on this run's rows.
+    v = decide(GATE, {"test_accuracy": 0.85}, champion=0.84, champion_version="3",
+               champion_stored=0.95, data={"split": "test", "rows": 10})
+    assert v.passed and v.champion == 0.84 and v.champion_stored == 0.95
+    assert "on the same test rows (0.8400)" in v.reason
+    assert not decide(GATE, {"test_accuracy": 0.85}, champion=0.95, champion_version="3",
+                      champion_stored=0.80).passed
+
+
+def test_champion_that_cannot_answer_these_rows_fails_the_comparison():
+    v = decide(GATE, {"test_accuracy": 0.9}, champion=None, champion_version="4",
+               champion_error="ValueError: expected shape (None, 3)")
+    assert not v.passed
+    assert "champion v4 could not be scored on this run's test rows" in v.reason
+
+
+def test_champion_not_rescorable_is_compared_on_its_stored_figure_and_says_so():
+    # Raw-media and text models: the test split cannot be sent to the champion.
+    why = "its served model takes raw media files, which the test split does not keep"
+    v = decide(GATE, {"test_accuracy": 0.85}, champion=0.95, champion_version="2",
+               champion_stored=0.95, champion_other_data=why)
+    assert not v.passed
+    assert f"stored on its own test split (not the same data: {why}) (0.9500)" in v.reason
+    assert decide(GATE, {"test_accuracy": 0.95}, champion=0.95, champion_version="2",
+                  champion_other_data=why).passed

@@ -1,6 +1,7 @@
 """The gate against a real MLflow store: verdicts, the side-by-side report, the override."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -13,11 +14,24 @@ from tests.tasks.conftest import register
 GATE = GateSpec(metric="test_accuracy", min_value=0.5, max_regression=0.01)
 
 
-def candidate_from(s, source):
-    """A fresh candidate run with the same metrics, history and evaluation report."""
+def _test_metrics(client, run_id):
+    return {k: v for k, v in client.get_run(run_id).data.metrics.items()
+            if k.startswith("test_")}
+
+
+def candidate_from(s, source, champion=None, version="1"):
+    """A fresh candidate run with the same metrics, history and evaluation report.
+
+    With ``champion`` (a logged fixture scored on the same 200 test digits), the
+    evaluation carries the champion's figures on the same rows, as the evaluation step
+    writes them.
+    """
+    import tempfile
+
     import mlflow
 
     from tasks import tracking
+    from tasks.core.files import write_json
 
     client = tracking.configure(s)
     src = client.get_run(source.run_id)
@@ -27,8 +41,19 @@ def candidate_from(s, source):
             for m in client.get_metric_history(source.run_id, key):
                 mlflow.log_metric(key, m.value, step=m.step)
         mlflow.log_dict(report, "evaluation/evaluation.json")
-    metrics = {k: v for k, v in src.data.metrics.items() if k.startswith("test_")}
-    return Evaluation(run_id=run.info.run_id, metrics=metrics, report="")
+    champ = None
+    if champion is not None:
+        same = _test_metrics(client, champion.run_id)
+        champ = {"version": version, "run_id": champion.run_id, "metrics": same,
+                 "stored_metrics": same}
+        report = {**report, "champion": {**champ, "report": mlflow.artifacts.load_dict(
+            f"runs:/{champion.run_id}/evaluation/evaluation.json")}}
+    path = Path(tempfile.mkdtemp()) / "evaluation.json"
+    write_json(path, report)
+    return Evaluation(run_id=run.info.run_id, metrics=_test_metrics(client, source.run_id),
+                      report=str(path), data={"split": "test", "rows": 200,
+                                              "snapshot_checksum": "f" * 64},
+                      champion=champ)
 
 
 def gate_artifacts(s, run_id):
@@ -87,7 +112,7 @@ def test_fails_on_regression_against_champion_side_by_side(reg_settings, logged_
     run_gate("gate_cmp_first", GATE, candidate_from(reg_settings, good), reg_settings,
              out_dir=one_panel)
 
-    cand = candidate_from(reg_settings, weak)
+    cand = candidate_from(reg_settings, weak, champion=good)
     # A gate whose threshold the weak model passes, so only the comparison can fail it.
     lenient = GateSpec(metric="test_accuracy", min_value=0.0, max_regression=0.01)
     verdict = run_gate("gate_cmp", lenient, cand, reg_settings, out_dir=two_panels)
@@ -101,7 +126,10 @@ def test_fails_on_regression_against_champion_side_by_side(reg_settings, logged_
     assert row["champion"] == pytest.approx(good.accuracy)
     assert row["delta"] == pytest.approx(weak.accuracy - good.accuracy)
     md = (two_panels / "report.md").read_text()
-    assert "| metric | candidate | champion v1 | Δ |" in md
+    assert "| metric | candidate | champion v1 | Δ | champion on its own test split" in md
+    assert "scored on the same rows: the `test` split of snapshot `ffffffffffffffff`, 200 " \
+           "rows" in md
+    assert "## Per class (same rows)" in md and len(report["per_class"]) == 10
     # The champion's confusion matrix is drawn beside the candidate's.
     assert png_width(two_panels / "confusion_matrices.png") > 1.8 * png_width(
         one_panel / "confusion_matrices.png")
@@ -109,7 +137,7 @@ def test_fails_on_regression_against_champion_side_by_side(reg_settings, logged_
 
 def test_passes_against_weaker_champion(reg_settings, logged_models, tmp_path):
     register(reg_settings, "gate_up", logged_models["weak"])
-    cand = candidate_from(reg_settings, logged_models["good"])
+    cand = candidate_from(reg_settings, logged_models["good"], champion=logged_models["weak"])
     verdict = run_gate("gate_up", GATE, cand, reg_settings, out_dir=tmp_path)
     assert verdict.passed and verdict.champion_version == "1"
     assert any("regression vs champion v1" in c["check"] and c["passed"]
@@ -169,6 +197,22 @@ def test_markdown_report_without_plots_or_champion_metrics():
         "test_accuracy": 0.9, "test_loss": 0.3}},
         {"run_id": "def", "version": "7", "metrics": {"test_accuracy": 0.85}})
     md = render_markdown(report)
-    assert "| **test_accuracy** (gate) | 0.9000 | 0.8500 | +0.0500 |" in md
-    assert "| test_loss | 0.3000 | — | — |" in md
+    assert "| **test_accuracy** (gate) | 0.9000 | 0.8500 | +0.0500 | — |" in md
+    assert "| test_loss | 0.3000 | — | — | — |" in md
     assert "## Plots" not in md
+
+
+def test_markdown_names_a_comparison_on_other_data():
+    why = "its served model takes its own inputs (text), encoded per run"
+    v = decide(GATE, {"test_accuracy": 0.9}, champion=0.85, champion_version="7",
+               champion_stored=0.85, champion_other_data=why)
+    report = build_report(
+        "m", v.to_dict(), {"run_id": "abc", "metrics": {"test_accuracy": 0.9}},
+        {"run_id": "def", "version": "7", "stored_metrics": {"test_accuracy": 0.85},
+         "not_same_data": why},
+        data={"snapshot_checksum": "0123456789abcdef99", "split": "test", "rows": 40,
+              "inputs": "text"})
+    md = render_markdown(report)
+    assert f"The champion could not be re-scored on them ({why})" in md
+    assert "scored on the same rows" not in md
+    assert "| **test_accuracy** (gate) | 0.9000 | — | — | 0.8500 |" in md

@@ -105,7 +105,7 @@ def test_ensure_valid_raises_one_line_per_problem():
         ensure_valid(spec, {"foo": 1, "epochs": 0})
     assert str(err.value).splitlines() == [
         "breast_cancer --param foo: unknown run param; known: batch_size, epochs, "
-        "force_deploy, force_reason, learning_rate, source_dir",
+        "force_deploy, force_reason, learning_rate, require_approval, source_dir",
         "breast_cancer --param epochs: 0 is below the minimum 1",
     ]
 
@@ -128,8 +128,9 @@ def test_cli_user_errors_are_one_line_exit_2_in_seconds(argv, expected, capsys, 
     def must_not_start(*args, **kwargs):
         raise AssertionError("a run started despite a user error")
 
-    monkeypatch.setattr("tasks.operations.local.run_pipeline", must_not_start)
+    # retrain first: importing it binds local.run_pipeline, which must be the real one then.
     monkeypatch.setattr("tasks.operations.retrain.retrain", must_not_start)
+    monkeypatch.setattr("tasks.operations.local.run_pipeline", must_not_start)
     started = time.perf_counter()
     assert main(argv) == 2
     seconds = time.perf_counter() - started

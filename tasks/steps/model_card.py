@@ -1,0 +1,142 @@
+"""Model card: one Markdown page per registered version, from what the run already knows.
+
+Sources: the raw snapshot (checksum), the dataset manifest (rows and class counts per
+split), the training result (params, MLflow run), the evaluation report (metrics of the
+served model on the test split, the champion's on the same rows, parity), the gate
+verdict, the approval decision and the use case's docstring (intended use). The card is
+the version's registry description and an artifact ``model_card.md`` of its run, and is
+kept as ``model_card.md`` in the run folder; ``mlp models --card NAME[/VERSION]`` prints it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tasks.core.config import Settings
+from tasks.core.files import read_json
+from tasks.core.run import Deployment, RunLayout, Snapshot, TrainedModel, Verdict
+from tasks.spec import UseCaseSpec
+from tasks.tracking import configure
+
+log = logging.getLogger(__name__)
+
+CARD_FILE = "model_card.md"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return "—" if v is None else str(v)
+
+
+def render_card(spec: UseCaseSpec, version: str, snapshot: Snapshot,
+                manifest: Mapping[str, Any], trained: TrainedModel,
+                evaluation: Mapping[str, Any], verdict: Verdict,
+                approval: Mapping[str, Any] | None) -> str:
+    """The model card as Markdown (pure)."""
+    lines = [f"# Model card: {spec.name} version {version}", ""]
+    lines += ["## Intended use", "", spec.description.strip() or spec.name, ""]
+    lines += ["## Data", "",
+              f"- Raw snapshot: run `{snapshot.run_key}`, checksum `{snapshot.checksum}`", ""]
+    lines += ["| split | rows | class counts |", "|---|---:|---|"]
+    for split, info in manifest.get("splits", {}).items():
+        counts = ", ".join(f"{k}: {v}" for k, v in (info.get("class_counts") or {}).items())
+        lines.append(f"| {split} | {info.get('rows')} | {counts or '—'} |")
+    quarantined = manifest.get("quarantined_rows", 0)
+    lines += ["", f"Quarantined rows: {quarantined}.", ""]
+    lines += ["## Training", "", f"- MLflow run `{trained.run_id}`, objective "
+              f"`{spec.model.objective}`, {trained.train_seconds:.1f} s of fitting",
+              f"- Params: `{json.dumps(trained.params, sort_keys=True)}`"]
+    if trained.calibration:
+        lines.append(f"- Calibrated on validation: `{json.dumps(trained.calibration)}`")
+    data = evaluation.get("data") or {}
+    champ = evaluation.get("champion") or {}
+    scored = evaluation.get("scored") or "the served model on raw test inputs"
+    lines += ["", f"## Evaluation ({scored})", "",
+              f"Scored on the `{data.get('split', 'test')}` split of snapshot "
+              f"`{str(data.get('snapshot_checksum', snapshot.checksum))[:16]}`, "
+              f"{data.get('rows')} rows"
+              + (f"; champion v{champ['version']} on the same rows" if champ.get("report")
+                 else "") + ".", ""]
+    parity = evaluation.get("parity") or {}
+    if parity.get("skipped"):
+        lines += [f"Parity: {parity['skipped']}.", ""]
+    elif parity:
+        lines += [f"Parity with the trained model: max |diff| "
+                  f"{parity.get('max_abs_diff', 0):.3g} ({parity.get('tolerance')}).", ""]
+    champ_report = champ.get("report") or {}
+    head = "| metric | this version |" + (f" champion v{champ['version']} (same rows) |"
+                                           if champ_report else "")
+    lines += [head, "|---|---:|" + ("---:|" if champ_report else "")]
+    for key, value in evaluation.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            row = f"| {key} | {_fmt(value)} |"
+            if champ_report:
+                row += f" {_fmt(champ_report.get(key))} |"
+            lines.append(row)
+    if evaluation.get("per_class"):
+        lines += ["", "| class | support | precision | recall |", "|---|---:|---:|---:|"]
+        lines += [f"| {c} | {pc['support']} | {_fmt(pc['precision'])} | {_fmt(pc['recall'])} |"
+                  for c, pc in evaluation["per_class"].items()]
+    outcome = ("FORCED by operator" if verdict.forced
+               else "passed" if verdict.passed else "failed")
+    lines += ["", "## Gate", "", f"- Verdict: **{outcome}** on `{verdict.metric}`",
+              f"- Reason: {verdict.reason}"]
+    if verdict.forced:
+        lines.append(f"- Override reason: {verdict.force_reason}")
+    lines += ["", "## Approval", ""]
+    if not approval or not approval.get("required"):
+        lines.append("- Not required for this run (`require_approval=false`).")
+    else:
+        lines.append(f"- {approval.get('decision', '?')} by {approval.get('by') or '?'} at "
+                     f"{approval.get('at') or '?'}"
+                     + (f": {approval['reason']}" if approval.get("reason") else ""))
+    return "\n".join(lines) + "\n"
+
+
+def write_card(spec: UseCaseSpec, deployment: Deployment, snapshot: Snapshot,
+               trained: TrainedModel, verdict: Verdict, layout: RunLayout,
+               approval: Mapping[str, Any] | None = None, s: Settings | None = None) -> Path:
+    """Render the card of a deployed version; store it on the version, the run and on disk."""
+    import mlflow
+
+    manifest = read_json(layout.dataset_dir / "manifest.json")
+    evaluation = read_json(layout.evaluation_file)
+    card = render_card(spec, deployment.version, snapshot, manifest, trained, evaluation,
+                       verdict, approval)
+    path = layout.run_dir / CARD_FILE
+    path.write_text(card)
+    client = configure(s)
+    client.update_model_version(deployment.model, deployment.version, description=card)
+    with mlflow.start_run(run_id=trained.run_id):
+        mlflow.log_text(card, CARD_FILE)
+    log.info("model card of %s v%s written (%d lines)", deployment.model, deployment.version,
+             card.count("\n"))
+    return path
+
+
+def read_card(ref: str, s: Settings | None = None) -> str:
+    """The card of ``NAME[/VERSION]`` (default: the champion) from the registry.
+
+    Raises:
+        LookupError: No such model or version, or the version has no card.
+
+    """
+    from mlflow.exceptions import MlflowException
+
+    name, _, version = ref.partition("/")
+    client = configure(s)
+    try:
+        mv = (client.get_model_version(name, version) if version
+              else client.get_model_version_by_alias(name, "champion"))
+    except MlflowException as exc:
+        raise LookupError(f"{ref}: no such registered model version "
+                          f"({str(exc).splitlines()[0]})") from None
+    if not (mv.description or "").startswith("# Model card"):
+        raise LookupError(f"{name} version {mv.version} has no model card (registered "
+                          "before model cards were written)")
+    return mv.description
