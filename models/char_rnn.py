@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tasks.data.text import TextSource
+from tasks.data.text import PTB_SPLITS, TextSource
 from tasks.features.text import TextFeature
 from tasks.spec import (
     GateSpec,
@@ -68,8 +68,7 @@ SPEC = UseCaseSpec(
         features=(TextFeature("text", tokenizer="chars", top_k=None, unk=None, eos=None,
                               sequence_length=len(SENTENCE) - 1),),
         label=None, batch_size=1024),
-    split=SplitSpec(partition_to_split={"train": "train", "valid": "validation",
-                                        "test": "test"},
+    split=SplitSpec(partition_to_split=dict(PTB_SPLITS),
                     shards={"train": 1, "validation": 1, "test": 1}),
     model=ModelSpec(build=build_model, input_key="text", label_key=None,
                     objective="language_model"),

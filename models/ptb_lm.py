@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tasks.data.text import TextSource, build_english_corpus
+from tasks.data.text import PTB_SPLITS, TextSource, build_english_corpus
 from tasks.features.text import TextFeature
 from tasks.spec import (
     GateSpec,
@@ -64,14 +64,15 @@ SPEC = UseCaseSpec(
     preprocess=PreprocessSpec(
         features=(TextFeature("text", top_k=VOCAB, sequence_length=STEPS),),
         label=None, max_bad_fraction=0.001, batch_size=4096),
-    split=SplitSpec(partition_to_split={"train": "train", "valid": "validation",
-                                        "test": "test"},
+    split=SplitSpec(partition_to_split=dict(PTB_SPLITS),
                     shards={"train": 4, "validation": 1, "test": 1}),
     model=ModelSpec(build=build_model, input_key="text", label_key=None,
                     objective="language_model"),
-    # The book's bar is 120 on PTB; the champion comparison allows 2% worse perplexity.
-    gate=GateSpec(metric="test_perplexity", max_value=120.0, higher_is_better=False,
-                  max_regression=2.4),
+    # The bar: beat the Kneser-Ney trigram baseline measured in the same run on
+    # the same test ids (the book's <= 120 is a PTB figure; on the default corpus the
+    # baseline is about 129). The champion comparison allows 2.4 (2% of 120) worse.
+    gate=GateSpec(metric="test_perplexity", baseline="baseline_kn_perplexity",
+                  higher_is_better=False, max_regression=2.4),
     params={
         "epochs": RunParam(5, "integer", "Training epochs (the book: 5)", minimum=1,
                            maximum=100),

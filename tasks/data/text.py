@@ -27,6 +27,8 @@ import numpy as np
 from tasks.data.sources import GENERATED, SourceError, generated_location, layout_files
 
 PTB_LAYOUT = {"train": "ptb.train.txt", "valid": "ptb.valid.txt", "test": "ptb.test.txt"}
+# Source partition -> dataset split, for sources in the PTB layout (valid is validation).
+PTB_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
 
 
 @dataclass(frozen=True)
@@ -60,16 +62,31 @@ class TextSource:
         return generated_location(location, self.generator, self.generator.__name__
                                   if self.generator else "text", unit="words")
 
+    def check(self, files: Mapping[str, str]) -> dict[str, Any]:
+        """Cheap check for ``mlp validate``: every file holds some text.
+
+        Each file is read only up to its first non-blank byte; lines that are not valid
+        UTF-8 are found, and quarantined, when the data is read (:meth:`validate`).
+
+        Raises:
+            SourceError: A file is empty (0 bytes) or holds only blank lines.
+
+        """
+        facts = {}
+        for part, path in files.items():
+            size = Path(path).stat().st_size
+            _require_text(path, part, size)
+            facts[part] = {"bytes": size}
+        return facts
+
     def validate(self, files: Mapping[str, str]) -> dict[str, Any]:
         """Reject empty files (0 bytes or blank lines only); count lines and bad lines."""
         facts = {}
         for part, path in files.items():
             size = Path(path).stat().st_size
-            if size == 0:
-                raise SourceError(f"{path}: empty file (0 bytes); the {part} partition "
-                                  "needs at least one line of text")
+            _require_text(path, part, size)
             rows, bad = self._lines(path)
-            if not rows and not bad:
+            if not rows and not bad:  # e.g. Unicode spaces only
                 raise SourceError(f"{path}: no text, only blank lines ({size} bytes)")
             facts[part] = {"lines": len(rows), "bad_lines": len(bad), "bytes": size}
         return facts
@@ -124,6 +141,16 @@ class TextSource:
             if text.strip():
                 rows.append((i, text.rstrip("\r")))
         return rows, bad
+
+
+def _require_text(path: str, part: str, size: int) -> None:
+    """Fail on a file of 0 bytes or of blank lines only, naming it."""
+    if size == 0:
+        raise SourceError(f"{path}: empty file (0 bytes); the {part} partition needs at "
+                          "least one line of text")
+    with open(path, "rb") as fh:
+        if not any(chunk.strip() for chunk in iter(lambda: fh.read(1 << 16), b"")):
+            raise SourceError(f"{path}: no text, only blank lines ({size} bytes)")
 
 
 # --------------------------------------------------------------------------- corpus

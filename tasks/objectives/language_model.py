@@ -271,7 +271,7 @@ class LanguageModel(Objective):
 
     kind = TASK
     metrics = ("test_perplexity", "test_accuracy", "valid_perplexity",
-               "improvement_over_baseline")
+               "baseline_kn_perplexity", "improvement_over_baseline")
     baseline_order = 3
 
     def dataset(self, reader: DatasetReader, model: ModelSpec, split: str, batch_size: int,

@@ -29,6 +29,9 @@ class GateSpec:
         higher_is_better: Direction of the metric, used for the champion comparison.
         max_regression: Largest allowed absolute regression versus the champion
             (``0.0`` = must not be worse; ``None`` = no champion comparison).
+        baseline: Another metric of the same evaluation, a reference model measured in
+            the same run on the same split (e.g. ``baseline_kn_perplexity``), that the
+            candidate must beat strictly in the metric's direction (if set).
 
     """
 
@@ -37,12 +40,13 @@ class GateSpec:
     max_value: float | None = None
     higher_is_better: bool = True
     max_regression: float | None = 0.0
+    baseline: str | None = None
 
     def __post_init__(self) -> None:
-        if self.min_value is None and self.max_value is None:
+        if self.min_value is None and self.max_value is None and self.baseline is None:
             raise SpecError(
-                f"gate on {self.metric!r} has no value threshold: set min_value or max_value "
-                "(a gate without thresholds would bless everything)"
+                f"gate on {self.metric!r} has no value threshold: set min_value, max_value "
+                "or baseline (a gate without thresholds would bless everything)"
             )
         if self.max_regression is not None and self.max_regression < 0:
             raise SpecError(f"gate max_regression must be >= 0, got {self.max_regression}")

@@ -69,6 +69,14 @@ def decide(gate: GateSpec, metrics: dict[str, float], champion: float | None,
     if gate.max_value is not None:
         checks.append({"check": f"{gate.metric} <= {gate.max_value}",
                        "passed": value <= gate.max_value})
+    if gate.baseline is not None:
+        if gate.baseline not in metrics:
+            raise KeyError(f"gate baseline {gate.baseline!r} missing from evaluation metrics "
+                           f"{sorted(metrics)}")
+        ref = float(metrics[gate.baseline])
+        op = ">" if gate.higher_is_better else "<"
+        checks.append({"check": f"{gate.metric} {op} {gate.baseline} ({ref:.4f}, same run)",
+                       "passed": value > ref if gate.higher_is_better else value < ref})
     if champion_error is not None:
         checks.append({"check": f"champion v{champion_version} could not be scored on this "
                                 f"run's test rows ({champion_error}): no comparison",

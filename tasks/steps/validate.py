@@ -112,6 +112,10 @@ def check_model(spec: UseCaseSpec, schema: Mapping[str, Mapping[str, Any]] | Non
         problems.append(Problem(f"{where} gate.metric",
                                 f"{gate.metric!r} is not a metric the {mk.objective!r} "
                                 f"objective produces; choose one of {list(produced)}{extra}"))
+    if gate.baseline is not None and gate.baseline not in produced:
+        problems.append(Problem(f"{where} gate.baseline",
+                                f"{gate.baseline!r} is not a metric the {mk.objective!r} "
+                                f"objective produces; choose one of {list(produced)}"))
     if mk.class_names and mk.objective not in CLASSIFIERS:
         problems.append(Problem(f"{where} model.class_names",
                                 f"class names are for classification, not {mk.objective!r}; "

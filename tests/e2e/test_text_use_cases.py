@@ -1,8 +1,9 @@
 """Text use cases end to end on tiny data: Airflow runs, the registry, text over REST.
 
-``ptb_lm`` runs on small PTB-format files (the gate is relaxed: tiny data cannot reach a
-perplexity of 120); ``char_rnn`` on the book's sentence with fewer iterations than the
-book's 100 (the served model must still complete '반갑습니' as '갑습니다').
+``ptb_lm`` runs on small PTB-format files (the gate is relaxed: a 1-epoch LSTM of 32
+units on 3k words cannot beat the Kneser-Ney baseline); ``char_rnn`` on the book's
+sentence with fewer iterations than the book's 100 (the served model must still complete
+'반갑습니' as '갑습니다').
 """
 
 from dataclasses import replace
@@ -44,7 +45,7 @@ def test_text_use_cases_run_register_and_serve_text(airflow_db, own_mlflow, tmp_
     for i, (name, (source, params)) in enumerate(runs.items()):
         spec = catalog.get(name)
         if name == "ptb_lm":
-            spec = replace(spec, gate=replace(spec.gate, max_value=1e9))
+            spec = replace(spec, gate=replace(spec.gate, max_value=1e9, baseline=None))
         dr = build_dag(spec).test(logical_date=datetime(2026, 5, 1 + i, tzinfo=UTC),
                                   run_conf={**params, "source_dir": source})
         states = {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}

@@ -68,9 +68,14 @@ def test_missing_and_empty_files_are_rejected_with_their_name(tmp_path):
     src = TextSource()
     ptb = write_ptb(tmp_path / "ptb")
     (ptb / "ptb.valid.txt").write_text("")
-    with pytest.raises(SourceError, match=r"ptb\.valid\.txt: empty file"):
-        src.validate(src.files(str(ptb)))
-    (ptb / "ptb.valid.txt").write_text("\n  \n\n")
+    for check in (src.check, src.validate):  # mlp validate, then ingest
+        with pytest.raises(SourceError, match=r"ptb\.valid\.txt: empty file"):
+            check(src.files(str(ptb)))
+    (ptb / "ptb.valid.txt").write_text("\n  \r\n\n")
+    for check in (src.check, src.validate):
+        with pytest.raises(SourceError, match=r"ptb\.valid\.txt: no text, only blank lines"):
+            check(src.files(str(ptb)))
+    (ptb / "ptb.valid.txt").write_text("\u00a0\n")
     with pytest.raises(SourceError, match=r"ptb\.valid\.txt: no text, only blank lines"):
         src.validate(src.files(str(ptb)))
     (ptb / "ptb.test.txt").unlink()

@@ -68,3 +68,16 @@ def test_champion_not_rescorable_is_compared_on_its_stored_figure_and_says_so():
     assert f"stored on its own test split (not the same data: {why}) (0.9500)" in v.reason
     assert decide(GATE, {"test_accuracy": 0.95}, champion=0.95, champion_version="2",
                   champion_other_data=why).passed
+
+
+def test_baseline_of_the_same_run_must_be_beaten_strictly():
+    g = GateSpec(metric="test_perplexity", baseline="baseline_kn_perplexity",
+                 higher_is_better=False, max_regression=2.4)
+    v = decide(g, {"test_perplexity": 120.0, "baseline_kn_perplexity": 129.0}, champion=None)
+    assert v.passed and "test_perplexity < baseline_kn_perplexity (129.0000" in v.reason
+    tie = decide(g, {"test_perplexity": 129.0, "baseline_kn_perplexity": 129.0}, champion=None)
+    assert not tie.passed
+    up = GateSpec(metric="test_accuracy", baseline="majority_accuracy")
+    assert not decide(up, {"test_accuracy": 0.5, "majority_accuracy": 0.6}, champion=None).passed
+    with pytest.raises(KeyError, match="baseline_kn_perplexity"):
+        decide(g, {"test_perplexity": 120.0}, champion=None)

@@ -61,6 +61,13 @@ def test_gate_metric_must_be_one_the_objective_produces():
     assert p.field.endswith("gate.metric")
     assert "'test_rmse' is not a metric the 'binary' objective produces" in p.message
     assert "test_roc_auc" in p.message
+
+
+def test_gate_baseline_must_be_a_metric_the_objective_produces():
+    spec = catalog.get("ptb_lm")
+    bad = replace(spec, gate=replace(spec.gate, baseline="baseline_kn_ppl"))
+    (p,) = validate(bad, {})
+    assert p.field.endswith("gate.baseline") and "'baseline_kn_ppl'" in p.message
     # declared extra metrics count (taxi_fare's fitted slope)
     taxi = catalog.get("taxi_fare")
     ok = replace(taxi, gate=replace(taxi.gate, metric="slope_error_pct"))
