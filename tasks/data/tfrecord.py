@@ -5,7 +5,10 @@ Preprocessing writes ``tf.train.Example`` records whose features the feature spe
 
 - ``encoding: raw``: the array's bytes, little-endian ``dtype``, reshaped to ``shape``
   (images as uint8; the packed float32 ``features`` vector of tabular use cases);
-- ``encoding: int64`` / ``float``: scalars (labels).
+- ``encoding: int64`` / ``float``: scalars (labels);
+- ``encoding: tf_object_detection``: an annotated image as a whole record in the
+  TensorFlow Object Detection API's layout (:mod:`tasks.data.detection`); such a dataset
+  holds nothing else, and the detection objective reads it.
 
 A feature may be written to some splits only (``"splits": [...]``, default all). Tabular
 use cases keep, in the test split, the raw packed inputs as a client sends them
@@ -31,6 +34,9 @@ import numpy as np
 
 from tasks.core.files import read_json
 from tasks.core.run import DATASET_MANIFEST, FEATURE_SPEC, STATS
+from tasks.data.detection import ENCODING as OD_ENCODING
+from tasks.data.detection import encode as encode_detection
+from tasks.data.detection import feature_spec as detection_spec
 from tasks.features.transforms import output_width
 from tasks.spec import PreprocessSpec
 
@@ -51,6 +57,8 @@ def output_spec(prep: PreprocessSpec, schema: Mapping[str, Mapping[str, Any]],
     """
     spec: dict[str, dict[str, Any]] = {}
     packed = prep.packed
+    for f in prep.detection:  # Object Detection API records (tasks.data.detection)
+        spec[f.name] = detection_spec(schema[f.name].get("class_names", ()))
     for f in prep.raw:
         spec[f.name] = {"dtype": "uint8", "shape": list(schema[f.name]["shape"]),
                         "encoding": "raw"}
@@ -101,6 +109,12 @@ def encode_examples(spec: Mapping[str, Mapping[str, Any]],
     """
     from tensorflow.core.example import example_pb2
 
+    detection = [name for name, fs in spec.items() if fs["encoding"] == OD_ENCODING]
+    if detection:  # one record per annotated image, in the Object Detection API's layout
+        if len(spec) != 1:
+            raise ValueError(f"a detection record holds one annotated image and nothing "
+                             f"else; the spec also has {sorted(set(spec) - set(detection))}")
+        return encode_detection(cols[detection[0]])
     n = len(next(iter(cols.values())))
     ex = example_pb2.Example()
     feats = ex.features.feature

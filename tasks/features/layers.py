@@ -169,12 +169,14 @@ def image_augmentation_layer() -> type:
 def register_all() -> None:
     """Register every custom layer with Keras (call before loading a saved model)."""
     from tasks.features.audio import audio_layers
+    from tasks.features.detection import detection_classes
     from tasks.features.images import image_layers
     from tasks.features.text_layers import text_layers
 
     feature_transform_layer()
     anomaly_score_layer()
     audio_layers()
+    detection_classes()
     image_augmentation_layer()
     image_layers()
     text_layers()

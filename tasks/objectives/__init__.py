@@ -1,7 +1,7 @@
 """Objectives: one object per model kind (what training fits, evaluation measures, serving returns).
 
 Kinds: ``classification``, ``binary``, ``regression``, ``autoencoder``, ``anomaly``,
-``language_model``
+``language_model``, ``detection``
 (:mod:`tasks.objectives.base` says what each provides). ``ModelSpec.objective`` names one;
 :func:`get` returns it. Adding a kind is adding a module with an :class:`Objective`
 subclass and one line in :data:`KINDS`; the steps do not change.
@@ -23,13 +23,14 @@ from tasks.objectives.base import (
 )
 from tasks.objectives.binary import Binary
 from tasks.objectives.classification import Classification
+from tasks.objectives.detection import Detection
 from tasks.objectives.language_model import LanguageModel
 from tasks.objectives.regression import Regression
 from tasks.spec import SpecError
 
 KINDS: dict[str, type[Objective]] = {
     cls.kind: cls for cls in (Classification, Binary, Regression, Autoencoder, Anomaly,
-                              LanguageModel)
+                              LanguageModel, Detection)
 }
 
 

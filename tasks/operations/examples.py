@@ -35,6 +35,14 @@ def write_example_request(use_case: str, layout: RunLayout, n: int = 2) -> Path 
         return None
     mk = spec.model
     si = mk.serving_input
+    reader = DatasetReader.open(layout.dataset_dir)
+    # The kind's own example first (text; a detector's test images, as bytes -> b64)
+    own = objectives.get(mk.objective).serving_example(mk, reader)
+    if own is not None:
+        instances = [{"b64": base64.b64encode(v).decode()} if isinstance(v, bytes) else v
+                     for v in own.tolist()[:n]]
+        layout.request_file.write_text(json.dumps({"instances": instances}))
+        return layout.request_file
     if si is not None and not hasattr(si, "encode"):
         # Raw media in (e.g. WAV clips): send files of the snapshot, base64. A front end
         # with ``encode`` (faces: the JPEG of a face crop) encodes test rows below.
@@ -48,19 +56,14 @@ def write_example_request(use_case: str, layout: RunLayout, n: int = 2) -> Path 
         layout.request_file.write_text(json.dumps({"instances": [
             {"b64": base64.b64encode(Path(p).read_bytes()).decode()} for p in paths]}))
         return layout.request_file
-    reader = DatasetReader.open(layout.dataset_dir)
-    own = objectives.get(mk.objective).serving_example(mk, reader)  # e.g. text
-    if own is not None:
-        instances = own.tolist()[:n]
+    if si is not None and hasattr(si, "encode"):
+        # Raw media in (e.g. a JPEG of a face crop): TF Serving's {"b64": ...} form,
+        # named as the served model's input when the front end says its name.
+        x, _ = next(iter(reader.split("test", mk.input_key, mk.label_key, n)))
+        blobs = [{"b64": base64.b64encode(b).decode()} for b in si.encode(x.numpy())]
+        name = getattr(si, "input_name", None)
+        instances = [{name: b} if name else b for b in blobs]
     else:
-        if si is not None and hasattr(si, "encode"):
-            # Raw media in (e.g. a JPEG of a face crop): TF Serving's {"b64": ...} form,
-            # named as the served model's input when the front end says its name.
-            x, _ = next(iter(reader.split("test", mk.input_key, mk.label_key, n)))
-            blobs = [{"b64": base64.b64encode(b).decode()} for b in si.encode(x.numpy())]
-            name = getattr(si, "input_name", None)
-            instances = [{name: b} if name else b for b in blobs]
-        else:
-            instances = plain(serving_example(spec, reader, n))
+        instances = plain(serving_example(spec, reader, n))
     layout.request_file.write_text(json.dumps({"instances": instances}))
     return layout.request_file

@@ -139,8 +139,10 @@ class Feature:
 
     Attributes:
         name: Column name in the source.
-        transform: ``identity``, ``minmax``, ``zscore``, ``clip``, ``vocab``, ``onehot`` or
-            ``uint8`` (raw image bytes; see :mod:`tasks.features.transforms`).
+        transform: ``identity``, ``minmax``, ``zscore``, ``clip``, ``vocab``, ``onehot``,
+            ``uint8`` (raw image bytes; see :mod:`tasks.features.transforms`) or
+            ``detection`` (an encoded image with its boxes, written as an Object Detection
+            API record: :mod:`tasks.data.detection`).
         log1p: Apply ``log1p`` before the analyzer and the transform.
         clip_quantiles: Training-split quantiles ``clip`` clips to.
 
@@ -153,7 +155,7 @@ class Feature:
 
     def __post_init__(self) -> None:
         known = {"identity", "minmax", "zscore", "clip", "vocab", "onehot", "uint8",
-                 "tokens"}
+                 "tokens", "detection"}
         if self.transform not in known:
             raise SpecError(f"feature {self.name!r}: unknown transform {self.transform!r}; "
                             f"choose one of {sorted(known)}")
@@ -188,12 +190,18 @@ class PreprocessSpec:
     @property
     def packed(self) -> tuple[Feature, ...]:
         """Features transformed and packed, in order, into the float32 ``features`` vector."""
-        return tuple(f for f in self.features if not f.is_raw and f.transform != "tokens")
+        return tuple(f for f in self.features
+                     if not f.is_raw and f.transform not in ("tokens", "detection"))
 
     @property
     def text(self) -> tuple[Feature, ...]:
         """Text features, written as token-id windows (a ``TextFeature``)."""
         return tuple(f for f in self.features if f.transform == "tokens")
+
+    @property
+    def detection(self) -> tuple[Feature, ...]:
+        """Box-annotated images, written as Object Detection API records."""
+        return tuple(f for f in self.features if f.transform == "detection")
 
     @property
     def raw(self) -> tuple[Feature, ...]:
@@ -272,6 +280,34 @@ class AblationSpec:
 
 
 @dataclass(frozen=True)
+class ParentModel:
+    """A registered model another use case's model is built on (transfer learning).
+
+    The training step resolves ``name@alias`` in the model registry when the run starts,
+    loads that version and passes it to the builder as ``build(params, stats, parent)``;
+    the version is recorded on the training run and on the registered version (tags
+    ``parent_model``, ``parent_version``, ``parent_alias``, ``parent_run_id``). The
+    builder copies what it takes (weights), so the registered model never refers to the
+    parent again: moving or deleting the parent's alias later changes nothing.
+
+    Attributes:
+        name: Registered model name (a use case), e.g. ``cifar10``.
+        alias: Alias resolved at training time.
+        used: Optional ``used(params) -> bool``; when it says False (e.g. a from-scratch
+            run) no parent is resolved and the builder gets None.
+
+    """
+
+    name: str
+    alias: str = "champion"
+    used: Callable[[Mapping[str, Any]], bool] | None = None
+
+    def wanted(self, params: Mapping[str, Any]) -> bool:
+        """Whether a run with these params is built on the parent."""
+        return self.used is None or bool(self.used(params))
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """Model side of a use case.
 
@@ -311,6 +347,8 @@ class ModelSpec:
             (:class:`AblationSpec`).
         book_figures: The books' figure per evaluation metric (e.g. ``test_accuracy``),
             printed beside the reached value at the end of ``mlp run``.
+        parent: Optional registered model this one is built on (:class:`ParentModel`);
+            then ``build`` takes a third argument, the loaded parent (or None).
 
     """
 
@@ -327,6 +365,7 @@ class ModelSpec:
     extra_plots: Callable[[Mapping[str, str], Any], list[Any]] | None = None
     ablation: AblationSpec | None = None
     book_figures: Mapping[str, float] = field(default_factory=dict)
+    parent: ParentModel | None = None
 
 
 @dataclass(frozen=True)

@@ -27,15 +27,25 @@ Fit = Callable[..., tuple[dict[str, list[float]], float]]
 
 def _score(model: Any, reader: DatasetReader, spec: UseCaseSpec, objective: Objective,
            split: str) -> dict[str, float]:
+    """The compiled metrics on the objective's batches, plus the objective's own scores.
+
+    An objective whose figure of merit is not a compiled metric (a detector's mAP) may
+    define ``ablation_scores(model, reader, model_spec, split) -> {name: value}``.
+    """
     mk = spec.model
-    ds = reader.split(split, mk.input_key, mk.label_key, 1024, target=objective.target(mk))
-    return {k: float(v) for k, v in model.evaluate(ds, verbose=0, return_dict=True).items()}
+    ds = objective.dataset(reader, mk, split, 1024)
+    scores = {k: float(v) for k, v in model.evaluate(ds, verbose=0, return_dict=True).items()}
+    extra = getattr(objective, "ablation_scores", None)
+    if extra is not None:
+        scores.update({k: float(v) for k, v in extra(model, reader, mk, split).items()})
+    return scores
 
 
 def run_ablation(spec: UseCaseSpec, params: Mapping[str, Any], model: Any,
                  history: Mapping[str, list[float]], train_seconds: float,
                  reader: DatasetReader, objective: Objective, out_dir: Path,
-                 fit: Fit) -> dict[str, Any]:
+                 fit: Fit, build: Callable[[Mapping[str, Any]], Any] | None = None
+                 ) -> dict[str, Any]:
     """Train the spec's ablation arms and compare them with the trained model.
 
     Must be called inside the model's active MLflow run (arms become its children).
@@ -51,6 +61,9 @@ def run_ablation(spec: UseCaseSpec, params: Mapping[str, Any], model: Any,
         out_dir: Where the arms' TensorBoard logs and the curves PNG go.
         fit: The training step's fit (``fit(model, reader, spec, objective, params,
             tensorboard_dir) -> (history, seconds)``).
+        build: ``build(params) -> compiled model`` (default: the spec's builder on the
+            dataset's statistics; the training step passes one that hands a model built
+            on a registered parent its parent).
 
     Returns:
         ``{"baseline", "metric", "winner", "budget", "arms": {name: {...}}}``; logged as
@@ -75,7 +88,8 @@ def run_ablation(spec: UseCaseSpec, params: Mapping[str, Any], model: Any,
         report("  ablation arm %s (%s): same data, seed %d, %d epochs, batch %d", name,
                overrides, seed, epochs, bs)
         keras.utils.set_random_seed(seed)  # the same initial state as the model had
-        arm_model = spec.model.build(arm_params, reader.stats)
+        arm_model = (build(arm_params) if build is not None
+                     else spec.model.build(arm_params, reader.stats))
         with mlflow.start_run(run_name=f"{parent.run_name}-{name}", nested=True,
                               experiment_id=parent.experiment_id,
                               tags={"ablation_arm": name, "ablation_of": parent.run_id}

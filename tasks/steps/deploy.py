@@ -17,6 +17,7 @@ from tasks import tracking
 from tasks.core.config import Settings
 from tasks.core.run import Deployment, RunLayout, Snapshot, TrainedModel, Verdict
 from tasks.steps.infra_validation import validate
+from tasks.tracking.parents import parent_tags
 from tasks.tracking.registry import (
     CHAMPION,
     PREVIOUS,
@@ -83,6 +84,7 @@ def deploy(model_name: str, trained: TrainedModel, verdict: Verdict, snapshot: S
     client = tracking.configure(s)
     tags = version_tags(verdict, snapshot.run_key, snapshot.checksum,
                         layout.stats_file.as_uri(), trained.run_id, tracking.git_commit())
+    tags.update(parent_tags(client.get_run(trained.run_id).data.tags))  # built on a parent
     mv, created = register_version(client, model_name, trained, tags)
     version = str(mv.version)
     try:

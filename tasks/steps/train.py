@@ -157,6 +157,43 @@ def serving_model(spec: UseCaseSpec, trained: Any, stats: Mapping[str, Any],
     return keras.Model(raw, out if head is None else head, name=f"{spec.name}_serving")
 
 
+class ModelBuilder:
+    """``build(params) -> compiled model``: the use case's builder on the dataset's statistics.
+
+    For a model built on a registered parent (``ModelSpec.parent``) the parent is resolved
+    and loaded on the first build that wants it (:mod:`tasks.tracking.parents`) and handed
+    to the builder as its third argument; builds that do not want it (e.g. a from-scratch
+    ablation arm) get None.
+    """
+
+    def __init__(self, spec: UseCaseSpec, stats: Mapping[str, Any], s: Settings) -> None:
+        self.spec, self.stats, self.s = spec, stats, s
+        self.parent: Any = None  # the resolved parent (tasks.tracking.parents)
+        self._loaded: Any = None
+
+    def __call__(self, params: Mapping[str, Any]) -> Any:
+        mk = self.spec.model
+        if mk.parent is None:
+            return mk.build(params, self.stats)
+        if not mk.parent.wanted(params):
+            return mk.build(params, self.stats, None)
+        if self._loaded is None:
+            from tasks.tracking.parents import load_parent, resolve_parent
+
+            self.parent = resolve_parent(mk.parent.name, mk.parent.alias, self.s)
+            self._loaded = load_parent(self.parent, self.s)
+            report("  built on %s version %s (%s@%s)", self.parent.name, self.parent.version,
+                   self.parent.name, self.parent.alias)
+        return mk.build(params, self.stats, self._loaded)
+
+    def lineage_tags(self, params: Mapping[str, Any]) -> dict[str, str]:
+        """The parent tags of a model built with ``params`` (empty without a parent)."""
+        mk = self.spec.model
+        if mk.parent is None or not mk.parent.wanted(params) or self.parent is None:
+            return {}
+        return self.parent.tags()
+
+
 def _as_numpy(out: Any) -> Any:
     import numpy as np
 
@@ -240,7 +277,8 @@ def export_and_log(spec: UseCaseSpec, trained: Any, reader: DatasetReader,
         served, name="model", signature=signature,
         input_example=None if has_bytes else example,
         code_paths=[str(Path(__file__).parents[1] / "features" / name)
-                    for name in ("layers.py", "text_layers.py", "audio.py", "images.py")],
+                    for name in ("layers.py", "text_layers.py", "audio.py", "images.py",
+                                 "detection.py")],
         pip_requirements=serving_requirements(),
     )
     return info.model_uri
@@ -300,10 +338,12 @@ def train(spec: UseCaseSpec, params: Mapping[str, Any], dataset_dir: Path, out_d
     reader = DatasetReader.open(dataset_dir)
     objective = objectives.get(spec.model.objective)
     keras.utils.set_random_seed(int(params.get("seed", 42)))
-    model = spec.model.build(params, reader.stats)
+    build = ModelBuilder(spec, reader.stats, s)
+    model = build(params)
     exp_id = tracking.experiment_id(spec.name, s)
     tags = {"use_case": spec.name, "run_key": snapshot.run_key,
-            "data_checksum": snapshot.checksum, "git_commit": tracking.git_commit()}
+            "data_checksum": snapshot.checksum, "git_commit": tracking.git_commit(),
+            **build.lineage_tags(params)}
     with atomic_dir(out_dir) as tmp, mlflow.start_run(
             experiment_id=exp_id, run_name=f"{spec.name}-{snapshot.run_key}", tags=tags) as run:
         log_training_inputs(spec, params, digest, reader)
@@ -318,7 +358,7 @@ def train(spec: UseCaseSpec, params: Mapping[str, Any], dataset_dir: Path, out_d
             from tasks.steps.ablation import run_ablation
 
             write_json(tmp / ABLATION, run_ablation(spec, params, model, hist, seconds,
-                                                    reader, objective, tmp, fit))
+                                                    reader, objective, tmp, fit, build))
         calibration = objective.calibrate(model, reader, spec.model)
         log_calibration(calibration, tmp)
         result = TrainedModel(

@@ -161,7 +161,8 @@ def check_columns(spec: UseCaseSpec, schema: Mapping[str, Mapping[str, Any]]) ->
     mk = spec.model
     if mk is not None:
         inputs = ([PACKED] if spec.preprocess.packed else []) + [
-            f.name for f in (*spec.preprocess.raw, *spec.preprocess.text)]
+            f.name for f in (*spec.preprocess.raw, *spec.preprocess.text,
+                             *spec.preprocess.detection)]
         if mk.input_key not in inputs:
             problems.append(Problem(f"{where} model.input_key",
                                     f"{mk.input_key!r} is not a model input; the "
