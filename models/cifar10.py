@@ -43,7 +43,7 @@ of an image draws a fresh distortion and ``epochs`` counts passes over the origi
 images.
 
 **Learning rate.** The book's Adam 1e-4 runs 25,000 steps of 100 images (2.5 M image
-uses); a run here affords about a tenth of that per arm (80 epochs x 45 steps). At 1e-4
+uses); a run here affords about a third of that per arm (160 epochs x 45 steps). At 1e-4
 neither arm converges in such a budget, and then the unaugmented arm, which learns
 faster, is ahead at the end: measured on 9,000 generated training images, 60 epochs at
 1e-4 left the augmented model at 0.55 validation accuracy and still climbing, and the
@@ -53,7 +53,9 @@ unaugmented one ahead all the way (epoch 20: 0.44 vs 0.33). The default is there
 **Ablation** (same run, same data, seed and budget): the same network without
 augmentation (centre crop at training too) is trained as a child MLflow run; the test
 accuracy of both arms, their learning curves and ``ablation.json`` are logged with the
-registered run.
+registered run. At the default 160 epochs augmentation wins, 0.7720 against 0.6140 test
+accuracy: the unaugmented network fits the 4,500 training images by epoch 40 and its
+validation loss then rises, the augmented one still improves at epoch 160.
 
 **Serving**: the registered model takes ``pixels`` (N, 32, 32, 3) raw 0-255 and returns
 10 class probabilities; it never augments (the layer is inert outside training).
@@ -316,7 +318,7 @@ SPEC = UseCaseSpec(
     gate=GateSpec(metric="test_accuracy", min_value=0.6, higher_is_better=True,
                   max_regression=0.01),
     params={
-        "epochs": RunParam(80, "integer", "Passes over the training images (each pass draws "
+        "epochs": RunParam(160, "integer", "Passes over the training images (each pass draws "
                            "fresh distortions)", minimum=1, maximum=500),
         "batch_size": RunParam(100, "integer", "Mini-batch size (the book: 100)", minimum=1,
                                maximum=8192),
