@@ -157,6 +157,14 @@ class Objective:
         outputs = predict(reference_model(self, trained, calibration), rows.features)
         return self.score(outputs, rows, model, out_dir)
 
+    def ablation_scores(self, trained: Any, reader: DatasetReader, model: ModelSpec,
+                        split: str) -> dict[str, float]:
+        """Figures of one split beyond the compiled metrics, for comparing ablation arms.
+
+        Default: none (the arms compare on compiled metrics); a detector adds its mAP.
+        """
+        return {}
+
     def dataset(self, reader: DatasetReader, model: ModelSpec, split: str, batch_size: int,
                 shuffle_seed: int | None = None) -> Any:
         """Batched ``(inputs, targets)`` of one split for fitting (default: the target)."""

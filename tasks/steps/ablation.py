@@ -29,15 +29,14 @@ def _score(model: Any, reader: DatasetReader, spec: UseCaseSpec, objective: Obje
            split: str) -> dict[str, float]:
     """The compiled metrics on the objective's batches, plus the objective's own scores.
 
-    An objective whose figure of merit is not a compiled metric (a detector's mAP) may
-    define ``ablation_scores(model, reader, model_spec, split) -> {name: value}``.
+    An objective whose figure of merit is not a compiled metric (a detector's mAP) adds
+    it in :meth:`~tasks.objectives.base.Objective.ablation_scores`.
     """
     mk = spec.model
     ds = objective.dataset(reader, mk, split, 1024)
     scores = {k: float(v) for k, v in model.evaluate(ds, verbose=0, return_dict=True).items()}
-    extra = getattr(objective, "ablation_scores", None)
-    if extra is not None:
-        scores.update({k: float(v) for k, v in extra(model, reader, mk, split).items()})
+    scores.update({k: float(v) for k, v in
+                   objective.ablation_scores(model, reader, mk, split).items()})
     return scores
 
 

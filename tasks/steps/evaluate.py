@@ -37,6 +37,7 @@ from tasks.data.tfrecord import DatasetReader, split_digest
 from tasks.features.layers import register_all
 from tasks.objectives import TestRows, predict, reference_model
 from tasks.spec import UseCaseSpec
+from tasks.tracking.loader import load_registered
 from tasks.tracking.registry import champion_run
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,13 @@ def parity(name: str, served_out: Any, reference_out: Any, rows: int) -> dict[st
             "max_rel_diff": worst_rel, "mismatched_values": bad}
 
 
+def champion_info(spec: UseCaseSpec, champ: Mapping[str, Any]) -> dict[str, Any]:
+    """Version, run and the champion's stored test figures (history, its own test split)."""
+    return {"version": str(champ["version"]), "run_id": champ["run_id"],
+            "stored_metrics": {k: float(v) for k, v in champ["metrics"].items()
+                               if k.startswith("test_") or k == spec.gate.metric}}
+
+
 def score_champion(spec: UseCaseSpec, rows: TestRows, out_dir: Path,
                    s: Settings | None = None) -> dict[str, Any] | None:
     """The current champion scored on ``rows`` by the same objective, or None if none.
@@ -133,16 +141,13 @@ def score_champion(spec: UseCaseSpec, rows: TestRows, out_dir: Path,
         ``{"version", "run_id", "error"}`` when it cannot answer these rows.
 
     """
-    import mlflow
-
     champ = champion_run(spec.name, s)
     if champ is None:
         return None
-    info = {"version": str(champ["version"]), "run_id": champ["run_id"],
-            "stored_metrics": {k: float(v) for k, v in champ["metrics"].items()
-                               if k.startswith("test_") or k == spec.gate.metric}}
+    info = champion_info(spec, champ)
     try:
-        model = mlflow.tensorflow.load_model(f"models:/{spec.name}/{champ['version']}")
+        # Loaded as the server loads it (the same loader as serving and infra validation).
+        model = load_registered(spec.name, str(champ["version"]), s).model
         outputs = predict(model, rows.raw)
     except Exception as exc:  # an incompatible champion (other inputs) is reported
         log.warning("champion v%s of %s cannot answer this run's test rows: %s",
@@ -173,10 +178,7 @@ def stored_champion(spec: UseCaseSpec, reason: str, test_digest: str,
     champ = champion_run(spec.name, s)
     if champ is None:
         return None
-    stored = {k: float(v) for k, v in champ["metrics"].items()
-              if k.startswith("test_") or k == spec.gate.metric}
-    info = {"version": str(champ["version"]), "run_id": champ["run_id"],
-            "stored_metrics": stored}
+    info = champion_info(spec, champ)
     try:
         report = mlflow.artifacts.load_dict(f"runs:/{champ['run_id']}/{EVALUATION_ARTIFACT}")
     except Exception:  # noqa: BLE001 - a champion logged without an evaluation report

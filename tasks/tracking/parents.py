@@ -68,14 +68,10 @@ def resolve_parent(name: str, alias: str, s: Settings | None = None) -> Resolved
 
 
 def load_parent(parent: ResolvedParent, s: Settings | None = None) -> Any:
-    """The parent version as a Keras model (the platform's custom layers registered)."""
-    import mlflow
+    """The parent version as a Keras model, loaded as the server loads it."""
+    from tasks.tracking.loader import load_registered
 
-    from tasks.features.layers import register_all
-
-    register_all()
-    configure(s)
-    return mlflow.tensorflow.load_model(parent.uri)
+    return load_registered(parent.name, parent.version, s).model
 
 
 def parent_tags(run_tags: Mapping[str, str]) -> dict[str, str]:
