@@ -215,6 +215,27 @@ def check_dag_file(spec: UseCaseSpec) -> list[Problem]:
                     f'build_dag` and `dag = build_dag("{spec.name}")` (`mlp new` does)')]
 
 
+def check_parent(spec: UseCaseSpec, conf: Mapping[str, Any]) -> list[Problem]:
+    """A model built on a registered parent needs that parent's alias to exist now.
+
+    Checked before any data is landed, so a missing parent costs seconds, not an ingest
+    and a preprocessing run.
+    """
+    parent = spec.model.parent if spec.model is not None else None
+    if parent is None:
+        return []
+    params = {**{k: p.default for k, p in spec.params.items()}, **conf}
+    if not parent.wanted(params):
+        return []
+    from tasks.tracking.parents import ParentMissing, resolve_parent
+
+    try:
+        resolve_parent(parent.name, parent.alias)
+    except ParentMissing as exc:
+        return [Problem(f"{spec.name} model.parent", str(exc))]
+    return []
+
+
 def validate(spec: UseCaseSpec, conf: Mapping[str, Any] | None = None,
              location: str | None = None, dag_file: bool = True) -> list[Problem]:
     """Every problem of a use case with these run params and this source location.
@@ -235,7 +256,7 @@ def validate(spec: UseCaseSpec, conf: Mapping[str, Any] | None = None,
     schema = source_schema(spec)
     return [*check_params(spec, conf), *check_columns(spec, schema),
             *check_model(spec, schema), *(check_dag_file(spec) if dag_file else []),
-            *check_source(spec, str(location))]
+            *check_source(spec, str(location)), *check_parent(spec, conf)]
 
 
 def ensure_valid(spec: UseCaseSpec, conf: Mapping[str, Any] | None = None,

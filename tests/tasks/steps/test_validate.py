@@ -19,8 +19,10 @@ def fields(problems):
 def test_every_shipped_use_case_validates_its_spec():
     for name in catalog.names():
         spec = catalog.get(name)
-        # Source files are checked separately; the spec itself must be consistent.
-        problems = [p for p in validate(spec, {}, "/nonexistent") if p.field != "source"]
+        # Source files are checked separately, a registered parent model by its own test;
+        # the spec itself must be consistent.
+        problems = [p for p in validate(spec, {}, "/nonexistent")
+                    if p.field != "source" and not p.field.endswith("model.parent")]
         assert problems == [], (name, problems)
 
 
@@ -170,3 +172,13 @@ def test_missing_or_skipped_dag_file_is_named(tmp_path, monkeypatch):
         '"""Airflow DAG."""\nfrom tasks.orchestration import build_dag\n\n'
         'dag = build_dag("breast_cancer")\n')
     assert v.check_dag_file(spec) == []
+
+
+def test_a_missing_parent_model_is_reported_before_any_data_is_landed(own_mlflow, capsys):
+    started = time.perf_counter()
+    assert main(["validate", "object_detection"]) == 2
+    err = capsys.readouterr().err
+    assert "model.parent" in err and "run `mlp run cifar10`" in err, err
+    assert "Traceback" not in err and time.perf_counter() - started < 30
+    # Built from scratch, the detector needs no parent.
+    assert main(["validate", "object_detection", "--param", "backbone=scratch"]) == 0
