@@ -114,6 +114,25 @@ def older_than_champion(version: str, run_key: str, champion_version: str,
     return None
 
 
+def left_champion(version: str, moves: list[dict[str, Any]]) -> str | None:
+    """Why ``version`` must not become champion again by a rerun (pure), or None.
+
+    It must not when the recorded history shows it was champion once and ``champion``
+    later moved away from it (an operator's rollback, a forced deploy, a newer deploy):
+    re-running its run replays a decision already taken and undone.
+    """
+    left = [m for m in moves if m.get("alias", CHAMPION) == CHAMPION
+            and m.get("from") == str(version)]
+    if not any(m.get("alias", CHAMPION) == CHAMPION and m["version"] == str(version)
+               for m in moves) or not left:
+        return None
+    m = left[-1]
+    return (f"version {version} was {CHAMPION} before and was moved away from by "
+            f"{m['action']} to version {m['version']} ({m['who']}, {m['when']}"
+            f"{': ' + m['why'].splitlines()[0][:120] if m.get('why') else ''}); "
+            f"re-running its run does not undo that")
+
+
 def _alias_version(client: Any, model_name: str, alias: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
