@@ -29,6 +29,7 @@ from tasks.tracking.registry import (
     older_than_champion,
     record_alias_move,
     record_deploy,
+    replayed_force,
     version_tags,
 )
 
@@ -114,13 +115,16 @@ def deploy(model_name: str, trained: TrainedModel, verdict: Verdict, snapshot: S
         older_than_champion(version, snapshot.run_key, old,
                             (champion.tags or {}).get("run_key"))
         or left_champion(version, moves))
-    if why_older and not verdict.forced:
+    replayed = verdict.forced and replayed_force(version, verdict.force_reason, moves)
+    if replayed:  # a cleared or rerun forced run: its conf is not a new operator's word
+        why_older = replayed
+    if why_older and (replayed or not verdict.forced):
         note = (f"{CHAMPION} stays version {old}: {why_older}; deploying it would move "
                 f"production backwards (use `mlp rollback --to {version}` or force_deploy "
-                f"with a reason)")
+                f"with a new reason)")
         log.warning("%s version %s registered, not promoted: %s", model_name, version, note)
-        return Deployment(model_name, version, CHAMPION, None, created, False, moved=False,
-                          note=note)
+        return Deployment(model_name, version, CHAMPION, None, created, verdict.forced,
+                          moved=False, note=note)
     # Loaded as the server loads it, it must answer its own example before any alias moves.
     validate(model_name, version, trained.run_id, s)
     if old is not None:

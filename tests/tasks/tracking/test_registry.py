@@ -92,6 +92,16 @@ def test_a_rerun_never_undoes_an_operators_move(reg_settings, logged_models, ope
         assert "re-running its run does not undo that" in rerun["note"], rerun["note"]
         assert f"champion stays version {expect}" in rerun["note"]
         assert _aliases(reg_settings, name)["champion"] == expect
+    if operator_move == "forced_deploy":  # a replay of the forced run itself, after a
+        rollback(name, reg_settings, to="2")  # rollback, does not force it again
+        history = _moves(reg_settings, name)
+        replay = _deploy(reg_settings, name, good, "20260101T000000Z", forced)
+        assert replay["moved"] is False and "already forced" in replay["note"]
+        assert _aliases(reg_settings, name)["champion"] == "2"
+        new_word = replace(forced, force_reason="INC-4 revert again")
+        assert _deploy(reg_settings, name, good, "20260101T000000Z", new_word)["moved"]
+        assert _moves(reg_settings, name)[len(history):] == [("force", "2", "1")]
+        return
     assert _moves(reg_settings, name) == history
     # The operator's explicit word still moves it.
     rollback(name, reg_settings, to="2")
