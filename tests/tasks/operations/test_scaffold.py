@@ -109,9 +109,16 @@ def test_regression_and_text_labels(root, tmp_path):
         "rmse_improvement_over_baseline"
     assert validate(spec, {}, dag_file=False) == []
     text = tmp_path / "named.csv"
-    text.write_text("x,kind\n1,a\n2,b\n")
-    with pytest.raises(ScaffoldError, match="label column 'kind' holds text"):
-        new_use_case("named", from_csv=str(text), root=root)
+    text.write_text("x,kind\n1,a\n2,b\n3,c\n")
+    spec = load_spec(new_use_case("named", from_csv=str(text), root=root)[0])
+    # A text label is read as it is: its classes, sorted, are the class names.
+    assert spec.model.objective == "classification"
+    assert spec.model.class_names == ("a", "b", "c") == spec.source.columns[-1].values
+    assert validate(spec, {}, dag_file=False) == []
+    one = tmp_path / "one.csv"
+    one.write_text("x,kind\n1,a\n2,a\n")
+    with pytest.raises(ScaffoldError, match="label column 'kind' holds one class only"):
+        new_use_case("one", from_csv=str(one), root=root)
 
 
 def test_refuses_taken_or_bad_names(root):
