@@ -52,7 +52,7 @@ def tolerated_fraction(bad: int, total: int) -> float:
         return 0.0
     frac = bad / total
     step = 10 ** math.floor(math.log10(frac))
-    return min(1.0, round(math.ceil(frac / step + 1e-9) * step, 12))
+    return min(1.0, round(math.ceil(frac / step - 1e-9) * step, 12))
 
 
 def bad_rows_message(bad: int, total: int, max_fraction: float,

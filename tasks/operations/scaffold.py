@@ -38,6 +38,8 @@ class ScaffoldError(ValueError):
 
 CATEGORY_INTS = 10  # integer columns with at most this many values are categories
 TOP_K = 20  # text columns with more values keep their TOP_K most frequent (one-hot)
+# Names of a row-number column (R's write.csv, pandas' to_csv with its index)
+ROW_ID_NAMES = {"", "rownames", "unnamed: 0", "index", "id", "row", "row_id", "rowid"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class InferredColumn:
     distinct: int
     header: str | None = None
     empty: int = 0
+    row_id: bool = False
 
     def source(self) -> str:
         """The ``Column(...)`` expression proposing this column's schema."""
@@ -65,13 +68,18 @@ class InferredColumn:
         if self.values is not None:
             args.append(f"values={_tuple(self.values)}")
         elif self.min is not None:
-            args += [f"min={self.min!r}", f"max={self.max!r}"]
+            if self.dtype == "int64":
+                args += [f"min={int(self.min)}", f"max={int(self.max)}"]
+            else:
+                args += [f"min={self.min!r}", f"max={self.max!r}"]
         if self.header is not None:
             args.append(f"header={_q(self.header)}")
         return f"Column({', '.join(args)})"
 
     def feature(self) -> str:
         """The ``Feature(...)`` proposed for it: categories one-hot, numbers z-scored."""
+        if self.row_id:
+            return f"# {_q(self.name)}: a row number (1..n, all distinct), not a feature"
         if self.dtype == "string":
             top = f", top_k={TOP_K}" if self.distinct > TOP_K else ""
             return f'Feature({_q(self.name)}, "onehot"{top})'
@@ -211,8 +219,13 @@ def infer_columns(path: Path, columns: list[str] | None = None,
         else:
             dtype, lo, hi = "string", None, None
             values = tuple(sorted(col.unique())) if distinct <= LOW_CARDINALITY else None
+        # A running row number (R's "rownames", pandas' index) predicts nothing.
+        row_id = (str(raw_name).strip().lower() in ROW_ID_NAMES and dtype == "int64"
+                  and distinct == len(frame) and not empty
+                  and hi is not None and lo is not None and hi - lo == len(frame) - 1)
         out.append(InferredColumn(name, dtype, lo, hi, values, distinct,
-                                  None if name == str(raw_name) else str(raw_name), empty))
+                                  None if name == str(raw_name) else str(raw_name), empty,
+                                  row_id))
     return out
 
 
@@ -271,7 +284,8 @@ def render_module(name: str, description: str, columns: list[InferredColumn], lo
     objective, guessed = _objective(label)
     class_names = class_names or guessed
     cols = "\n".join(_line(f"    {c.source()},") for c in columns)
-    feats = "\n".join(_line(f"    {c.feature()},") for c in features)
+    feats = "\n".join(_line(f"    {c.feature()}" + ("" if c.row_id else ","))
+                      for c in features)
     layout_args = ("" if has_header else "\n        has_header=False,") + (
         f"\n        skip_rows={skip_rows}," if skip_rows else "")
     head, loss, metrics = HEAD[objective]
@@ -457,6 +471,9 @@ def new_use_case(name: str, from_use_case: str | None = None, from_csv: str | No
             raise ScaffoldError(f"{from_csv}: no such file")
         inferred = infer_columns(csv, columns, skip_rows)
         for c in inferred:
+            if c.row_id and notes:
+                notes(f"column {c.header or c.name!r} is a row number (1..n, all distinct): "
+                      "kept in the columns, left out of the features")
             if c.header is not None and notes:
                 notes(f"column {c.header!r} is named {c.name!r} in the spec (requests "
                       f"still use {c.header!r})")
