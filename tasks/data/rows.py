@@ -131,7 +131,7 @@ class RowScan:
 
 
 def scan_rows(source: Any, files: Mapping[str, str], *, sample_bytes: int | None = None,
-              quick_only: bool = False) -> RowScan:
+              quick_only: bool = False, decode: bool = True) -> RowScan:
     """Run the source's row checks over its files (no Beam, nothing written).
 
     Args:
@@ -140,8 +140,10 @@ def scan_rows(source: Any, files: Mapping[str, str], *, sample_bytes: int | None
         sample_bytes: Read at most this much of each file (sources with
             ``sample_batches``); None reads everything.
         quick_only: Only sources with a quick check (``sample_batches``: tabular files,
-            IDX labels); others return an empty scan (their checks need a full decode,
+            IDX labels); others return an empty scan (their checks need a full read,
             which ingest and preprocessing do).
+        decode: Also sources whose row check is decoding every file (media:
+            ``decodes_rows``); without, they return an empty scan.
 
     Returns:
         Rows read, bad rows by field and reason (first examples), notes on sampling.
@@ -149,7 +151,8 @@ def scan_rows(source: Any, files: Mapping[str, str], *, sample_bytes: int | None
     """
     scan = RowScan()
     sample = getattr(source, "sample_batches", None)
-    if sample is None and quick_only:
+    if sample is None and (quick_only or (not decode and getattr(source, "decodes_rows",
+                                                                 False))):
         return scan
     for part in sorted(source.partitions()):
         if sample is not None:

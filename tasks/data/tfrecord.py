@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks.core.errors import PermanentError
 from tasks.core.files import read_json
 from tasks.core.run import DATASET_MANIFEST, FEATURE_SPEC, STATS
 from tasks.data.detection import ENCODING as OD_ENCODING
@@ -51,7 +52,7 @@ TABULAR_DTYPES = {"float64": ("float32", "float"), "int64": ("int64", "int64"),
                   "string": ("string", "bytes")}  # source dtype -> (served dtype, encoding)
 
 
-class DatasetContractError(ValueError):
+class DatasetContractError(PermanentError, ValueError):
     """The dataset does not hold what the caller needs; the message says what to do."""
 
 

@@ -65,7 +65,9 @@ class InferredColumn:
         args = [_q(self.name)]
         if self.dtype != "float64":
             args.append(f"dtype={_q(self.dtype)}")
-        if self.values is not None:
+        if self.row_id:
+            pass  # new rows bring new row numbers: no bounds
+        elif self.values is not None:
             args.append(f"values={_tuple(self.values)}")
         elif self.min is not None:
             if self.dtype == "int64":

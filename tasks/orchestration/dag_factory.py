@@ -150,7 +150,9 @@ def _ingest(spec: UseCaseSpec) -> Snapshot:
         # (unknown conf keys included, which Airflow would drop silently).
         ensure_valid(spec, getattr(ctx["dag_run"], "conf", None) or {}, location,
                      dag_file=False)
-        manifest = ingest(spec.source, location, layout.raw_dir, max_bad_fraction(spec, ctx))
+        # Media decoding is the row check of media sources: preprocessing does it next.
+        manifest = ingest(spec.source, location, layout.raw_dir, max_bad_fraction(spec, ctx),
+                          decode=False)
         out.summary = f"snapshot {manifest['checksum'][:12]} {manifest['facts']}"
     return Snapshot(layout.key, str(layout.raw_dir), manifest["checksum"])
 

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def ingest(source: DataSource, location: str, dest: Path,
-           max_bad_fraction: float | None = None) -> dict[str, Any]:
+           max_bad_fraction: float | None = None, decode: bool = True) -> dict[str, Any]:
     """Validate the raw files at ``location`` and snapshot them into ``dest``.
 
     The copy is validated (so what was checked is exactly what is kept), then the
@@ -36,6 +36,8 @@ def ingest(source: DataSource, location: str, dest: Path,
         location: Directory holding the raw files.
         dest: Snapshot directory for this run (``<root>/raw/<use case>/<run key>``).
         max_bad_fraction: The run's tolerance of bad rows (None: structure only).
+        decode: Also run row checks that decode every file (media sources); the DAG
+            leaves them to preprocessing, which decodes them right after.
 
     Returns:
         The manifest: files with checksums and sizes, validation facts (with the rows
@@ -77,11 +79,12 @@ def ingest(source: DataSource, location: str, dest: Path,
         try:
             facts = source.validate(copied)
             if max_bad_fraction is not None:
-                scan = scan_rows(source, copied)
+                scan = scan_rows(source, copied, decode=decode)
                 refused = scan.refusal(max_bad_fraction, "; nothing was landed")
                 if refused:
                     raise TooManyBadRows(refused)
-                facts = {**facts, "rows": scan.rows, "bad_rows": scan.bad}
+                if scan.rows:  # (an empty scan: checks left to preprocessing)
+                    facts = {**facts, "rows": scan.rows, "bad_rows": scan.bad}
         except PermanentError as exc:
             raise _naming_sources(exc, copied, files) from None
         combined = hashlib.sha256(

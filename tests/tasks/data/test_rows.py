@@ -29,6 +29,13 @@ def test_ingest_refuses_a_label_preprocessing_would_refuse_and_lands_nothing(mni
             r"--param max_bad_fraction=0\.003")):
         ingest(src, str(mnist_dir), dest, max_bad_fraction=0.0)
     assert not dest.exists() and list(dest.parent.iterdir()) == []  # no temp dir either
+    # mlp validate (and so mlp run) says the same in seconds, from the labels alone.
+    from tasks.spec import catalog
+    from tasks.steps.validate import check_rows
+
+    (problem, detail), _ = check_rows(catalog.get("mnist"), {"source_dir": str(mnist_dir)})
+    assert f"{path} row 42 field 'label': label outside [0, 10) (value 200)" in str(problem)
+    assert str(detail).endswith("field 'label': label outside [0, 10): 1 row (row 42 200)")
     # Tolerated, the same data lands (and preprocessing will quarantine that row).
     manifest = ingest(src, str(mnist_dir), dest, max_bad_fraction=0.01)
     assert manifest["facts"]["rows"] == 400 and manifest["facts"]["bad_rows"] == 1
