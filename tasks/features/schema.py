@@ -115,12 +115,23 @@ class InputSchema:
     label: str | None = None
     strict: bool = False
     _index: dict[str, InputField] = field(default_factory=dict, compare=False, repr=False)
+    _plan: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for f in self.fields:  # clients may use either the served name or the identifier
             self._index.setdefault(f.key, f)
         for f in self.fields:
             self._index[f.name] = f
+        # What the checks need per request, computed once: the number fields, their
+        # limits as arrays, which of them are integers.
+        numbers = [f for f in self.fields if f.dtype != "string"]
+        ranged = [f for f in numbers if not f.category]
+        self._plan.update(
+            numbers=numbers, ranged=ranged,
+            ints=[i for i, f in enumerate(numbers) if f.dtype == "int64"],
+            floats=[i for i, f in enumerate(numbers) if f.dtype == "float32"],
+            limits=np.array([_limits(f) for f in ranged], np.float64).reshape(-1, 2).T,
+            order={f.name: i for i, f in enumerate(self.fields)})
 
     def lookup(self, name: str) -> InputField | None:
         """The field a request names (served name or model input name)."""
@@ -135,6 +146,7 @@ class InputSchema:
         """JSON-able form (the MLflow model metadata)."""
         out = asdict(self)
         out.pop("_index")
+        out.pop("_plan")
         out["fields"] = [{k: list(v) if isinstance(v, tuple) else v for k, v in f.items()}
                          for f in out["fields"]]
         out["class_names"] = list(self.class_names)
@@ -238,13 +250,9 @@ def _rows(instances: list[Any], schema: InputSchema) -> tuple[dict[str, list[Any
         if all(set(x) == {"inputs"} for x in instances):  # the old single named input
             return _rows([x["inputs"] for x in instances], schema)[0], True
         wanted = set(names)
-        cols: dict[str, list[Any]] = {f.key: [] for f in fields}
-        for i, inst in enumerate(instances):
-            if inst.keys() != wanted:
-                inst = _renamed(inst, i, schema)
-            for f in fields:
-                cols[f.key].append(inst.get(f.name, _MISSING))
-        return cols, False
+        rows = [inst if inst.keys() == wanted else _renamed(inst, i, schema)
+                for i, inst in enumerate(instances)]
+        return {f.key: [inst.get(f.name, _MISSING) for inst in rows] for f in fields}, False
     if all(isinstance(x, list) for x in instances):
         for i, inst in enumerate(instances):
             if len(inst) != len(fields):
@@ -346,6 +354,34 @@ def _typed(f: InputField, values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     return out, missing
 
 
+def _typed_numbers(schema: InputSchema, raw: Mapping[str, list[Any]]
+                   ) -> dict[str, np.ndarray]:
+    """All number fields at once, when every value is a present int or float.
+
+    The common case costs one array conversion instead of one per field; any other
+    value (a missing one, text, a boolean, a fraction for an integer, a huge number)
+    leaves every number field to :func:`_typed`, which names the problem.
+    """
+    plan = schema._plan
+    fields = plan["numbers"]
+    columns = [raw[f.key] for f in fields]
+    if not fields or not all(type(v) in (int, float) for col in columns for v in col):
+        return {}
+    x = np.array(columns, dtype=np.float64)
+    ints, floats = plan["ints"], plan["floats"]
+    with np.errstate(over="ignore"):
+        narrow = x[floats].astype(np.float32)
+    if not np.isfinite(narrow).all() or not np.isfinite(x).all():
+        return {}
+    if ints:
+        whole = x[ints]
+        if (whole != np.floor(whole)).any() or np.abs(whole).max() > 2**62:
+            return {}
+    out = {fields[i].key: row for i, row in zip(floats, narrow, strict=True)}
+    out.update({fields[i].key: x[i].astype(np.int64) for i in ints})
+    return out
+
+
 def _range_text(lo: Any, hi: Any) -> str:
     return f"[{_num(lo)}, {_num(hi)}]"
 
@@ -356,10 +392,29 @@ def _num(v: Any) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
+def _limits(f: InputField) -> tuple[float, float]:
+    """The range a number is checked against: declared and training ranges intersected."""
+    lows = [v for v in (f.min, f.train_min) if v is not None]
+    highs = [v for v in (f.max, f.train_max) if v is not None]
+    return (max(lows) if lows else -np.inf), (min(highs) if highs else np.inf)
+
+
+def _range_problem(f: InputField) -> str:
+    parts = []
+    if (f.min, f.max) != (None, None):
+        parts.append(f"declared range {_range_text(f.min, f.max)}")
+    if f.train_min is not None:
+        parts.append(f"training range {_range_text(f.train_min, f.train_max)}")
+    return f"outside the {' and '.join(parts)}"
+
+
 def check_columns(cols: Mapping[str, np.ndarray], schema: InputSchema,
                   missing: Mapping[str, np.ndarray] | None = None
                   ) -> tuple[list[list[dict[str, Any]]], dict[str, dict[str, int]]]:
     """The schema's checks over typed columns: per-instance warnings and counts per field.
+
+    Numbers are checked all fields at once (one array operation), categories per field;
+    warnings are only built for the values that fail.
 
     Args:
         cols: Model input name -> values (one entry per instance).
@@ -368,69 +423,73 @@ def check_columns(cols: Mapping[str, np.ndarray], schema: InputSchema,
 
     Returns:
         ``warnings[i]``: ``{"field", "value", "problem", "kind"}`` for instance ``i``
-        (``kind`` in :data:`PROBLEMS`), and ``{field: {kind: count}}`` (only non-zero).
+        (``kind`` in :data:`PROBLEMS`), in field order, and ``{field: {kind: count}}``
+        (only non-zero).
 
     """
     n = len(next(iter(cols.values()))) if cols else 0
     warnings: list[list[dict[str, Any]]] = [[] for _ in range(n)]
     counts: dict[str, dict[str, int]] = {}
+    plan = schema._plan
+    flagged = False
 
-    def flag(mask: np.ndarray, f: InputField, kind: str, problem: Any) -> None:
+    def flag(mask: np.ndarray, f: InputField, kind: str, problem: str) -> None:
+        nonlocal flagged
         hits = np.flatnonzero(mask)
         if not len(hits):
             return
+        flagged = True
         counts.setdefault(f.name, {})[kind] = counts.get(f.name, {}).get(kind, 0) + len(hits)
         values = cols[f.key]
         for i in hits.tolist():
             v = None if kind == "missing" else values[i]
             v = v.item() if hasattr(v, "item") else v
             warnings[i].append({"field": f.name, "value": v, "kind": kind,
-                                "problem": problem(v) if callable(problem) else problem})
+                                "problem": problem})
 
+    gone = {k: np.asarray(m, bool) for k, m in (missing or {}).items()}
+    none = np.zeros(n, bool)
+    for f in schema.fields if gone else ():
+        if f.key in gone:
+            how = ("filled with the out-of-vocabulary bucket" if f.category else
+                   f"filled with the training mean {_num(f.fill)}")
+            flag(gone[f.key], f, "missing", f"missing value; {how}")
+    numeric = plan["ranged"]
+    if numeric and n:
+        x = np.array([cols[f.key] for f in numeric], np.float64)
+        lo, hi = plan["limits"]
+        bad = (x < lo[:, None]) | (x > hi[:, None])
+        for i in np.flatnonzero(bad.any(axis=1)).tolist():
+            f = numeric[i]
+            flag(bad[i] & ~gone.get(f.key, none), f, "out_of_range", _range_problem(f))
+        for i, f in enumerate(numeric):
+            if f.values is not None:
+                ok = np.isin(x[i], np.asarray(f.values, np.float64))
+                flag(~ok & ~gone.get(f.key, none), f, "out_of_range",
+                     f"not one of {_shown(f.values)}")
     for f in schema.fields:
+        if not f.category:
+            if f.dtype == "string" and f.values is not None:
+                allowed_set = set(f.values)
+                ok = np.fromiter((v in allowed_set for v in cols[f.key].tolist()), bool, n)
+                flag(~ok & ~gone.get(f.key, none), f, "out_of_range",
+                     f"not one of {_shown(f.values)}")
+            continue
         x = cols[f.key]
-        gone = np.asarray(missing[f.key]) if missing and f.key in missing \
-            else np.zeros(n, bool)
-        if f.category:
-            how = "filled with the out-of-vocabulary bucket"
+        if f.dtype == "string":
+            vocab = set(f.vocab)
+            seen = np.fromiter((v in vocab for v in x.tolist()), bool, n)
         else:
-            how = f"filled with the training mean {_num(f.fill)}"
-        flag(gone, f, "missing", f"missing value; {how}")
-        present = ~gone
-        if f.category:
-            if f.dtype == "string":
-                vocab = set(f.vocab)
-                seen = np.fromiter((v in vocab for v in x.tolist()), bool, n)
-            else:
-                seen = np.isin(x, np.asarray(f.vocab, dtype=x.dtype))
-            allowed = (f" (allowed: {_shown(f.values)})" if f.values is not None else
-                       f" (training vocabulary: {_shown(f.vocab)})")
-            flag(present & ~seen, f, "unseen_category",
-                 f"category not seen in training{allowed}; answered as the "
-                 "out-of-vocabulary bucket")
-        if f.values is not None and not f.category:
-            ok = np.isin(x, np.asarray(f.values, dtype=x.dtype)) if f.dtype != "string" \
-                else np.fromiter((v in set(f.values) for v in x.tolist()), bool, n)
-            flag(present & ~ok, f, "out_of_range", f"not one of {_shown(f.values)}")
-        if f.dtype != "string" and not f.category:
-            v = x.astype(np.float64)
-            lo = max(f.min, f.train_min) if f.min is not None and f.train_min is not None \
-                else (f.train_min if f.train_min is not None else f.min)
-            hi = min(f.max, f.train_max) if f.max is not None and f.train_max is not None \
-                else (f.train_max if f.train_max is not None else f.max)
-            declared = _range_text(f.min, f.max) if (f.min, f.max) != (None, None) else None
-            trained = _range_text(f.train_min, f.train_max) if f.train_min is not None \
-                else None
-
-            def text(value: Any, declared: str | None = declared,
-                     trained: str | None = trained) -> str:
-                parts = [p for p in (f"declared range {declared}" if declared else "",
-                                     f"training range {trained}" if trained else "") if p]
-                return f"outside the {' and '.join(parts)}"
-
-            out = present & (((v < lo) if lo is not None else False)
-                             | ((v > hi) if hi is not None else False))
-            flag(np.asarray(out, bool), f, "out_of_range", text)
+            seen = np.isin(x, np.asarray(f.vocab, dtype=x.dtype))
+        allowed = (f" (allowed: {_shown(f.values)})" if f.values is not None else
+                   f" (training vocabulary: {_shown(f.vocab)})")
+        flag(~seen & ~gone.get(f.key, none), f, "unseen_category",
+             f"category not seen in training{allowed}; answered as the "
+             "out-of-vocabulary bucket")
+    if flagged:
+        for found in warnings:
+            if len(found) > 1:
+                found.sort(key=lambda w: plan["order"][w["field"]])
     return warnings, counts
 
 
@@ -488,9 +547,13 @@ def to_model_inputs(instances: Any, schema: InputSchema, *, columnar: bool = Fal
         if not isinstance(instances, list) or not instances:
             raise InputError("'instances' must be a non-empty list of instances")
         raw, bare = _rows(instances, schema)
-    inputs, missing = {}, {}
+    inputs = _typed_numbers(schema, raw)
+    missing: dict[str, np.ndarray] = {}
     for f in schema.fields:
-        inputs[f.key], missing[f.key] = _typed(f, raw[f.key])
+        if f.key not in inputs:  # text fields, and numbers that need the careful path
+            inputs[f.key], gone = _typed(f, raw[f.key])
+            if gone.any():
+                missing[f.key] = gone
     warnings, counts = check_columns(inputs, schema, missing)
     if schema.strict if strict is None else strict:
         for i, found in enumerate(warnings):

@@ -229,7 +229,8 @@ def test_every_use_case_runs_registers_and_serves(airflow_db, own_mlflow, digits
         # answered with warnings naming the field.
         if "breast_cancer" in served:
             (row,) = predict("breast_cancer", [served["breast_cancer"][0][0]])
-            assert set(row) == {"label", "probability", "threshold"} and row["label"] in (0, 1)
+            assert set(row) == {"label", "probability", "threshold"}
+            assert row["label"] in ("malignant", "benign")
             (odd,) = predict("breast_cancer", [{**served["breast_cancer"][0][0],
                                                 "mean_radius": 1e4}])
             assert [w["field"] for w in odd["warnings"]] == ["mean_radius"], odd
