@@ -445,8 +445,9 @@ class TabularSource:
         """
         path = files[partition]
         size = Path(path).stat().st_size
-        if max_bytes is None or size <= max_bytes:
-            return self.read_batches(files, partition, batch_size), ""
+        if max_bytes is None or size <= max_bytes:  # streamed: a scan keeps nothing
+            reader = self._read_parquet if self.format == "parquet" else self._read_csv
+            return reader(path, partition, batch_size), ""
         mib = f"{max_bytes / 2**20:.0f} MiB of {size / 2**20:.0f} MiB"
         if self.format == "parquet":
             return self._read_parquet(path, partition, batch_size, max_bytes), (

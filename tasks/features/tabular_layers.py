@@ -1,5 +1,8 @@
 """The served transform of tabular models: named, typed raw columns in, Beam's vector out.
 
+(``PackedColumns`` cuts the packed vector back into its features, for models that embed
+``vocab`` ids: :func:`tasks.features.transforms.embedded`.)
+
 ``TabularTransform`` is the Keras twin of :func:`tasks.features.transforms.apply_numpy`
 for a tabular source: it takes a dict of one ``(n,)`` tensor per raw column (float32,
 int64 or string, as a client sends them) and returns the packed float32 vector Beam
@@ -21,6 +24,34 @@ from __future__ import annotations
 from typing import Any
 
 _LAYER: list[type] = []
+_SLICES: list[type] = []
+
+
+def packed_columns_layer() -> type:
+    """The registered ``PackedColumns`` layer class: the packed vector cut into features."""
+    if _SLICES:
+        return _SLICES[0]
+    import keras
+
+    @keras.saving.register_keras_serializable(package="mlp")
+    class PackedColumns(keras.layers.Layer):
+        """``(n, width)`` -> one ``(n, stop - start)`` tensor per ``[start, stop]`` slice."""
+
+        def __init__(self, slices: list[list[int]], **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.slices = [list(map(int, sl)) for sl in slices]
+
+        def call(self, x: Any) -> list[Any]:
+            return [x[:, a:b] for a, b in self.slices]
+
+        def compute_output_shape(self, input_shape: Any) -> Any:
+            return [(input_shape[0], b - a) for a, b in self.slices]
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "slices": self.slices}
+
+    _SLICES.append(PackedColumns)
+    return PackedColumns
 
 
 def _oov_token(vocab: list[Any], kind: str) -> Any:

@@ -9,7 +9,8 @@ Supported per-feature transforms (``Feature.transform``):
 - ``minmax``: ``(x - min) / (max - min)`` (the books' fraud scaling);
 - ``zscore``: ``(x - mean) / std``;
 - ``clip``: clip to the ``clip_quantiles`` of the training split;
-- ``vocab``: categorical value (text or integer) -> index in the training vocabulary
+- ``vocab``: categorical value (text or integer) -> index in the training vocabulary, for an
+  embedding (:func:`embedded` in a use case's model)
   (most frequent first, ties by value; ``top_k`` keeps the most frequent), unknown ->
   ``len(vocab)``: one out-of-vocabulary bucket after the vocabulary, as tf.Transform's;
 - ``onehot``: vocabulary index as a one-hot block (the bucket is its last column);
@@ -201,6 +202,39 @@ def _top_k(ordered: list[tuple[str, int]], f: Any) -> dict[str, Any]:
         "tokenizer": f.tokenizer, "sequence_length": f.sequence_length,
         "vocab_size": len(known) + (1 if f.unk else 0),
     }
+
+
+def embedded(x: Any, features: Sequence[Feature], stats: Mapping[str, Any],
+             dim: int = 8) -> Any:
+    """The packed features with each ``vocab`` id replaced by a learned embedding.
+
+    For a use case's ``build``: ``x`` is the packed float input (``features``), each
+    ``Feature(c, "vocab")`` is one id column (out-of-vocabulary last) fed to a Keras
+    ``Embedding(len(vocab) + 1, dim)``; the other features pass as they are. Without
+    ``vocab`` features ``x`` is returned unchanged.
+    """
+    import keras
+
+    from tasks.features.tabular_layers import packed_columns_layer
+
+    feats = [f for f in features if not f.is_raw]
+    if not any(f.transform == "vocab" for f in feats):
+        return x
+    slices, start = [], 0
+    for f in feats:
+        width = len(stats["features"][f.name]["vocab"]) + 1 if f.transform == "onehot" else 1
+        slices.append([start, start + width])
+        start += width
+    parts = packed_columns_layer()(slices, name="packed_columns")(x)
+    out = []
+    for f, part in zip(feats, parts, strict=True):
+        if f.transform != "vocab":
+            out.append(part)
+            continue
+        size = len(stats["features"][f.name]["vocab"]) + 1
+        ids = keras.layers.Reshape(())(part)
+        out.append(keras.layers.Embedding(size, dim, name=f"embed_{f.name}")(ids))
+    return keras.layers.Concatenate(name="embedded_features")(out) if len(out) > 1 else out[0]
 
 
 def output_width(features: Sequence[Feature], stats: Mapping[str, Any]) -> int:

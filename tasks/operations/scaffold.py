@@ -318,7 +318,7 @@ from collections.abc import Mapping
 {imports}from typing import Any
 
 from tasks.data.sources import Column, TabularSource
-from tasks.features.transforms import output_width
+from tasks.features.transforms import embedded, output_width
 from tasks.spec import (
     RATIO,
     Feature,
@@ -338,7 +338,8 @@ COLUMNS = (
 {cols}
 )
 # Model inputs and their transforms: numbers zscore, minmax, clip, identity; categories
-# (text, or integer codes) onehot or vocab, top_k keeping the most frequent values.
+# (text, or integer codes) onehot, or vocab (embedded by the model below); top_k keeps
+# the most frequent values.
 FEATURES = (
 {feats}
 )
@@ -353,7 +354,8 @@ def build_model(params: Mapping[str, Any], stats: Mapping[str, Any]) -> Any:
 
     width = output_width(FEATURES, stats["train"])
     inp = keras.Input(shape=(width,), name="features")
-    x = keras.layers.Dense(int(params["hidden_units"]), activation="relu")(inp)
+    x = embedded(inp, FEATURES, stats["train"])  # "vocab" features: learned embeddings
+    x = keras.layers.Dense(int(params["hidden_units"]), activation="relu")(x)
     out = {head}(x)
     model = keras.Model(inp, out, name="{name}_dnn")
     model.compile(optimizer=keras.optimizers.Adam(float(params["learning_rate"])),

@@ -198,3 +198,24 @@ def test_check_columns_over_test_rows(schema):
     assert counts == {"time on site (min)": {"out_of_range": 1},
                       "region": {"unseen_category": 1}}
     assert warnings[0] == [] and len(warnings[1]) == 2
+
+
+def test_vocab_ids_can_be_embedded_by_the_model(stats, tmp_path):
+    """One-hot or embedding by spec: a ``vocab`` id feeds a learned Embedding."""
+    import keras
+
+    from tasks.features.layers import register_all
+    from tasks.features.transforms import embedded, output_width
+
+    x = apply_numpy(FEATURES, stats, TRAIN)
+    inp = keras.Input(shape=(output_width(FEATURES, stats),))
+    h = embedded(inp, FEATURES, stats, dim=3)
+    assert h.shape[1] == 1 + 1 + 4 + 3  # minutes, pages, region one-hot, code embedded
+    model = keras.Model(inp, keras.layers.Dense(1)(h))
+    model.compile("adam", "mse")
+    model.fit(x, np.ones(len(x)), epochs=1, verbose=0)
+    model.save(tmp_path / "m.keras")
+    register_all()
+    again = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert embedded(inp, FEATURES[:3], stats) is inp  # no vocab feature: unchanged
