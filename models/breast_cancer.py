@@ -79,7 +79,7 @@ SPEC = UseCaseSpec(
                     ratios={"train": 0.6, "validation": 0.2, "test": 0.2}, seed=42,
                     shards={"train": 1, "validation": 1, "test": 1}),
     model=ModelSpec(build=build_model, input_key="features", label_key="target",
-                    objective="binary"),
+                    objective="binary", class_names=("malignant", "benign")),
     gate=GateSpec(metric="test_accuracy", min_value=0.95, max_regression=0.02),
     params={
         "epochs": RunParam(60, "integer", "Training epochs", minimum=1, maximum=1000),

@@ -60,8 +60,12 @@ def fitted_line(served: Any, stats: Mapping[str, Any]) -> dict[str, float]:
     import numpy as np
 
     mean = stats["train"]["features"]["distance_km"]["mean"]
-    x = np.array([[mean], [mean + 1.0], [0.0]], np.float32)
-    y = np.asarray(served.predict(x, verbose=0)).ravel()
+    x = np.array([mean, mean + 1.0, 0.0], np.float32)
+    # The served model takes the named column; a version exported before named inputs
+    # took a vector of one value.
+    named = isinstance(served.input, dict)
+    y = np.asarray(served.predict({"distance_km": x} if named else x[:, None],
+                                  verbose=0)).ravel()
     slope = float(y[1] - y[0])
     return {"slope": slope, "intercept": float(y[2]), "slope_error_pct": abs(slope - 1000) / 10,
             "noise_floor": NOISE_FLOOR}

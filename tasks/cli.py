@@ -96,10 +96,15 @@ def validated(use_case: str, conf: dict[str, Any]) -> str:
 
     """
     from tasks.spec import catalog
-    from tasks.steps.validate import validate
+    from tasks.steps.validate import check_rows, validate
 
     known_use_case(use_case)
-    problems = validate(catalog.get(use_case), conf)
+    spec = catalog.get(use_case)
+    problems = validate(spec, conf)
+    if not problems:  # the rows, once the files and headers are right (seconds: sampled)
+        problems, notes = check_rows(spec, conf)
+        for note in notes:
+            print(f"{use_case} source rows: {note}", file=sys.stderr)
     if problems:
         raise UsageError("\n".join(str(p) for p in problems))
     return use_case
@@ -242,9 +247,11 @@ def cmd_new(args: argparse.Namespace) -> int:
     from tasks.operations.scaffold import ScaffoldError, new_use_case
     from tasks.spec import catalog
 
+    columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
     try:
         written = new_use_case(args.name, from_use_case=args.from_use_case,
-                               from_csv=args.from_csv)
+                               from_csv=args.from_csv, columns=columns,
+                               skip_rows=args.skip_rows, notes=print)
     except (ScaffoldError, catalog.UnknownUseCase) as exc:
         raise UsageError(str(exc)) from None
     for path in written:
@@ -261,7 +268,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         serve(args.host, args.port, access_log=args.access_log, models=args.models,
-              token=args.token, api_keys=args.api_keys, insecure=args.insecure)
+              token=args.token, api_keys=args.api_keys, insecure=args.insecure,
+              strict_inputs=args.strict_inputs or None)
     except OptionError as exc:
         raise UsageError(str(exc)) from exc
     return 0
@@ -347,8 +355,20 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from tasks.operations.landing import ingest_new_data
 
     use_case = known_use_case(args.use_case)
+    conf = parse_params(args.param)
+    unknown = sorted(set(conf) - {"max_bad_fraction"})
+    if unknown:
+        raise UsageError(f"--param {unknown[0]}: mlp ingest takes only max_bad_fraction")
+    if conf:
+        from tasks.spec import catalog
+        from tasks.steps.validate import check_params
+
+        problems = check_params(catalog.get(use_case), conf)
+        if problems:
+            raise UsageError(str(problems[0]))
     try:
-        result = ingest_new_data(use_case, args.path)
+        result = ingest_new_data(use_case, args.path,
+                                 max_bad_fraction=conf.get("max_bad_fraction"))
     except (PermanentError, AirflowError) as exc:
         print(f"ingest failed: {exc}", file=sys.stderr)
         return 1
@@ -453,6 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--from-csv", metavar="FILE",
                      help="infer the columns (dtype, range, allowed values) from a CSV; "
                           "the last column is the label")
+    p.add_argument("--columns", metavar="NAMES",
+                   help="--from-csv: the column names, comma-separated, of a file without "
+                        "a header row")
+    p.add_argument("--skip-rows", type=int, default=0, metavar="N",
+                   help="--from-csv: lines before the header (or before the data with "
+                        "--columns), e.g. scikit-learn's count line")
     p.set_defaults(func=cmd_new)
 
     p = sub.add_parser("serve", help="serve every champion over REST")
@@ -468,6 +494,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="file of accepted keys, one per line (default: MLP_SERVE_API_KEYS)")
     p.add_argument("--insecure", action="store_true",
                    help="allow a non-loopback --host without a token or keys")
+    p.add_argument("--strict-inputs", action="store_true",
+                   help="refuse (400) tabular instances outside their model's schema "
+                        "(out of range, unseen category, missing field) instead of "
+                        "answering them with warnings")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("rollback", help="move champion one step back in its history "
@@ -498,6 +528,10 @@ def build_parser() -> argparse.ArgumentParser:
         "ingest", help="validate and land new raw data; emit the mlp://<use_case>/raw event")
     p.add_argument("use_case")
     p.add_argument("path", help="directory with the new raw files")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="max_bad_fraction=F: tolerate (quarantine) up to this fraction of "
+                        "bad rows; the triggered run applies it too (default: the use "
+                        "case's)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_ingest)
 

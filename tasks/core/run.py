@@ -234,7 +234,8 @@ class Evaluation(StepResult):
     same rows and ``stored_metrics`` (its figures on its own test split: history only),
     or ``error`` when it could not answer these rows; None when there is no champion.
     ``data`` names the rows (snapshot checksum, split, row count); ``parity`` is the
-    served-vs-trained check.
+    served-vs-trained check; ``input_checks`` (tabular models) counts test values outside
+    the serving schema per field (unseen categories, numbers outside the training range).
     """
 
     run_id: str
@@ -243,6 +244,7 @@ class Evaluation(StepResult):
     data: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)
     champion: dict[str, Any] | None = None
+    input_checks: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,7 @@ import wave
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -241,6 +241,9 @@ class MediaFolderSource:
     max_per_class: int | None = None
     split_counts: Mapping[str, int] | None = None
     seed: int = 0
+    # Its row check is the decoding itself (tasks.data.rows.scan_rows: the DAG's ingest
+    # leaves it to preprocessing, right after; `mlp ingest` runs it before landing).
+    decodes_rows: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if not self.classes or len(set(self.classes)) != len(self.classes):

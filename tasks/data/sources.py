@@ -192,19 +192,45 @@ class IdxImageSource:
         for start in range(0, len(images), batch_size):
             stop = min(start + batch_size, len(images))
             lab = labels[start:stop]
-            bad = (lab < 0) | (lab >= self.num_classes)
-            keep = ~bad
+            keep, bad = self.check_labels(lab, label_file, partition, start)
             yield {
                 "row": np.arange(start, stop, dtype=np.int64)[keep],
                 "image": images[start:stop][keep],
                 "label": lab[keep],
-                "_bad": [
-                    {"file": label_file, "partition": partition, "row": start + int(i),
-                     "field": "label", "value": int(lab[i]),
-                     "reason": f"label outside [0, {self.num_classes})"}
-                    for i in np.flatnonzero(bad)
-                ],
+                "_bad": bad,
             }
+
+    def check_labels(self, labels: np.ndarray, path: str, partition: str, start: int
+                     ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """The row check of this source: which labels are valid, and records of the others.
+
+        Shared by preprocessing (:meth:`read_batches`), ingest and ``mlp validate``
+        (:meth:`sample_batches`, through :func:`tasks.data.rows.scan_rows`).
+        """
+        bad = (labels < 0) | (labels >= self.num_classes)
+        return ~bad, [
+            {"file": path, "partition": partition, "row": start + int(i),
+             "field": "label", "value": int(labels[i]),
+             "reason": f"label outside [0, {self.num_classes})"}
+            for i in np.flatnonzero(bad)]
+
+    def sample_batches(self, files: Mapping[str, str], partition: str, batch_size: int,
+                       max_bytes: int | None = None) -> tuple[Iterator[dict[str, Any]], str]:
+        """The row check on the labels alone (the images have no per-row check), quickly.
+
+        Returns the batches (``row``, ``_bad``) and a note on what was read.
+        """
+        path = files[f"{partition}.label"]
+        labels = self._labels(path).astype(np.int64)
+
+        def batches() -> Iterator[dict[str, Any]]:
+            for start in range(0, len(labels), batch_size):
+                lab = labels[start:start + batch_size]
+                keep, bad = self.check_labels(lab, path, partition, start)
+                yield {"row": np.arange(start, start + len(lab), dtype=np.int64)[keep],
+                       "_bad": bad}
+
+        return batches(), ""
 
     def schema(self) -> dict[str, dict[str, Any]]:
         """Columns of the batches: raw uint8 images and int64 labels."""
@@ -237,11 +263,14 @@ class Column:
     """One column of a tabular source and the values it may hold.
 
     Attributes:
-        name: Header name.
+        name: The column's name in the spec: a Python identifier (features, label).
         dtype: ``float64``, ``int64`` or ``string``.
         min: Smallest valid value (numeric columns).
         max: Largest valid value (numeric columns).
-        values: The allowed values (e.g. class labels), or None for any.
+        values: The allowed values (e.g. class labels, in class order), or None for any.
+        header: The name in the file's header when it is not an identifier (``"petal
+            width (cm)"`` for ``petal_width_cm``); clients send this name to the served
+            model. None: the header name is ``name``.
 
     """
 
@@ -250,6 +279,12 @@ class Column:
     min: float | None = None
     max: float | None = None
     values: tuple[Any, ...] | None = None
+    header: str | None = None
+
+    @property
+    def file_name(self) -> str:
+        """The column's name in the file (and in requests to the served model)."""
+        return self.header if self.header is not None else self.name
 
 
 # Locations produced by the use case's generator instead of read from a directory:
@@ -271,6 +306,10 @@ class TabularSource:
     generator then writes the data (used where the real data set is not available
     offline), or ``bundled:<rows>:<seed>`` for a real data set a package ships; either
     way the file is snapshotted and checksummed like any raw data.
+
+    A CSV without a header row (``has_header=False``: the columns are named by the spec,
+    in file order) or with lines before it (``skip_rows``, e.g. scikit-learn's count
+    line) is read as such; line numbers in messages are the file's own.
     """
 
     columns: tuple[Column, ...]
@@ -278,6 +317,13 @@ class TabularSource:
     default_location: str
     format: str = "csv"
     generator: Callable[[Path, int, int], None] | None = None
+    has_header: bool = True
+    skip_rows: int = 0
+
+    @property
+    def first_data_line(self) -> int:
+        """File line (1-based) of the first data row of a CSV."""
+        return self.skip_rows + (2 if self.has_header else 1)
 
     def files(self, location: str) -> dict[str, str]:
         """Partition -> file path; generates synthetic data for ``synthetic:`` locations."""
@@ -289,7 +335,11 @@ class TabularSource:
         return generated_location(location, self.generator, "-".join(self.layout.values()))
 
     def header(self, path: str) -> list[str]:
-        """Column names of a file, from the CSV header or the Parquet schema."""
+        """Column names of a file, from the CSV header or the Parquet schema.
+
+        A CSV declared without a header row gets the spec's names when its first data
+        row has as many fields (else that row's fields, which then do not match).
+        """
         if self.format == "parquet":
             import pyarrow.parquet as pq
 
@@ -297,24 +347,53 @@ class TabularSource:
         with open(path, newline="") as fh:
             import csv
 
-            return next(csv.reader(fh), [])
+            for _ in range(self.skip_rows):
+                fh.readline()
+            first = next(csv.reader(fh), [])
+        names = [c.file_name for c in self.columns]
+        if not self.has_header:
+            return names if len(first) == len(names) else first
+        return first
 
     def validate(self, files: Mapping[str, str]) -> dict[str, Any]:
-        """Check every file's columns against the schema."""
-        expected = [c.name for c in self.columns]
+        """Check every file's columns against the schema.
+
+        Raises:
+            SourceError: An empty file, a missing or unexpected column, a header row
+                that looks like data, or no data row (the file is named).
+
+        """
+        expected = [c.file_name for c in self.columns]
         facts = {}
         for part, path in files.items():
-            names = self.header(path)
+            size = Path(path).stat().st_size
+            if size == 0:
+                raise SourceError(f"{path}: the file is empty (0 bytes); expected a "
+                                  f"{self.format.upper()} file with the columns "
+                                  f"{_shown(expected)}")
+            try:
+                names = self.header(path)
+            except Exception as exc:  # noqa: BLE001 - pyarrow/csv say why in their own words
+                raise SourceError(f"{path}: cannot read it as {self.format.upper()}: "
+                                  f"{str(exc).splitlines()[0]}") from None
+            if not any(n.strip() for n in names):
+                raise SourceError(f"{path}: the file holds no header row (only blank "
+                                  f"lines); expected the columns {_shown(expected)}")
             missing = [c for c in expected if c not in names]
             extra = [c for c in names if c not in expected]
             if missing or extra:
+                hint = ""
+                if self.format == "csv" and self.has_header and _looks_like_data(names):
+                    hint = (f"; its first line {','.join(names)[:80]!r} looks like data, "
+                            "not a header: add the header row, or declare "
+                            "TabularSource(has_header=False) to name the columns in the spec")
                 raise SourceError(
-                    f"{path}: columns do not match the schema: missing {missing}, "
-                    f"unexpected {extra}"
+                    f"{path}: columns do not match the schema: missing {_shown(missing)}, "
+                    f"unexpected {_shown(extra)}{hint}"
                 )
             if self.data_rows_absent(path):
                 raise SourceError(f"{path}: has a header but no data rows")
-            facts[part] = {"columns": len(names), "bytes": Path(path).stat().st_size}
+            facts[part] = {"columns": len(names), "bytes": size}
         return facts
 
     def check(self, files: Mapping[str, str]) -> dict[str, Any]:
@@ -328,7 +407,8 @@ class TabularSource:
 
             return pq.ParquetFile(path).metadata.num_rows == 0
         with open(path, newline="") as fh:
-            fh.readline()  # the header
+            for _ in range(self.first_data_line - 1):  # skipped lines and the header
+                fh.readline()
             return not any(line.strip() for line in fh)
 
     def partitions(self) -> dict[str, dict[str, str]]:
@@ -336,8 +416,15 @@ class TabularSource:
         return {part: {c.name: part for c in self.columns} for part in self.layout}
 
     def schema(self) -> dict[str, dict[str, Any]]:
-        """Column name -> {dtype, shape}."""
-        return {c.name: {"dtype": c.dtype, "shape": []} for c in self.columns}
+        """Column name -> {dtype, shape}, plus the declared range, values and file name."""
+        out: dict[str, dict[str, Any]] = {}
+        for c in self.columns:
+            out[c.name] = {"dtype": c.dtype, "shape": [], "header": c.file_name}
+            out[c.name].update({k: v for k, v in (("min", c.min), ("max", c.max))
+                                if v is not None})
+            if c.values is not None:
+                out[c.name]["values"] = list(c.values)
+        return out
 
     def read_batches(
         self, files: Mapping[str, str], partition: str, batch_size: int
@@ -348,25 +435,61 @@ class TabularSource:
         yield from _cached(path, self.format, (partition, batch_size),
                            lambda: list(reader(path, partition, batch_size)))
 
-    def _read_csv(self, path: str, partition: str, batch_size: int) -> Iterator[dict[str, Any]]:
+    def sample_batches(self, files: Mapping[str, str], partition: str, batch_size: int,
+                       max_bytes: int | None = None) -> tuple[Iterator[dict[str, Any]], str]:
+        """The row check of preprocessing over a file, or its first ``max_bytes``.
+
+        The same casts and checks as :meth:`read_batches` (``mlp validate`` and ingest
+        use it through :func:`tasks.data.rows.scan_rows`). A bigger file is sampled: its
+        first ``max_bytes`` (whole lines; Parquet: whole row groups), said in the note.
+        """
+        path = files[partition]
+        size = Path(path).stat().st_size
+        if max_bytes is None or size <= max_bytes:  # streamed: a scan keeps nothing
+            reader = self._read_parquet if self.format == "parquet" else self._read_csv
+            return reader(path, partition, batch_size), ""
+        mib = f"{max_bytes / 2**20:.0f} MiB of {size / 2**20:.0f} MiB"
+        if self.format == "parquet":
+            return self._read_parquet(path, partition, batch_size, max_bytes), (
+                f"{path}: sampled the first row groups (about {mib}); the run checks "
+                "every row")
+        with open(path, "rb") as fh:
+            head = fh.read(max_bytes)
+        head = head[:head.rfind(b"\n") + 1]
+        lines = head.count(b"\n")
+        return self._read_csv(path, partition, batch_size, head), (
+            f"{path}: sampled the first {mib} ({lines} lines); the run checks every row")
+
+    def _read_csv(self, path: str, partition: str, batch_size: int,
+                  head: bytes | None = None) -> Iterator[dict[str, Any]]:
+        import io
+
         import pyarrow as pa
         from pyarrow import csv
 
         skipped: list[dict[str, Any]] = []
+        first = self.first_data_line
 
         def on_invalid(row: Any) -> str:
-            skipped.append({"file": path, "partition": partition, "line": row.number,
-                            "row": row.number - 2, "field": None, "value": row.text,
+            line = row.number + self.skip_rows  # pyarrow counts from the stream start
+            skipped.append({"file": path, "partition": partition, "line": line,
+                            "row": line - first, "field": None, "value": row.text,
                             "reason": f"expected {row.expected_columns} fields, "
                                       f"got {row.actual_columns}"})
             return "skip"
 
-        names = [c.name for c in self.columns]
+        names = [c.file_name for c in self.columns]
+        stream = io.BytesIO(head) if head is not None else open(path, "rb")  # noqa: SIM115
+        # Lines before the header are skipped here, not by pyarrow's skip_rows, which
+        # would make it forget the line numbers of invalid rows.
+        for _ in range(self.skip_rows):
+            stream.readline()
         # Everything is read as text and cast per column: a bad value then costs one
         # row (quarantined), not the whole block.
         reader = csv.open_csv(
-            path,
-            read_options=csv.ReadOptions(block_size=1 << 22, use_threads=False),
+            stream,
+            read_options=csv.ReadOptions(block_size=1 << 22, use_threads=False,
+                                         column_names=None if self.has_header else names),
             parse_options=csv.ParseOptions(invalid_row_handler=on_invalid),
             convert_options=csv.ConvertOptions(
                 column_types={n: pa.string() for n in names}, include_columns=names,
@@ -385,8 +508,9 @@ class TabularSource:
             parsed += n
             # Map parsed-row index to the file line, accounting for skipped lines.
             s = np.sort(np.asarray(skipped_lines, dtype=np.int64))
-            lines = idx + 2 + np.searchsorted(s - np.arange(len(s)), idx + 2, side="right")
-            cols = {name: record_batch.column(name) for name in names}
+            lines = idx + first + np.searchsorted(s - np.arange(len(s)), idx + first,
+                                                  side="right")
+            cols = {c.name: record_batch.column(c.file_name) for c in self.columns}
             for start in range(0, n, batch_size):
                 sl = slice(start, min(start + batch_size, n))
                 batch = self._check({k: v.slice(sl.start, sl.stop - sl.start)
@@ -394,21 +518,30 @@ class TabularSource:
                 batch["_bad"] = pending + batch["_bad"]
                 pending = []
                 yield batch
+        stream.close()
         if pending or skipped:
             yield {**{c.name: np.empty(0) for c in self.columns},
                    "row": np.empty(0, np.int64), "_bad": pending + skipped}
 
-    def _read_parquet(self, path: str, partition: str, batch_size: int
-                      ) -> Iterator[dict[str, Any]]:
+    def _read_parquet(self, path: str, partition: str, batch_size: int,
+                      max_bytes: int | None = None) -> Iterator[dict[str, Any]]:
         import pyarrow.parquet as pq
 
         offset = 0
-        names = [c.name for c in self.columns]
-        for rb in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=names):
+        names = [c.file_name for c in self.columns]
+        pf = pq.ParquetFile(path)
+        groups, size = [], 0
+        for g in range(pf.metadata.num_row_groups):  # a sample: whole row groups
+            if max_bytes is not None and groups and size >= max_bytes:
+                break
+            groups.append(g)
+            size += pf.metadata.row_group(g).total_byte_size
+        for rb in pf.iter_batches(batch_size=batch_size, columns=names, row_groups=groups):
             rows = np.arange(offset, offset + rb.num_rows)
             offset += rb.num_rows
             # Parquet has no header line: "line" is the row number + 2, as for CSV.
-            yield self._check({n: rb.column(n) for n in names}, rows + 2, path, partition)
+            yield self._check({c.name: rb.column(c.file_name) for c in self.columns},
+                              rows + 2, path, partition)
 
     def _check(self, cols: Mapping[str, Any], lines: np.ndarray, path: str, partition: str
                ) -> dict[str, Any]:
@@ -417,6 +550,7 @@ class TabularSource:
         import pyarrow.compute as pc
 
         n = len(lines)
+        first = 2 if self.format == "parquet" else self.first_data_line
         keep = np.ones(n, bool)
         bad: list[dict[str, Any]] = []
         out: dict[str, Any] = {}
@@ -425,8 +559,8 @@ class TabularSource:
             for i in np.flatnonzero(mask & keep):
                 value = raw[i].as_py() if hasattr(raw[i], "as_py") else raw[i]
                 bad.append({"file": path, "partition": partition, "line": int(lines[i]),
-                            "row": int(lines[i]) - 2, "field": col.name, "value": value,
-                            "reason": reason})
+                            "row": int(lines[i]) - first, "field": col.file_name,
+                            "value": value, "reason": reason})
             keep[mask] = False
 
         for col in self.columns:
@@ -473,6 +607,26 @@ class TabularSource:
                 flag(~allowed, col, raw, f"not one of {list(col.values)}")
             out[col.name] = arr
         out = {k: v[keep] for k, v in out.items()}
-        out["row"] = (lines - 2)[keep].astype(np.int64)
+        out["row"] = (lines - first)[keep].astype(np.int64)
         out["_bad"] = bad
         return out
+
+
+def _shown(names: list[str], limit: int = 8) -> str:
+    """A list of column names, shortened when long (``[a, b, ... 31 columns]``)."""
+    if len(names) <= limit:
+        return str(names)
+    return f"{names[:limit - 2]} ... ({len(names)} columns)"
+
+
+def _looks_like_data(fields: list[str]) -> bool:
+    """Whether a would-be header row is data: every field a number (or a count line)."""
+    def number(text: str) -> bool:
+        try:
+            float(text)
+        except ValueError:
+            return False
+        return True
+
+    fields = [f.strip() for f in fields if f.strip()]
+    return bool(fields) and (all(number(f) for f in fields) or number(fields[0]))

@@ -11,10 +11,13 @@ Preprocessing writes ``tf.train.Example`` records whose features the feature spe
   holds nothing else, and the detection objective reads it.
 
 A feature may be written to some splits only (``"splits": [...]``, default all). Tabular
-use cases keep, in the test split, the raw packed inputs as a client sends them
-(:data:`RAW_INPUTS`, float32 in the order of ``columns``), beside the transformed
-``features``: evaluation scores the exported model on them, and example requests are
-built from them.
+use cases keep, in the test split, each raw input column as a client sends it
+(``raw_inputs.<column>``: ``float`` for numbers, ``int64`` for integers, ``bytes`` for
+text, in the order of the packed features), beside the transformed ``features``:
+evaluation scores the exported model on them, and example requests are built from them
+(:meth:`DatasetReader.raw_columns`). Datasets of other packed sources (features computed
+from media) keep one float32 vector :data:`RAW_INPUTS` instead. A text label is written
+as its class index; the classes, in order, are the label's ``classes``.
 
 Shards are ``<split>/part-SSSSS-of-NNNNN.tfrecord``. :func:`make_dataset` reads them back
 as batched ``(inputs, labels)``, :meth:`DatasetReader.raw_rows` the raw test inputs; this
@@ -32,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks.core.errors import PermanentError
 from tasks.core.files import read_json
 from tasks.core.run import DATASET_MANIFEST, FEATURE_SPEC, STATS
 from tasks.data.detection import ENCODING as OD_ENCODING
@@ -42,18 +46,62 @@ from tasks.spec import PreprocessSpec
 
 PACKED = "features"  # the packed float32 vector of all non-raw features
 RAW_INPUTS = "raw_inputs"  # the same rows' raw values, as the served model takes them
+RAW_COLUMN = "raw_inputs."  # prefix of one raw column of a tabular source
 RAW_SPLITS = ("test",)  # splits that keep RAW_INPUTS (what is scored as served)
+TABULAR_DTYPES = {"float64": ("float32", "float"), "int64": ("int64", "int64"),
+                  "string": ("string", "bytes")}  # source dtype -> (served dtype, encoding)
 
 
-class DatasetContractError(ValueError):
+class DatasetContractError(PermanentError, ValueError):
     """The dataset does not hold what the caller needs; the message says what to do."""
 
 
+def tabular_inputs(prep: PreprocessSpec, schema: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether the packed features are a tabular source's typed scalar columns.
+
+    Then the served model takes one named input per column (numbers, integers, text).
+    """
+    return bool(prep.packed) and all(
+        schema.get(f.name, {}).get("dtype") in TABULAR_DTYPES
+        and not schema.get(f.name, {}).get("shape") for f in prep.packed)
+
+
+def label_classes(prep: PreprocessSpec, schema: Mapping[str, Mapping[str, Any]],
+                  stats: Mapping[str, Any]) -> list[str] | None:
+    """The classes of a text label, in index order; None for other labels.
+
+    The spec's allowed values when it fixes them (``Column.values``), else the classes
+    seen in all splits, sorted (from the full-pass class counts of each split).
+    """
+    label = schema.get(prep.label or "", {})
+    if label.get("dtype") != "string":
+        return None
+    if label.get("values") is not None:
+        return [str(v) for v in label["values"]]
+    return sorted({c for st in stats.values() for c in st.get("class_counts", {})})
+
+
+def encode_labels(values: np.ndarray, classes: list[str]) -> np.ndarray:
+    """Text labels -> class indices (int64).
+
+    Raises:
+        ValueError: A label outside ``classes`` (the source's row check keeps them out).
+
+    """
+    index = {c: i for i, c in enumerate(classes)}
+    try:
+        return np.fromiter((index[str(v)] for v in values.tolist()), np.int64, len(values))
+    except KeyError as exc:
+        raise ValueError(f"label {exc.args[0]!r} is not one of the classes {classes}") from None
+
+
 def output_spec(prep: PreprocessSpec, schema: Mapping[str, Mapping[str, Any]],
-                stats: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+                stats: Mapping[str, Any], classes: list[str] | None = None
+                ) -> dict[str, dict[str, Any]]:
     """The TFRecord feature spec.
 
-    Raw uint8 images, token-id windows, packed float32 features, the label.
+    Raw uint8 images, token-id windows, packed float32 features, the raw test columns,
+    the label (``classes``: a text label's classes in index order).
     """
     spec: dict[str, dict[str, Any]] = {}
     packed = prep.packed
@@ -73,7 +121,12 @@ def output_spec(prep: PreprocessSpec, schema: Mapping[str, Mapping[str, Any]],
             "columns": [{"name": f.name, "transform": f.transform, "log1p": f.log1p}
                         for f in packed],
         }
-    if packed and all(schema.get(f.name, {}).get("dtype") != "string" for f in packed):
+    if tabular_inputs(prep, schema):
+        for f in dict.fromkeys(f.name for f in packed):
+            dtype, encoding = TABULAR_DTYPES[schema[f]["dtype"]]
+            spec[RAW_COLUMN + f] = {"dtype": dtype, "shape": [], "encoding": encoding,
+                                    "splits": list(RAW_SPLITS), "column": f}
+    elif packed and all(schema.get(f.name, {}).get("dtype") != "string" for f in packed):
         spec[RAW_INPUTS] = {"dtype": "float32", "shape": [len(packed)], "encoding": "raw",
                             "splits": list(RAW_SPLITS),
                             "columns": [f.name for f in packed]}
@@ -82,6 +135,9 @@ def output_spec(prep: PreprocessSpec, schema: Mapping[str, Mapping[str, Any]],
                             "encoding": "int64" if prep.label_dtype == "int64" else "float"}
         if "num_classes" in schema.get(prep.label, {}):
             spec[prep.label]["num_classes"] = schema[prep.label]["num_classes"]
+        if classes is not None:
+            spec[prep.label]["classes"] = list(classes)
+            spec[prep.label]["num_classes"] = len(classes)
     return spec
 
 
@@ -120,6 +176,11 @@ def encode_examples(spec: Mapping[str, Mapping[str, Any]],
     feats = ex.features.feature
     raw, ints, floats = [], [], []
     for name, fs in spec.items():
+        if fs["encoding"] == "bytes":  # text values, UTF-8
+            feats[name].bytes_list.value.append(b"")
+            blobs = [str(v).encode() for v in cols[name].tolist()]
+            raw.append((feats[name].bytes_list.value, blobs, None))
+            continue
         arr = np.ascontiguousarray(cols[name])
         if fs["encoding"] == "raw":
             arr = arr.astype(np.dtype(fs["dtype"]).newbyteorder("<"), copy=False)
@@ -135,7 +196,7 @@ def encode_examples(spec: Mapping[str, Mapping[str, Any]],
     out = []
     for i in range(n):
         for target, blob, width in raw:
-            target[0] = blob[i * width:(i + 1) * width]
+            target[0] = blob[i] if width is None else blob[i * width:(i + 1) * width]
         for target, values in ints:
             target[0] = values[i]
         for target, values in floats:
@@ -251,6 +312,8 @@ class DatasetReader:
         """
         if input_key != PACKED:
             return input_key  # images are stored raw: what is trained on is what is sent
+        if self.raw_keys():
+            return RAW_COLUMN + "*"  # named raw columns (raw_columns)
         if RAW_INPUTS not in self.feature_spec:
             raise DatasetContractError(
                 f"{self.dataset_dir}: the dataset has no raw inputs ({RAW_INPUTS!r}); it "
@@ -274,7 +337,7 @@ class DatasetReader:
             if fs is None or name not in fs.get("splits", (name,)):
                 raise DatasetContractError(
                     f"{self.dataset_dir}: split {name!r} has no feature {key!r}")
-            if fs["encoding"] == "raw":
+            if fs["encoding"] in ("raw", "bytes"):
                 desc[key] = tf.io.FixedLenFeature([], tf.string)
             elif fs["encoding"] == "int64":
                 desc[key] = tf.io.FixedLenFeature(fs["shape"], tf.int64)
@@ -292,17 +355,54 @@ class DatasetReader:
                 if fs["encoding"] == "raw":
                     v = np.frombuffer(b"".join(v), np.dtype(fs["dtype"]).newbyteorder("<"))
                     v = v.reshape(-1, *fs["shape"]).astype(fs["dtype"])
+                elif fs["encoding"] == "bytes":
+                    v = np.array([b.decode() for b in v.tolist()], dtype=object)
                 out[key].append(v)
         return {k: np.concatenate(v) if v else np.empty(
-            (0, *self.feature_spec[k]["shape"])) for k, v in out.items()}
+            (0, *self.feature_spec[k]["shape"]),
+            dtype=object if self.feature_spec[k]["encoding"] == "bytes" else None)
+            for k, v in out.items()}
+
+    def raw_keys(self) -> dict[str, str]:
+        """Column -> record key of the raw test columns of a tabular dataset (in order)."""
+        order = [c["name"] for c in self.feature_spec.get(PACKED, {}).get("columns", [])]
+        keys = {fs["column"]: key for key, fs in self.feature_spec.items()
+                if key.startswith(RAW_COLUMN) and "column" in fs}
+        return {c: keys[c] for c in dict.fromkeys(order) if c in keys}
+
+    def raw_columns(self, name: str, limit: int | None = None) -> dict[str, np.ndarray]:
+        """The raw input columns of one split, as a client sends them (tabular datasets).
+
+        Column -> values (float32, int64, or text as an object array), in the order of
+        the packed features; the first ``limit`` rows in file order.
+
+        Raises:
+            DatasetContractError: The dataset keeps no raw columns.
+
+        """
+        keys = self.raw_keys()
+        if not keys:
+            raise DatasetContractError(f"{self.dataset_dir}: the dataset keeps no raw input "
+                                       "columns; run preprocessing again")
+        cols = self.arrays(name, list(keys.values()), limit)
+        return {col: cols[key] for col, key in keys.items()}
+
+    def class_names(self, label_key: str | None) -> list[str]:
+        """A text label's classes in index order (empty for other labels)."""
+        fs = self.feature_spec.get(label_key or "", {})
+        return [str(c) for c in fs.get("classes", [])]
 
     def raw_rows(self, name: str, input_key: str, label_key: str | None,
-                 limit: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """Inputs of one split as a client sends them (float32, raw units), and labels.
+                 limit: int | None = None) -> tuple[Any, np.ndarray | None]:
+        """Inputs of one split as a client sends them (raw units), and labels.
 
-        Tabular rows come from :data:`RAW_INPUTS` (kept for the test split), images from
-        the stored raw pixels; rows are in file order, the first ``limit`` of them.
+        Tabular rows come as named columns (:meth:`raw_columns`, kept for the test
+        split) or, in datasets of packed media features, :data:`RAW_INPUTS`; images
+        from the stored raw pixels; rows are in file order, the first ``limit`` of them.
         """
+        if input_key == PACKED and self.raw_keys():
+            labels = self.arrays(name, [label_key], limit)[label_key] if label_key else None
+            return self.raw_columns(name, limit), labels
         key = self.served_key(input_key)
         cols = self.arrays(name, [key] + ([label_key] if label_key else []), limit)
         return cols[key].astype(np.float32), cols.get(label_key) if label_key else None

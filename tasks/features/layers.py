@@ -171,6 +171,7 @@ def register_all() -> None:
     from tasks.features.audio import audio_layers
     from tasks.features.detection import detection_classes
     from tasks.features.images import image_layers
+    from tasks.features.tabular_layers import packed_columns_layer, tabular_transform_layer
     from tasks.features.text_layers import text_layers
 
     feature_transform_layer()
@@ -179,4 +180,6 @@ def register_all() -> None:
     detection_classes()
     image_augmentation_layer()
     image_layers()
+    packed_columns_layer()
+    tabular_transform_layer()
     text_layers()

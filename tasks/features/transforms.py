@@ -9,8 +9,11 @@ Supported per-feature transforms (``Feature.transform``):
 - ``minmax``: ``(x - min) / (max - min)`` (the books' fraud scaling);
 - ``zscore``: ``(x - mean) / std``;
 - ``clip``: clip to the ``clip_quantiles`` of the training split;
-- ``vocab``: categorical value -> index in the training vocabulary (unknown -> len(vocab));
-- ``onehot``: vocabulary index as a one-hot block;
+- ``vocab``: categorical value (text or integer) -> index in the training vocabulary, for an
+  embedding (:func:`embedded` in a use case's model)
+  (most frequent first, ties by value; ``top_k`` keeps the most frequent), unknown ->
+  ``len(vocab)``: one out-of-vocabulary bucket after the vocabulary, as tf.Transform's;
+- ``onehot``: vocabulary index as a one-hot block (the bucket is its last column);
 - ``uint8``: image bytes kept as raw uint8 (the model rescales with the stats);
 - ``tokens``: text tokenised (:func:`tasks.features.text.tokens`) into a top-k vocabulary
   with ``<unk>`` (a :class:`tasks.features.text.TextFeature`; the ids are written as
@@ -27,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks.core.errors import PermanentError
 from tasks.spec import Feature
 
 NUMERIC = {"identity", "minmax", "zscore", "clip"}
@@ -161,8 +165,10 @@ class Analyzer:
                 if f is not None and f.transform == "tokens":
                     feats[name] = _top_k(ordered, f)
                     continue
-                feats[name] = {"vocab": [k for k, _ in ordered],
-                               "counts": [c for _, c in ordered]}
+                top = ordered if f is None or f.top_k is None else ordered[:f.top_k]
+                feats[name] = {"vocab": [k for k, _ in top], "counts": [c for _, c in top],
+                               "distinct": len(ordered),
+                               "oov_rows": sum(c for _, c in ordered[len(top):])}
                 continue
             mean = a["sum"] / a["count"]
             var = max(a["sumsq"] / a["count"] - mean * mean, 0.0)
@@ -196,6 +202,39 @@ def _top_k(ordered: list[tuple[str, int]], f: Any) -> dict[str, Any]:
         "tokenizer": f.tokenizer, "sequence_length": f.sequence_length,
         "vocab_size": len(known) + (1 if f.unk else 0),
     }
+
+
+def embedded(x: Any, features: Sequence[Feature], stats: Mapping[str, Any],
+             dim: int = 8) -> Any:
+    """The packed features with each ``vocab`` id replaced by a learned embedding.
+
+    For a use case's ``build``: ``x`` is the packed float input (``features``), each
+    ``Feature(c, "vocab")`` is one id column (out-of-vocabulary last) fed to a Keras
+    ``Embedding(len(vocab) + 1, dim)``; the other features pass as they are. Without
+    ``vocab`` features ``x`` is returned unchanged.
+    """
+    import keras
+
+    from tasks.features.tabular_layers import packed_columns_layer
+
+    feats = [f for f in features if not f.is_raw]
+    if not any(f.transform == "vocab" for f in feats):
+        return x
+    slices, start = [], 0
+    for f in feats:
+        width = len(stats["features"][f.name]["vocab"]) + 1 if f.transform == "onehot" else 1
+        slices.append([start, start + width])
+        start += width
+    parts = packed_columns_layer()(slices, name="packed_columns")(x)
+    out = []
+    for f, part in zip(feats, parts, strict=True):
+        if f.transform != "vocab":
+            out.append(part)
+            continue
+        size = len(stats["features"][f.name]["vocab"]) + 1
+        ids = keras.layers.Reshape(())(part)
+        out.append(keras.layers.Embedding(size, dim, name=f"embed_{f.name}")(ids))
+    return keras.layers.Concatenate(name="embedded_features")(out) if len(out) > 1 else out[0]
 
 
 def output_width(features: Sequence[Feature], stats: Mapping[str, Any]) -> int:
@@ -252,12 +291,74 @@ def apply_numpy(features: Sequence[Feature], stats: Mapping[str, Any],
     return np.concatenate(blocks, axis=1)
 
 
+class TransformError(PermanentError, ValueError):
+    """A feature's transform cannot apply to its column (e.g. a number transform on text)."""
+
+
+def tabular_layer(features: Sequence[Feature], dtypes: Mapping[str, str],
+                  stats: Mapping[str, Any]) -> Any:
+    """:func:`apply_numpy` as a Keras layer over named, typed raw columns (the served model).
+
+    The layer (:mod:`tasks.features.tabular_layers`) takes a dict of one ``(n,)`` tensor
+    per column (``dtypes``: column -> ``float32``, ``int64`` or ``string``) and returns
+    the packed float32 vector Beam wrote. Categorical features become Keras
+    ``StringLookup``/``IntegerLookup`` layers on Beam's vocabulary, with the same ids
+    (out-of-vocabulary last); numeric ones the same scale, offset and clip as
+    :func:`keras_layer`.
+
+    Raises:
+        TransformError: A numeric transform on a text column.
+
+    """
+    ops: list[dict[str, Any]] = []
+    for f in features:
+        st = stats["features"][f.name]
+        dtype = dtypes[f.name]
+        if f.transform in CATEGORICAL:
+            kind = {"string": "string", "int64": "integer"}.get(dtype, "float")
+            vocab: list[Any] = list(st["vocab"])
+            if kind == "integer":
+                vocab = [int(v) for v in vocab]
+            elif kind == "float":
+                vocab = [float(v) for v in vocab]
+            ops.append({"input": f.name, "kind": f.transform, "lookup": kind,
+                        "vocab": vocab})
+            continue
+        if dtype == "string":
+            raise TransformError(
+                f"feature {f.name!r}: transform {f.transform!r} takes numbers but the "
+                f"column holds text; use Feature({f.name!r}, \"onehot\") or "
+                f"Feature({f.name!r}, \"vocab\") (categories), or make the column numeric")
+        ops.append({"input": f.name, "kind": "numeric", **_numeric_op(f, st)})
+    from tasks.features.tabular_layers import tabular_transform_layer
+
+    return tabular_transform_layer()(columns=ops, name="tabular_transform")
+
+
+def _numeric_op(f: Feature, st: Mapping[str, Any]) -> dict[str, Any]:
+    """Scale, offset and clip bounds of a numeric transform (the Keras twin's constants)."""
+    if f.transform not in NUMERIC:
+        raise TransformError(f"{f.name}: transform {f.transform!r} has no Keras twin")
+    scale, offset, lo, hi = 1.0, 0.0, -3.0e38, 3.0e38
+    if f.transform == "minmax":
+        span = (st["max"] - st["min"]) or 1.0
+        scale, offset = 1.0 / span, -st["min"] / span
+    elif f.transform == "zscore":
+        std = st["std"] or 1.0
+        scale, offset = 1.0 / std, -st["mean"] / std
+    elif f.transform == "clip":
+        lo, hi = st["clip_low"], st["clip_high"]
+    return {"log1p": f.log1p, "scale": scale, "offset": offset, "low": lo, "high": hi}
+
+
 def keras_layer(features: Sequence[Feature], stats: Mapping[str, Any]) -> Any:
     """:func:`apply_numpy` as a serialisable Keras layer for the exported model.
 
     The layer maps raw inputs ``(n, len(features))`` (numbers, in ``features`` order) to
-    the transformed vector. Categorical features must be coded as numbers (their
-    vocabulary entries are compared numerically).
+    the transformed vector: the served input of models with a media front end (e.g.
+    WAV -> MFCC statistics). Categorical features must be coded as numbers (their
+    vocabulary entries are compared numerically). Tabular sources use
+    :func:`tabular_layer` (named, typed columns) instead.
     """
     ops = []
     for f in features:
@@ -266,23 +367,12 @@ def keras_layer(features: Sequence[Feature], stats: Mapping[str, Any]) -> Any:
             try:
                 vocab = [float(v) for v in st["vocab"]]
             except ValueError as exc:
-                raise ValueError(f"{f.name}: the served model takes numbers; code the "
-                                 f"categories as numbers (vocabulary {st['vocab'][:5]})") from exc
+                raise TransformError(
+                    f"{f.name}: this served model takes one vector of numbers; code the "
+                    f"categories as numbers (vocabulary {st['vocab'][:5]})") from exc
             ops.append({"kind": f.transform, "vocab": vocab})
             continue
-        if f.transform not in NUMERIC:
-            raise ValueError(f"{f.name}: transform {f.transform!r} has no Keras twin")
-        scale, offset, lo, hi = 1.0, 0.0, -3.0e38, 3.0e38
-        if f.transform == "minmax":
-            span = (st["max"] - st["min"]) or 1.0
-            scale, offset = 1.0 / span, -st["min"] / span
-        elif f.transform == "zscore":
-            std = st["std"] or 1.0
-            scale, offset = 1.0 / std, -st["mean"] / std
-        elif f.transform == "clip":
-            lo, hi = st["clip_low"], st["clip_high"]
-        ops.append({"kind": "numeric", "log1p": f.log1p, "scale": scale, "offset": offset,
-                    "low": lo, "high": hi})
+        ops.append({"kind": "numeric", **_numeric_op(f, st)})
     from tasks.features.layers import feature_transform_layer
 
     return feature_transform_layer()(columns=ops, name="feature_transform")

@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from tasks.data.tfrecord import DatasetReader
+from tasks.data.tfrecord import PACKED, DatasetReader
 from tasks.spec import ModelSpec
 
 Target = Callable[[Any, Any, Mapping[str, Any]], Any]
@@ -75,7 +75,8 @@ class TestRows:
 
     Attributes:
         split: Split name (``test``).
-        raw: The served model's inputs (raw units; images: raw pixels).
+        raw: The served model's inputs (raw units; images: raw pixels; tabular models:
+            column -> values, their named inputs).
         features: The trained model's inputs (transformed by preprocessing).
         labels: The label column (zeros when the use case has none).
         stats: The dataset's full-pass statistics (e.g. the regression baseline).
@@ -83,7 +84,7 @@ class TestRows:
     """
 
     split: str
-    raw: np.ndarray
+    raw: Any
     features: np.ndarray
     labels: np.ndarray
     stats: Mapping[str, Any]
@@ -91,22 +92,52 @@ class TestRows:
     @classmethod
     def load(cls, reader: DatasetReader, model: ModelSpec, split: str = "test") -> TestRows:
         """Read a whole split (both input forms of the same rows, in file order)."""
-        served = reader.served_key(model.input_key)
-        keys = list(dict.fromkeys([served, model.input_key]))
-        cols = reader.arrays(split, keys + ([model.label_key] if model.label_key else []))
-        raw = cols[served].astype(np.float32)
-        features = raw if served == model.input_key else cols[model.input_key]
+        label = [model.label_key] if model.label_key else []
+        if model.input_key == PACKED and reader.raw_keys():  # named tabular columns
+            raw: Any = reader.raw_columns(split)
+            cols = reader.arrays(split, [model.input_key, *label])
+            features = cols[model.input_key]
+        else:
+            served = reader.served_key(model.input_key)
+            keys = list(dict.fromkeys([served, model.input_key]))
+            cols = reader.arrays(split, keys + label)
+            raw = cols[served].astype(np.float32)
+            features = raw if served == model.input_key else cols[model.input_key]
         labels = (cols[model.label_key] if model.label_key
-                  else np.zeros(len(raw), np.int64))
+                  else np.zeros(len(features), np.int64))
         return cls(split, raw, features.astype(np.float32), labels, reader.stats)
 
     def __len__(self) -> int:
-        return len(self.raw)
+        return len(self.features)
 
 
-def predict(model: Any, x: np.ndarray, batch_size: int = 4096) -> Any:
-    """A Keras model's outputs over ``x`` in batches: an array, or a dict of arrays."""
-    parts = [model.predict_on_batch(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+def as_input(model: Any, x: Any) -> Any:
+    """``x`` as ``model`` takes it.
+
+    Named columns stay named for a model with named inputs; for a model with one vector
+    input (a tabular version exported before named inputs) they are stacked, in order,
+    into the float32 vector it was served with.
+    """
+    if isinstance(x, dict) and not isinstance(model.input, dict):
+        return np.stack([np.asarray(v, np.float32) for v in x.values()], axis=1)
+    return x
+
+
+def _rows(x: Any, start: int, stop: int) -> Any:
+    if isinstance(x, dict):
+        return {k: v[start:stop] for k, v in x.items()}
+    return x[start:stop]
+
+
+def predict(model: Any, x: Any, batch_size: int = 4096) -> Any:
+    """A Keras model's outputs over ``x`` in batches: an array, or a dict of arrays.
+
+    ``x`` may be named columns (a tabular model's inputs; see :func:`as_input`).
+    """
+    x = as_input(model, x)
+    n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+    parts = [model.predict_on_batch(_rows(x, i, i + batch_size))
+             for i in range(0, n, batch_size)]
     if parts and isinstance(parts[0], dict):
         return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
     return np.concatenate([np.asarray(p) for p in parts])

@@ -38,6 +38,8 @@ class Binary(Objective):
               out_dir: Path | None = None) -> EvalOutput:
         score = np.asarray(outputs).ravel()
         report = binary_metrics(rows.labels, score)
+        if len(model.class_names) == 2:  # e.g. a text label's classes: name the matrix
+            report["class_names"] = list(model.class_names)
         if out_dir is None:
             return EvalOutput(report)
         return EvalOutput(report, [

@@ -54,7 +54,7 @@ class Classification(Objective):
         if out_dir is None:
             return EvalOutput(report)
         pngs = [plots.confusion_matrices([("test", report)], out_dir / "confusion_matrix.png")]
-        if rows.raw.ndim == 4:  # colour images: a few test images per class
+        if getattr(rows.raw, "ndim", 0) == 4:  # colour images: a few test images per class
             n = min(len(rows), 4096)
             pngs.append(plots.examples_per_class(rows.raw[:n], rows.labels[:n],
                                                  proba[:n].argmax(axis=1),

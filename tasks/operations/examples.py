@@ -64,6 +64,25 @@ def write_example_request(use_case: str, layout: RunLayout, n: int = 2) -> Path 
         name = getattr(si, "input_name", None)
         instances = [{name: b} if name else b for b in blobs]
     else:
-        instances = plain(serving_example(spec, reader, n))
+        example = serving_example(spec, reader, n)
+        instances = named_rows(spec, example) if isinstance(example, dict) else plain(example)
     layout.request_file.write_text(json.dumps({"instances": instances}))
     return layout.request_file
+
+
+def named_rows(spec: Any, columns: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Tabular test rows as a client sends them: one object per row, by the served names.
+
+    The served name is the file's column name (``Column.header``); numbers as the
+    shortest decimals, integers as integers, text as text.
+    """
+    schema = spec.source.schema()
+    out: dict[str, list[Any]] = {}
+    for key, values in columns.items():
+        name = str(schema.get(key, {}).get("header") or key)
+        arr = np.asarray(values)
+        out[name] = (plain(arr) if arr.dtype.kind == "f" else
+                     [int(v) for v in arr.tolist()] if arr.dtype.kind in "iu" else
+                     [str(v) for v in arr.tolist()])
+    n = len(next(iter(out.values()))) if out else 0
+    return [{name: vals[i] for name, vals in out.items()} for i in range(n)]

@@ -23,11 +23,15 @@ from tasks.operations.local import migrate_airflow_db
 from tasks.spec import catalog
 
 
-def land(use_case: str, path: str | Path, s: Settings | None = None) -> tuple[Path, dict]:
+def land(use_case: str, path: str | Path, s: Settings | None = None,
+         max_bad_fraction: float | None = None) -> tuple[Path, dict]:
     """Validate new raw data and snapshot it under ``$MLP_HOME/landing/<use_case>/<stamp>``.
 
     The copy is validated by the use case's data source (:func:`tasks.steps.ingest.ingest`) and
-    appears atomically, so bad input leaves no partial snapshot behind.
+    appears atomically, so bad input leaves no partial snapshot behind. Its rows go through
+    the row checks preprocessing applies, under ``max_bad_fraction`` (default: the run
+    param's default, the use case's ``PreprocessSpec.max_bad_fraction``): what the
+    triggered run would refuse is refused here, before anything is landed or announced.
 
     Returns:
         The snapshot directory and its manifest (files, checksums, facts).
@@ -42,14 +46,23 @@ def land(use_case: str, path: str | Path, s: Settings | None = None) -> tuple[Pa
     spec = catalog.get(use_case)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     dest = s.root / "landing" / use_case / stamp
-    manifest = ingest(spec.source, str(path), dest)
+    if max_bad_fraction is None:
+        max_bad_fraction = spec.preprocess.max_bad_fraction
+    manifest = ingest(spec.source, str(path), dest, max_bad_fraction)
     return dest, manifest
 
 
-def event_extra(dest: Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """What the asset event carries: where the validated snapshot is, and what it holds."""
-    return {"location": str(dest), "checksum": manifest["checksum"],
-            "source": manifest["location"], "facts": manifest["facts"]}
+def event_extra(dest: Path, manifest: Mapping[str, Any],
+                max_bad_fraction: float | None = None) -> dict[str, Any]:
+    """What the asset event carries: where the validated snapshot is, and what it holds.
+
+    A tolerance given to ``mlp ingest`` travels too: the triggered run applies it.
+    """
+    extra = {"location": str(dest), "checksum": manifest["checksum"],
+             "source": manifest["location"], "facts": manifest["facts"]}
+    if max_bad_fraction is not None:
+        extra["max_bad_fraction"] = max_bad_fraction
+    return extra
 
 
 def record_asset_event(uri: str, extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -88,17 +101,21 @@ def record_asset_event(uri: str, extra: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def ingest_new_data(use_case: str, path: str | Path, client: AirflowClient | None = None,
-                    s: Settings | None = None) -> dict[str, Any]:
+                    s: Settings | None = None, max_bad_fraction: float | None = None
+                    ) -> dict[str, Any]:
     """``mlp ingest``: validate, land, and announce new raw data of a use case.
+
+    Data with more bad rows than ``max_bad_fraction`` (default: the use case's) is refused
+    before anything is landed, and no event is recorded.
 
     Returns:
         ``{"landing": dir, "manifest": ..., "event": ..., "via": "rest" | "metadata-db"}``.
 
     """
     s = s or settings()
-    dest, manifest = land(use_case, path, s)
+    dest, manifest = land(use_case, path, s, max_bad_fraction)
     uri = raw_asset_uri(use_case)
-    extra = event_extra(dest, manifest)
+    extra = event_extra(dest, manifest, max_bad_fraction)
     client = client or AirflowClient.from_env(s)
     via = "rest" if client.reachable() else "metadata-db"
     try:

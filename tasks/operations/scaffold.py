@@ -36,9 +36,19 @@ class ScaffoldError(ValueError):
     """The new use case cannot be written; the message says why and what to do."""
 
 
+CATEGORY_INTS = 10  # integer columns with at most this many values are categories
+TOP_K = 20  # text columns with more values keep their TOP_K most frequent (one-hot)
+# Names of a row-number column (R's write.csv, pandas' to_csv with its index)
+ROW_ID_NAMES = {"", "rownames", "unnamed: 0", "index", "id", "row", "row_id", "rowid"}
+
+
 @dataclass(frozen=True)
 class InferredColumn:
-    """What the data says about one column."""
+    """What the data says about one column.
+
+    ``name`` is an identifier (the spec's); ``header`` the file's own name when it is
+    not one (``"petal width (cm)"``), which the served model takes.
+    """
 
     name: str
     dtype: str
@@ -46,17 +56,38 @@ class InferredColumn:
     max: float | None
     values: tuple[Any, ...] | None
     distinct: int
+    header: str | None = None
+    empty: int = 0
+    row_id: bool = False
 
     def source(self) -> str:
         """The ``Column(...)`` expression proposing this column's schema."""
         args = [_q(self.name)]
         if self.dtype != "float64":
             args.append(f"dtype={_q(self.dtype)}")
-        if self.values is not None:
+        if self.row_id:
+            pass  # new rows bring new row numbers: no bounds
+        elif self.values is not None:
             args.append(f"values={_tuple(self.values)}")
         elif self.min is not None:
-            args += [f"min={self.min!r}", f"max={self.max!r}"]
+            if self.dtype == "int64":
+                args += [f"min={int(self.min)}", f"max={int(self.max)}"]
+            else:
+                args += [f"min={self.min!r}", f"max={self.max!r}"]
+        if self.header is not None:
+            args.append(f"header={_q(self.header)}")
         return f"Column({', '.join(args)})"
+
+    def feature(self) -> str:
+        """The ``Feature(...)`` proposed for it: categories one-hot, numbers z-scored."""
+        if self.row_id:
+            return f"# {_q(self.name)}: a row number (1..n, all distinct), not a feature"
+        if self.dtype == "string":
+            top = f", top_k={TOP_K}" if self.distinct > TOP_K else ""
+            return f'Feature({_q(self.name)}, "onehot"{top})'
+        if self.dtype == "int64" and self.distinct <= CATEGORY_INTS:
+            return f'Feature({_q(self.name)}, "onehot")'
+        return f'Feature({_q(self.name)}, "zscore")'
 
 
 def _q(value: Any) -> str:
@@ -69,55 +100,159 @@ def _tuple(values: Any) -> str:
     return f"({items},)" if len(values) == 1 else f"({items})"
 
 
-def infer_columns(path: Path) -> list[InferredColumn]:
-    """Infer each column's dtype, observed range and (low cardinality) allowed values.
+def identifier(name: str, taken: set[str]) -> str:
+    """A Python identifier for a column name (``petal width (cm)`` -> ``petal_width_cm``).
+
+    Names that already are identifiers are kept; others are lower-cased, with runs of
+    other characters as ``_``, ``col_`` before a leading digit, ``_`` after a keyword,
+    and ``_2``, ``_3``... on a clash.
+    """
+    import keyword
+
+    out = name if name.isidentifier() else (
+        re.sub(r"\W+", "_", name.strip()).strip("_").lower() or "col")
+    if out[0].isdigit():
+        out = f"col_{out}"
+    if keyword.iskeyword(out):
+        out += "_"
+    base, i = out, 2
+    while out in taken:
+        out, i = f"{base}_{i}", i + 1
+    taken.add(out)
+    return out
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _first_lines(path: Path, skip_rows: int, n: int = 3) -> list[list[str]]:
+    import csv as pycsv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        for _ in range(skip_rows):
+            fh.readline()
+        reader = pycsv.reader(fh)
+        return [row for _, row in zip(range(n), reader, strict=False)]
+
+
+def check_header(path: Path, skip_rows: int = 0) -> None:
+    """Refuse a first line that is not a header, saying how to name the columns.
 
     Raises:
-        ScaffoldError: The file cannot be read as CSV or has fewer than two columns.
+        ScaffoldError: The file is empty, its first line looks like data (all numbers),
+            or it has another number of fields than the data rows (a count line, as
+            scikit-learn's files start with).
+
+    """
+    rows = _first_lines(path, skip_rows)
+    if not rows or not any(f.strip() for f in rows[0]):
+        raise ScaffoldError(f"{path}: the file is empty" + (
+            f" after the {skip_rows} skipped lines" if skip_rows else ""))
+    head, data = rows[0], rows[1:]
+    line = skip_rows + 1
+    shown = ",".join(head)[:60]
+    if data and len(head) != len(data[0]):
+        width = len(data[0])
+        names = ",".join(f"c{i}" for i in range(1, width + 1))
+        raise ScaffoldError(
+            f"{path}: line {line} ({shown!r}) has {len(head)} fields but the data rows "
+            f"have {width}: it is not a header row (scikit-learn's CSV files start with a "
+            f"count line like this). Skip it and name the {width} columns, the label "
+            f"last: --skip-rows {skip_rows + 1} --columns {names} (with your names)")
+    if all(_number(f) for f in head if f.strip()):
+        names = ",".join(f"c{i}" for i in range(1, len(head) + 1))
+        raise ScaffoldError(
+            f"{path}: line {line} ({shown!r}) looks like data, not a header: the file has "
+            f"no header row. Name its {len(head)} columns, the label last: --columns "
+            f"{names} (with your names)")
+
+
+def infer_columns(path: Path, columns: list[str] | None = None,
+                  skip_rows: int = 0) -> list[InferredColumn]:
+    """Infer each column's dtype, observed range and (low cardinality) allowed values.
+
+    Args:
+        path: The CSV file.
+        columns: The column names of a file without a header row (None: the file's
+            header, checked by :func:`check_header`).
+        skip_rows: Lines before the header (or before the data, with ``columns``).
+
+    Raises:
+        ScaffoldError: The file cannot be read as CSV, has no header row (with the fix),
+            fewer than two columns, or no data row.
 
     """
     import pandas as pd
 
+    if columns is None:
+        check_header(path, skip_rows)
     try:
-        frame = pd.read_csv(path)
+        if columns is None:
+            frame = pd.read_csv(path, skiprows=skip_rows, dtype=str, keep_default_na=False)
+        else:
+            frame = pd.read_csv(path, skiprows=skip_rows, header=None, names=columns,
+                                dtype=str, keep_default_na=False)
     except (OSError, ValueError) as exc:
         raise ScaffoldError(f"{path}: cannot read as CSV ({exc})") from None
     if frame.shape[1] < 2 or frame.empty:
         raise ScaffoldError(f"{path}: need a header, at least two columns and one row")
+    taken: set[str] = set()
     out = []
-    for name in frame.columns:
-        if not str(name).isidentifier():
-            raise ScaffoldError(f"{path}: column {name!r} is not a Python identifier; "
-                                "rename it in the header (e.g. spaces to underscores)")
-        col = frame[name].dropna()
+    for raw_name in frame.columns:
+        name = identifier(str(raw_name), taken)
+        text = frame[raw_name].str.strip()
+        empty = int((text == "").sum())
+        col = text[text != ""]
         distinct = int(col.nunique())
-        if pd.api.types.is_integer_dtype(col):
-            dtype = "int64"
-            values = tuple(int(v) for v in sorted(col.unique())) \
-                if distinct <= LOW_CARDINALITY else None
-        elif pd.api.types.is_numeric_dtype(col):
-            dtype, values = "float64", None
+        numbers = pd.to_numeric(col, errors="coerce")
+        if len(col) and numbers.notna().all():
+            if col.str.fullmatch(r"[+-]?\d+").all():
+                dtype = "int64"
+                ints = sorted(int(v) for v in numbers.unique())
+                values = tuple(ints) if distinct <= LOW_CARDINALITY else None
+            else:
+                dtype, values = "float64", None
+            lo, hi = float(numbers.min()), float(numbers.max())
         else:
-            dtype = "string"
-            values = tuple(str(v) for v in sorted(col.astype(str).unique())) \
-                if distinct <= LOW_CARDINALITY else None
-        lo = hi = None
-        if dtype != "string":
-            lo, hi = float(col.min()), float(col.max())
-        out.append(InferredColumn(str(name), dtype, lo, hi, values, distinct))
+            dtype, lo, hi = "string", None, None
+            values = tuple(sorted(col.unique())) if distinct <= LOW_CARDINALITY else None
+        # A running row number (R's "rownames", pandas' index) predicts nothing.
+        row_id = (str(raw_name).strip().lower() in ROW_ID_NAMES and dtype == "int64"
+                  and distinct == len(frame) and not empty
+                  and hi is not None and lo is not None and hi - lo == len(frame) - 1)
+        out.append(InferredColumn(name, dtype, lo, hi, values, distinct,
+                                  None if name == str(raw_name) else str(raw_name), empty,
+                                  row_id))
     return out
 
 
 def _objective(label: InferredColumn) -> tuple[str, tuple[str, ...]]:
-    """The objective the label suggests and its class names."""
+    """The objective the label suggests and its class names.
+
+    Integer classes ``0..k-1`` and text (class names, in sorted order: their index is
+    the written label) are classes: two of them a binary model, more a softmax; other
+    numbers are a regression target.
+    """
     if label.dtype == "int64" and label.values is not None \
             and label.values == tuple(range(len(label.values))):
         if len(label.values) == 2:
             return "binary", ()
         return "classification", tuple(str(v) for v in label.values)
     if label.dtype == "string":
-        raise ScaffoldError(f"label column {label.name!r} holds text; encode the classes as "
-                            "integers 0..k-1 in the file (the label is a class index)")
+        if label.values is None:
+            raise ScaffoldError(f"label column {label.name!r} holds text with {label.distinct} "
+                                f"distinct values; more than {LOW_CARDINALITY} classes are "
+                                "not proposed: list them in Column(values=...) by hand")
+        if len(label.values) < 2:
+            raise ScaffoldError(f"label column {label.name!r} holds one class only "
+                                f"({label.values[0]!r}): nothing to learn")
+        return ("binary" if len(label.values) == 2 else "classification"), tuple(
+            str(v) for v in label.values)
     return "regression", ()
 
 
@@ -138,25 +273,31 @@ GATE = {
 }
 
 
+def _line(text: str) -> str:
+    return text + "  # noqa: E501" if len(text) > 100 else text
+
+
 def render_module(name: str, description: str, columns: list[InferredColumn], location: str,
                   file_name: str, generator: str = "",
-                  class_names: tuple[str, ...] | None = None) -> str:
+                  class_names: tuple[str, ...] | None = None, *, has_header: bool = True,
+                  skip_rows: int = 0) -> str:
     """The source of ``models/<name>.py`` for a tabular use case (last column = label)."""
     *features, label = columns
     objective, guessed = _objective(label)
     class_names = class_names or guessed
-    cols = ",\n".join(f"    {c.source()}" for c in columns)
-    feats = ",\n".join(
-        f'    Feature({_q(c.name)}, "onehot")' if c.dtype == "string"
-        else f'    Feature({_q(c.name)}, "zscore")' for c in features)
+    cols = "\n".join(_line(f"    {c.source()},") for c in columns)
+    feats = "\n".join(_line(f"    {c.feature()}" + ("" if c.row_id else ","))
+                      for c in features)
+    layout_args = ("" if has_header else "\n        has_header=False,") + (
+        f"\n        skip_rows={skip_rows}," if skip_rows else "")
     head, loss, metrics = HEAD[objective]
     label_dtype = "float32" if objective == "regression" else "int64"
     stratify = f"stratify_by={_q(label.name)}, " if objective != "regression" else ""
     imports = "from pathlib import Path\n" if generator else ""
     gen_arg = "\n        generator=export_bundled," if generator else ""
-    names_line = (f"CLASS_NAMES = {_tuple(class_names)}\n" if objective == "classification"
-                  else "")
-    class_arg = ", class_names=CLASS_NAMES" if objective == "classification" else ""
+    named = objective == "classification" or bool(class_names)
+    names_line = _line(f"CLASS_NAMES = {_tuple(class_names)}") + "\n" if named else ""
+    class_arg = ", class_names=CLASS_NAMES" if named else ""
     import textwrap
 
     description = textwrap.fill(description, 92)
@@ -177,7 +318,7 @@ from collections.abc import Mapping
 {imports}from typing import Any
 
 from tasks.data.sources import Column, TabularSource
-from tasks.features.transforms import output_width
+from tasks.features.transforms import embedded, output_width
 from tasks.spec import (
     RATIO,
     Feature,
@@ -190,14 +331,17 @@ from tasks.spec import (
     UseCaseSpec,
 )
 
-# The raw columns, as inferred from the data: dtype, observed range, allowed values.
+# The raw columns, as inferred from the data: dtype, observed range, allowed values
+# (header=: the file's own name, which clients send, when it is not an identifier).
 # Rows outside these bounds are quarantined with a reason, never dropped silently.
 COLUMNS = (
-{cols},
+{cols}
 )
-# Model inputs and their transforms (zscore, minmax, clip, onehot, vocab, identity).
+# Model inputs and their transforms: numbers zscore, minmax, clip, identity; categories
+# (text, or integer codes) onehot, or vocab (embedded by the model below); top_k keeps
+# the most frequent values.
 FEATURES = (
-{feats},
+{feats}
 )
 LABEL = {_q(label.name)}
 {names_line}# Where the raw file lives: a directory holding {file_name} (`--source DIR` overrides).
@@ -210,7 +354,8 @@ def build_model(params: Mapping[str, Any], stats: Mapping[str, Any]) -> Any:
 
     width = output_width(FEATURES, stats["train"])
     inp = keras.Input(shape=(width,), name="features")
-    x = keras.layers.Dense(int(params["hidden_units"]), activation="relu")(inp)
+    x = embedded(inp, FEATURES, stats["train"])  # "vocab" features: learned embeddings
+    x = keras.layers.Dense(int(params["hidden_units"]), activation="relu")(x)
     out = {head}(x)
     model = keras.Model(inp, out, name="{name}_dnn")
     model.compile(optimizer=keras.optimizers.Adam(float(params["learning_rate"])),
@@ -224,7 +369,7 @@ SPEC = UseCaseSpec(
     source=TabularSource(
         columns=COLUMNS,
         layout={{"all": {_q(file_name)}}},
-        default_location=DATA,{gen_arg}
+        default_location=DATA,{gen_arg}{layout_args}
     ),
     preprocess=PreprocessSpec(features=FEATURES, label=LABEL, label_dtype={_q(label_dtype)}),
     # One file, dealt 60/20/20 into train/validation/test (per class when stratified).
@@ -289,16 +434,32 @@ def _targets(name: str, root: Path) -> tuple[Path, Path]:
 
 
 def new_use_case(name: str, from_use_case: str | None = None, from_csv: str | None = None,
-                 root: Path = REPO_ROOT) -> list[Path]:
+                 root: Path = REPO_ROOT, *, columns: list[str] | None = None,
+                 skip_rows: int = 0, notes: Any = None) -> list[Path]:
     """Write ``models/<name>.py`` and ``dags/<name>.py``; return their paths.
 
+    Args:
+        name: The use case's name.
+        from_use_case: Copy this use case.
+        from_csv: Infer a tabular use case from this CSV (the last column is the label).
+        root: The repository.
+        columns: ``from_csv``: the names of a file without a header row.
+        skip_rows: ``from_csv``: lines before the header (or the data).
+        notes: ``notes(line)`` is called with what the user should know (renamed
+            columns, empty cells).
+
     Raises:
-        ScaffoldError: Bad or taken name, unknown template use case, unreadable CSV.
+        ScaffoldError: Bad or taken name, unknown template use case, unreadable CSV, a
+            file without a header row (with the fix).
 
     """
     module, dag = _targets(name, root)
     if from_use_case and from_csv:
         raise ScaffoldError("give --from or --from-csv, not both")
+    if (columns or skip_rows) and not from_csv:
+        raise ScaffoldError("--columns and --skip-rows go with --from-csv")
+    if skip_rows < 0:
+        raise ScaffoldError(f"--skip-rows must be >= 0, got {skip_rows}")
     if from_use_case:
         catalog.get(from_use_case)  # UnknownUseCase lists the known ones
         text = (root / "models" / f"{from_use_case}.py").read_text(encoding="utf-8")
@@ -312,9 +473,22 @@ def new_use_case(name: str, from_use_case: str | None = None, from_csv: str | No
         csv = Path(from_csv).resolve()
         if not csv.is_file():
             raise ScaffoldError(f"{from_csv}: no such file")
+        inferred = infer_columns(csv, columns, skip_rows)
+        for c in inferred:
+            if c.row_id and notes:
+                notes(f"column {c.header or c.name!r} is a row number (1..n, all distinct): "
+                      "kept in the columns, left out of the features")
+            if c.header is not None and notes:
+                notes(f"column {c.header!r} is named {c.name!r} in the spec (requests "
+                      f"still use {c.header!r})")
+            if c.empty and notes:
+                notes(f"column {c.header or c.name!r} has {c.empty} empty cell"
+                      f"{'s' if c.empty > 1 else ''}: those rows are quarantined; see "
+                      f"`mlp validate {name}`, and --param max_bad_fraction to accept them")
         text = render_module(name, f"A model of {csv.name}; the columns below were inferred "
-                             "from the file by `mlp new --from-csv`.", infer_columns(csv),
-                             str(csv.parent), csv.name)
+                             "from the file by `mlp new --from-csv`.", inferred,
+                             str(csv.parent), csv.name, has_header=columns is None,
+                             skip_rows=skip_rows)
     else:
         text = render_module(
             name, "Started from `mlp new`'s template: scikit-learn's iris (150 real flowers, 4 "

@@ -53,3 +53,24 @@ def triggering_location(context: Any, use_case: str) -> str | None:
         if location:
             return str(location)
     return None
+
+
+def triggering_tolerance(context: Any, use_case: str) -> float | None:
+    """The ``max_bad_fraction`` the newest triggering ``mlp ingest`` landed its data under.
+
+    ``mlp ingest --param max_bad_fraction=F`` checks the rows under ``F`` and records it in
+    the event, so that the run it triggers quarantines the same rows instead of refusing
+    them. None when no such event triggered the run.
+    """
+    events = context.get("triggering_asset_events")
+    if not events:
+        return None
+    try:
+        received = events[raw_asset(use_case)]
+    except KeyError:
+        return None
+    for event in sorted(received, key=lambda e: e.timestamp, reverse=True):
+        value = (event.extra or {}).get("max_bad_fraction")
+        if value is not None:
+            return float(value)
+    return None

@@ -32,7 +32,7 @@ from tasks.core.run import (
     run_key,
 )
 from tasks.orchestration.approval import GateApproval
-from tasks.orchestration.assets import dag_schedule, triggering_location
+from tasks.orchestration.assets import dag_schedule, triggering_location, triggering_tolerance
 from tasks.spec import UseCaseSpec, catalog
 
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -66,15 +66,48 @@ def clean_orphans(spec: UseCaseSpec, layout: RunLayout) -> None:
 
 @contextlib.contextmanager
 def step(name: str, spec: UseCaseSpec, key: str) -> Iterator[progress.StepOutcome]:
-    """Clean up after killed attempts, report progress; permanent errors are not retried."""
+    """Clean up after killed attempts, report progress; permanent errors are not retried.
+
+    The error of a failed step is tagged on the MLflow runs it failed (``mlp.error``), so
+    the MLflow UI says why a FAILED run failed.
+    """
+    import time
+
     from airflow.sdk.exceptions import AirflowFailException
 
     clean_orphans(spec, RunLayout.of(spec.name, key))
+    started = time.time()
     try:
         with progress.step(name, spec.name, key) as outcome:
             yield outcome
-    except PermanentError as exc:
-        raise AirflowFailException(str(exc)) from exc
+    except Exception as exc:
+        _tag_failed_runs(spec, key, name, exc, started)
+        if isinstance(exc, PermanentError):
+            raise AirflowFailException(str(exc)) from exc
+        raise
+
+
+def _tag_failed_runs(spec: UseCaseSpec, key: str, name: str, exc: Exception,
+                     since: float) -> None:
+    """Tag the MLflow runs this step failed with its error (never masks the error)."""
+    import logging
+
+    from tasks.tracking.store import tag_failed_runs
+
+    try:
+        tag_failed_runs(spec.name, key, f"{name}: {type(exc).__name__}: {exc}", since,
+                        permanent=isinstance(exc, PermanentError))
+    except Exception:  # noqa: BLE001 - the step's own error is what matters
+        logging.getLogger(__name__).warning("could not tag the failed MLflow runs",
+                                            exc_info=True)
+
+
+def max_bad_fraction(spec: UseCaseSpec, context: Any) -> float:
+    """The run's tolerance of bad rows: a triggering ``mlp ingest``'s, else the run param."""
+    landed = triggering_tolerance(context, spec.name)
+    if landed is not None:
+        return landed
+    return float(context["params"].get("max_bad_fraction", spec.preprocess.max_bad_fraction))
 
 
 def trigger_params(spec: UseCaseSpec) -> dict[str, Param]:
@@ -91,6 +124,11 @@ def trigger_params(spec: UseCaseSpec) -> dict[str, Param]:
     params["force_reason"] = Param(
         "", type="string",
         description="Why the gate is overridden; required with force_deploy, kept on the version",
+    )
+    params["max_bad_fraction"] = Param(
+        spec.preprocess.max_bad_fraction, type="number", minimum=0, maximum=1,
+        description="Largest fraction of bad rows (empty cells, non-numbers, out of range, "
+                    "unknown values) quarantined instead of failing ingest and preprocessing",
     )
     params["require_approval"] = Param(
         spec.require_approval, type="boolean",
@@ -112,7 +150,9 @@ def _ingest(spec: UseCaseSpec) -> Snapshot:
         # (unknown conf keys included, which Airflow would drop silently).
         ensure_valid(spec, getattr(ctx["dag_run"], "conf", None) or {}, location,
                      dag_file=False)
-        manifest = ingest(spec.source, location, layout.raw_dir)
+        # Media decoding is the row check of media sources: preprocessing does it next.
+        manifest = ingest(spec.source, location, layout.raw_dir, max_bad_fraction(spec, ctx),
+                          decode=False)
         out.summary = f"snapshot {manifest['checksum'][:12]} {manifest['facts']}"
     return Snapshot(layout.key, str(layout.raw_dir), manifest["checksum"])
 
@@ -125,14 +165,16 @@ def _preprocess(spec: UseCaseSpec, snapshot: Snapshot) -> Dataset:
     from tasks.steps.preprocess import preprocess
 
     s = settings()
-    params = get_current_context()["params"]
+    ctx = get_current_context()
+    params = ctx["params"]
     layout = RunLayout.of(spec.name, snapshot.run_key, s)
     split = spec.split
     if "validation_size" in params:
         split = replace(split, validation_size=int(params["validation_size"]))
+    prep = replace(spec.preprocess, max_bad_fraction=max_bad_fraction(spec, ctx))
     with step("preprocess", spec, layout.key) as out:
         manifest = preprocess(spec.source, snapshot_files(Path(snapshot.snapshot_dir)),
-                              spec.preprocess, split, layout.dataset_dir,
+                              prep, split, layout.dataset_dir,
                               runner=s.beam_runner, runner_options=s.beam_options,
                               origins=snapshot_origins(Path(snapshot.snapshot_dir)))
         rows = {k: v["rows"] for k, v in manifest["splits"].items()}

@@ -26,10 +26,13 @@ from tasks.serving import limits, openapi
 from tasks.serving.auth import TokenAuth
 from tasks.serving.codec import (
     BadRequest,
+    TabularRequest,
     dumps,
     encode_outputs,
+    encode_tabular,
     model_name,
     parse_request,
+    parse_tabular_request,
     version_number,
 )
 from tasks.serving.options import ServeOptions
@@ -101,7 +104,9 @@ def _reason(message: str | None) -> str:
 async def _run_model(served: Served, batch: Any) -> Any | Response:
     """The model's outputs for a validated batch (large batches off the event loop)."""
     try:
-        if batch.size <= INLINE_MAX_VALUES:
+        size = (sum(v.size for v in batch.values()) if isinstance(batch, dict)
+                else batch.size)
+        if size <= INLINE_MAX_VALUES:
             return served(batch)
         return await run_in_threadpool(served, batch)
     except Exception as exc:  # validated input should never get here: a model fault
@@ -113,7 +118,8 @@ async def _run_model(served: Served, batch: Any) -> Any | Response:
         return _error(500, f"prediction failed: {type(exc).__name__}")
 
 
-async def _parse(request: Request, served: Served) -> tuple[Any, str] | Response:
+async def _parse(request: Request, served: Served
+                 ) -> tuple[Any, str] | TabularRequest | Response:
     """The validated batch and response key, or the error response to send.
 
     The body is read up to the size limit; a large one is parsed in the offload process so
@@ -125,10 +131,18 @@ async def _parse(request: Request, served: Served) -> tuple[Any, str] | Response
     except limits.PayloadTooLarge as exc:
         return _closing(413, str(exc))
     try:
+        if served.schema is not None:  # a tabular model: named fields, schema checks
+            strict = options.strict_inputs
+            if len(body) <= limits.OFFLOAD_BODY_BYTES:
+                return parse_tabular_request(body, served.schema, strict)
+            return await request.app.state.offload.run(parse_tabular_request, body,
+                                                       served.schema, strict)
         if len(body) <= limits.OFFLOAD_BODY_BYTES:
             return parse_request(body, served.signature)
         return await request.app.state.offload.run(parse_request, body, served.signature)
     except BadRequest as exc:
+        if exc.counts:  # refused in strict mode: what it held is counted all the same
+            served.input_checks.add(exc.counts, exc.instances, refused=True)
         return _error(400, str(exc))
     except limits.OffloadFailed as exc:
         return _error(503, str(exc))
@@ -170,6 +184,8 @@ async def predict(request: Request) -> Response:
     parsed = await _parse(request, served)
     if isinstance(parsed, Response):
         return parsed
+    if isinstance(parsed, TabularRequest):
+        return await _predict_tabular(served, parsed)
     batch, key = parsed
     out = await _run_model(served, batch)
     if isinstance(out, Response):
@@ -177,6 +193,24 @@ async def predict(request: Request) -> Response:
     # The version header lets clients (and the hot-reload test) see which one answered.
     return Response(await _encode(request, out, key), media_type="application/json",
                     headers={"x-model-version": served.version})
+
+
+async def _predict_tabular(served: Served, req: TabularRequest) -> Response:
+    """Answer a tabular model's request: readable or bare, with its schema warnings.
+
+    The warnings are counted per model and field (``/metadata``, ``mlp.input_checks``)
+    and their number is sent as the ``x-mlp-input-warnings`` header.
+    """
+    served.input_checks.add(req.decoded.counts, len(req.decoded))
+    out = await _run_model(served, req.decoded.inputs)
+    if isinstance(out, Response):
+        return out
+    assert served.schema is not None
+    body = encode_tabular(out, req, served.schema)
+    warned = sum(len(w) for w in req.decoded.warnings)
+    return Response(body, media_type="application/json",
+                    headers={"x-model-version": served.version,
+                             "x-mlp-input-warnings": str(warned)})
 
 
 def _status(versions: list[Served], loading: str | None) -> dict[str, Any]:
@@ -225,11 +259,18 @@ async def metadata(request: Request) -> Response:
     served = await _resolve(request)
     if isinstance(served, Response):
         return served
+    mlp: dict[str, Any] = {"run_id": served.run_id, "class_names": served.class_names}
+    aliases = None
+    if served.schema is not None:  # named inputs: order, dtypes, declared schema, counts
+        aliases = {f.key: f.name for f in served.schema.fields}
+        mlp.update(served.schema.describe())
+        mlp["strict"] = served.schema.strict or request.app.state.options.strict_inputs
+        mlp["input_checks"] = served.input_checks.snapshot()
     return _json({
         "model_spec": {"name": served.name, "signature_name": SIGNATURE_NAME,
                        "version": served.version},
-        "metadata": {"signature_def": served.signature.to_tf_serving()},
-        "mlp": {"run_id": served.run_id, "class_names": served.class_names},
+        "metadata": {"signature_def": served.signature.to_tf_serving(aliases)},
+        "mlp": mlp,
     })
 
 

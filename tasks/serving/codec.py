@@ -1,7 +1,11 @@
 """Request codec: decode and validate a predict body against a signature, encode answers.
 
 Pure functions of bytes and a :class:`~tasks.serving.signature.Signature` (no TensorFlow,
-no HTTP), so they are tested alone and can run in any thread or process.
+no HTTP), so they are tested alone and can run in any thread or process. Tabular models
+(one named input per raw column) go through :func:`parse_tabular_request` and
+:func:`encode_tabular`, built on :func:`tasks.features.schema.to_model_inputs`: the one
+function that turns request instances into a tabular model's input columns and reports
+schema warnings (batch scoring and request logging use it too).
 """
 
 from __future__ import annotations
@@ -12,11 +16,19 @@ import io
 import math
 import re
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 
+from tasks.features.schema import (
+    Decoded,
+    InputError,
+    InputSchema,
+    readable_answers,
+    to_model_inputs,
+)
 from tasks.serving.signature import SIGNATURE_NAME, Signature, shape_text
 
 MAX_INSTANCES = 4096
@@ -28,7 +40,17 @@ _VERSION = re.compile(r"[0-9]{1,9}")
 
 
 class BadRequest(ValueError):
-    """The request cannot be served (HTTP 400); the message goes back to the client."""
+    """The request cannot be served (HTTP 400); the message goes back to the client.
+
+    A tabular request refused in strict mode carries the schema warnings it held
+    (``counts`` per field over ``instances``), which the server still counts.
+    """
+
+    def __init__(self, message: str, counts: dict[str, dict[str, int]] | None = None,
+                 instances: int = 0) -> None:
+        super().__init__(message)
+        self.counts = counts or {}
+        self.instances = instances
 
 
 # -- path parts ---------------------------------------------------------------------------
@@ -358,3 +380,102 @@ def encode_outputs(out: Any, key: str) -> bytes:
         out = [dict(zip(out, values, strict=True)) for values in zip(*out.values(),
                                                                      strict=True)]
     return dumps({key: out})
+
+
+# -- tabular models: named fields in, readable answers out --------------------------------
+
+ANSWERS = ("readable", "bare")
+
+
+@dataclass
+class TabularRequest:
+    """A decoded request to a tabular model.
+
+    Attributes:
+        decoded: The model's input columns, per-instance warnings, counts per field.
+        key: Response key: ``predictions`` (row format) or ``outputs`` (columnar).
+        answer: ``readable`` (class names, probability and decision, value) or ``bare``
+            (the model's outputs as TF Serving gives them).
+
+    """
+
+    decoded: Decoded
+    key: str
+    answer: str
+
+
+def parse_tabular_request(body: bytes, schema: InputSchema, strict: bool = False
+                          ) -> TabularRequest:
+    """Decode a predict request to a tabular model (:func:`to_model_inputs`).
+
+    Instances name their fields (``{"instances": [{"age": 50, "region": "north"}]}``) or,
+    as before named inputs existed, are bare lists of values in field order; the
+    columnar form is ``{"inputs": {"age": [...], ...}}`` (or a list of bare lists).
+    ``"answer": "bare"`` or ``"readable"`` chooses the answer's form; by default named
+    instances get readable answers and bare vectors the bare outputs they always got.
+
+    Raises:
+        BadRequest: Malformed JSON or body, unknown or duplicate fields, wrong value
+            types, too many instances; with ``strict`` (or a strict schema), any value
+            outside the schema.
+
+    """
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise BadRequest("the body must be a JSON object with 'instances' or 'inputs'")
+    if ("instances" in payload) == ("inputs" in payload):
+        raise BadRequest("the body must have exactly one of 'instances' (row format) or "
+                         "'inputs' (columnar format)")
+    answer = payload.get("answer")
+    if answer is not None and answer not in ANSWERS:
+        raise BadRequest(f"'answer' must be one of {list(ANSWERS)}, got {answer!r}")
+    columnar = "inputs" in payload
+    data = payload["inputs" if columnar else "instances"]
+    n = len(data) if isinstance(data, list) else max(
+        (len(v) for v in data.values() if isinstance(v, list)), default=0) \
+        if isinstance(data, dict) else 0
+    if n > MAX_INSTANCES:
+        raise BadRequest(f"at most {MAX_INSTANCES} instances per request, got {n}")
+    try:
+        decoded = to_model_inputs(data, schema, columnar=columnar,
+                                  strict=True if strict else None)
+    except InputError as exc:
+        raise BadRequest(str(exc), exc.counts, exc.instances) from exc
+    if answer is None:
+        answer = "bare" if decoded.bare else "readable"
+    return TabularRequest(decoded, "outputs" if columnar else "predictions", answer)
+
+
+def encode_tabular(out: Any, req: TabularRequest, schema: InputSchema) -> bytes:
+    """The answer to a tabular request, with the schema warnings.
+
+    Readable answers carry each instance's warnings in it (``"warnings": [...]``, row
+    format) or beside the outputs (``"warnings"``: one list per instance, columnar);
+    bare answers list them as ``"warnings": [{"instance": i, ...}]`` beside
+    ``predictions``/``outputs``. Without warnings the bodies are exactly TF Serving's.
+    """
+    warnings = req.decoded.warnings
+    any_warning = any(warnings)
+    answers = readable_answers(out, schema) if req.answer == "readable" else None
+    if answers is None:  # bare, or a kind without a readable form
+        if isinstance(out, dict) and req.key == "predictions":
+            out = [dict(zip(out, values, strict=True))
+                   for values in zip(*out.values(), strict=True)]
+        doc: dict[str, Any] = {req.key: out}
+        if any_warning:
+            doc["warnings"] = [{"instance": i, **w} for i, found in enumerate(warnings)
+                               for w in found]
+        return dumps(doc)
+    if req.key == "predictions":
+        for answer, found in zip(answers, warnings, strict=True):
+            if found:
+                answer["warnings"] = found
+        return dumps({"predictions": answers})
+    columns = {k: [a[k] for a in answers] for k in answers[0]} if answers else {}
+    doc = {"outputs": columns}
+    if any_warning:
+        doc["warnings"] = warnings
+    return dumps(doc)

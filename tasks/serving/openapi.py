@@ -36,11 +36,16 @@ BASE = {
             "description": "Exactly one of 'instances' (row format) or 'inputs' (columnar). "
                            "An instance is the input tensor, {\"<input name>\": tensor} or "
                            "{\"b64\": base64} (uint8 and string inputs; PNG/JPEG images "
-                           "for image inputs).",
+                           "for image inputs). Tabular models take named fields "
+                           "({\"<column>\": value, ...}, the names /metadata lists) or the "
+                           "values in that order, and answer readably (class names and "
+                           "scores, probability and decision, value) with per-instance "
+                           "schema warnings; 'answer': 'bare' gives the model's outputs.",
             "properties": {
                 "instances": {"type": "array", "minItems": 1, "maxItems": MAX_INSTANCES,
                               "items": {}},
                 "inputs": {},
+                "answer": {"type": "string", "enum": ["readable", "bare"]},
             },
         },
         "PredictResponse": {"type": "object", "properties": {

@@ -41,22 +41,30 @@ class ServeOptions:
             it is read (``MLP_SERVE_MAX_BODY_BYTES``, default 32 MiB).
         parse_workers: Processes that parse large bodies off the event loop.
         keys: Accepted bearer tokens / API keys; empty means no authentication.
+        strict_inputs: Refuse (400) a tabular instance outside its model's schema (a
+            value out of range, an unseen category, a missing field) for every model,
+            not only those whose spec says ``strict_inputs`` (``--strict-inputs``,
+            ``MLP_SERVE_STRICT_INPUTS=1``).
 
     """
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     parse_workers: int = 1
     keys: frozenset[str] = field(default=frozenset(), repr=False)
+    strict_inputs: bool = False
 
     @classmethod
     def from_env(cls, token: str | None = None,
-                 api_keys: str | Path | None = None) -> ServeOptions:
+                 api_keys: str | Path | None = None,
+                 strict_inputs: bool | None = None) -> ServeOptions:
         """Options from ``MLP_SERVE_*`` variables; ``token``/``api_keys`` win over them.
 
         Args:
             token: Bearer token (else ``MLP_SERVE_TOKEN``).
             api_keys: File with one API key per line (else ``MLP_SERVE_API_KEYS``); blank
                 lines and ``#`` comments are skipped.
+            strict_inputs: Refuse instances outside the schema (else
+                ``MLP_SERVE_STRICT_INPUTS``).
 
         Raises:
             OptionError: A variable holds an invalid value, or the key file is missing,
@@ -68,10 +76,13 @@ class ServeOptions:
         keys = set(read_keys(Path(api_keys))) if api_keys else set()
         if token is not None:
             keys.add(_checked_key(token.strip(), "the token (--token / MLP_SERVE_TOKEN)"))
+        if strict_inputs is None:
+            strict_inputs = os.environ.get("MLP_SERVE_STRICT_INPUTS", "").strip().lower() \
+                in ("1", "true", "yes")
         return cls(max_body_bytes=_positive_int("MLP_SERVE_MAX_BODY_BYTES",
                                                 DEFAULT_MAX_BODY_BYTES),
                    parse_workers=_positive_int("MLP_SERVE_PARSE_WORKERS", 1),
-                   keys=frozenset(keys))
+                   keys=frozenset(keys), strict_inputs=bool(strict_inputs))
 
 
 MIN_KEY_LENGTH = 16

@@ -13,7 +13,7 @@ from tasks.serving.options import ServeOptions, check_bind
 def serve(host: str | None = None, port: int | None = None, s: Settings | None = None,
           access_log: bool = False, models: Collection[str] | None = None,
           token: str | None = None, api_keys: str | Path | None = None,
-          insecure: bool = False) -> None:
+          insecure: bool = False, strict_inputs: bool | None = None) -> None:
     """Run the server in the foreground (``mlp serve``).
 
     Args:
@@ -27,6 +27,8 @@ def serve(host: str | None = None, port: int | None = None, s: Settings | None =
             ``MLP_SERVE_TOKEN``).
         api_keys: File of accepted keys, one per line (default ``MLP_SERVE_API_KEYS``).
         insecure: Allow a non-loopback ``host`` without a token or keys.
+        strict_inputs: Refuse tabular instances outside their model's schema (default
+            ``MLP_SERVE_STRICT_INPUTS``; else only models whose spec says so).
 
     Raises:
         OptionError: Invalid limits or keys, or a non-loopback host without credentials
@@ -37,7 +39,8 @@ def serve(host: str | None = None, port: int | None = None, s: Settings | None =
 
     s = s or settings()
     host = host or s.serve_host
-    options = ServeOptions.from_env(token=token, api_keys=api_keys)
+    options = ServeOptions.from_env(token=token, api_keys=api_keys,
+                                    strict_inputs=strict_inputs or None)
     check_bind(host, options, insecure)
     uvicorn.run(create_app(s, models=models, options=options), host=host,
                 port=port or s.serve_port, log_level="info", access_log=access_log)

@@ -19,12 +19,14 @@ SIGNATURE_NAME = "serving_default"
 
 @dataclass(frozen=True)
 class Signature:
-    """The serving signature of a single-input model with one or several named outputs.
+    """The serving signature of a model with one or several named outputs.
 
     Shapes exclude the batch dimension; ``None`` is a dimension of any size. ``outputs``
     lists every output as (name, shape, dtype); the ``output_*`` fields describe the first.
     A model with several outputs answers, as TF Serving does, one object per instance
-    (row format) or one list per output (columnar format).
+    (row format) or one list per output (columnar format). A model with named inputs (a
+    tabular model: one input per raw column) lists them all in ``inputs``; the
+    ``input_*`` fields describe the first.
     """
 
     input_name: str
@@ -34,6 +36,7 @@ class Signature:
     output_shape: Shape
     output_dtype: str
     outputs: tuple[tuple[str, Shape, str], ...] = ()
+    inputs: tuple[tuple[str, Shape, str], ...] = ()
 
     @property
     def image_shape(self) -> Shape | None:
@@ -48,8 +51,14 @@ class Signature:
             return shape
         return None
 
-    def to_tf_serving(self) -> dict[str, Any]:
-        """``signature_def`` in TF Serving's metadata format."""
+    def to_tf_serving(self, aliases: dict[str, str] | None = None) -> dict[str, Any]:
+        """``signature_def`` in TF Serving's metadata format.
+
+        ``aliases`` maps a tensor name to the key clients use (a tabular model's column
+        name as in the file, e.g. ``pages/visit`` for the tensor ``pages_visit``), as TF
+        Serving's signature keys differ from tensor names.
+        """
+        aliases = aliases or {}
         def tensor(name: str, shape: Shape, dtype: str) -> dict[str, Any]:
             dims = [{"size": "-1", "name": ""}] + [
                 {"size": str(-1 if d is None else d), "name": ""} for d in shape]
@@ -57,8 +66,8 @@ class Signature:
                     "tensor_shape": {"dim": dims, "unknown_rank": False}}
 
         return {"signature_def": {SIGNATURE_NAME: {
-            "inputs": {self.input_name: tensor(self.input_name, self.input_shape,
-                                               self.input_dtype)},
+            "inputs": {aliases.get(n, n): tensor(n, shape, dtype) for n, shape, dtype in (
+                self.inputs or ((self.input_name, self.input_shape, self.input_dtype),))},
             "outputs": {n: tensor(n, shape, dtype) for n, shape, dtype in (
                 self.outputs or ((self.output_name, self.output_shape, self.output_dtype),))},
             "method_name": "tensorflow/serving/predict",
@@ -69,40 +78,48 @@ def signature_of(model: Any) -> Signature:
     """Read the serving signature of a Keras model.
 
     Raises:
-        ValueError: The model does not have exactly one input, or its several outputs are
-            not named (a dict).
+        ValueError: The model has several inputs that are not named (a dict), or several
+            outputs that are not named.
 
     """
-    if len(model.inputs) != 1:
-        raise ValueError(f"only single-input models are served; this one has "
-                         f"{len(model.inputs)} inputs")
-    inp = model.inputs[0]
-
     def dims(t: Any) -> Shape:
         return tuple(None if d is None else int(d) for d in t.shape[1:])
 
     def name(t: Any, default: str) -> str:
         return str(getattr(t, "name", "") or default).split(":")[0]
 
+    named: tuple[tuple[str, Shape, str], ...] = ()
+    if isinstance(model.input, dict):  # named inputs (tabular: one per raw column)
+        named = tuple((name(t, k), dims(t), str(t.dtype)) for k, t in model.input.items())
+    elif len(model.inputs) != 1:
+        raise ValueError(f"a model with {len(model.inputs)} inputs must name them (dict)")
+    inp = model.inputs[0]
+
     if isinstance(model.output, dict):  # named outputs, e.g. {"score", "flag"}
         outs = tuple((k, dims(t), str(t.dtype)) for k, t in model.output.items())
         first = outs[0]
-        return Signature(name(inp, "input"), dims(inp), str(inp.dtype), *first, outputs=outs)
+        return Signature(name(inp, "input"), dims(inp), str(inp.dtype), *first, outputs=outs,
+                         inputs=named)
     if len(model.outputs) != 1:
         raise ValueError(f"a model with {len(model.outputs)} outputs must name them (dict)")
     out = model.outputs[0]
     # Keras names output tensors keras_tensor_N; the producing layer's name is the useful one.
     out_name = (list(getattr(model, "output_names", None) or []) or [name(out, "output")])[0]
     return Signature(name(inp, "input"), dims(inp), str(inp.dtype), out_name, dims(out),
-                     str(out.dtype))
+                     str(out.dtype), inputs=named)
 
 
-def example_batch(sig: Signature) -> np.ndarray:
-    """A one-instance batch of zeros (or empty strings) matching the input."""
-    shape = (1, *[1 if d is None else d for d in sig.input_shape])
-    if sig.input_dtype == "string":
-        return np.full(shape, b"", dtype=object)
-    return np.zeros(shape, dtype=sig.input_dtype)
+def example_batch(sig: Signature) -> Any:
+    """A one-instance batch of zeros (or empty strings) matching the input(s)."""
+    def one(shape_: Shape, dtype: str) -> np.ndarray:
+        shape = (1, *[1 if d is None else d for d in shape_])
+        if dtype == "string":
+            return np.full(shape, b"", dtype=object)
+        return np.zeros(shape, dtype=dtype)
+
+    if sig.inputs:
+        return {n: one(shape, dtype) for n, shape, dtype in sig.inputs}
+    return one(sig.input_shape, sig.input_dtype)
 
 
 def shape_text(shape: Shape) -> str:

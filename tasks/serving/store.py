@@ -21,6 +21,8 @@ import numpy as np
 from tasks import tracking
 from tasks.core.config import Settings, settings
 from tasks.core.run import EVALUATION_ARTIFACT
+from tasks.features.schema import KEY as SCHEMA_KEY
+from tasks.features.schema import InputSchema
 from tasks.serving.signature import Signature, example_batch, signature_of
 from tasks.tracking import CHAMPION
 
@@ -42,6 +44,8 @@ class Served:
         predict: ``np.ndarray -> np.ndarray`` for a validated batch.
         run_id: MLflow run the version came from.
         class_names: Class labels from the run's evaluation report, if any.
+        schema: A tabular model's named inputs, limits and answer form (else None).
+        input_checks: Schema warnings counted per field over the version's requests.
 
     """
 
@@ -51,9 +55,41 @@ class Served:
     predict: Any
     run_id: str | None = None
     class_names: list[str] = field(default_factory=list)
+    schema: InputSchema | None = None
+    input_checks: InputChecks = field(default_factory=lambda: InputChecks())
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __call__(self, batch: Any) -> Any:
         return self.predict(batch)
+
+
+class InputChecks:
+    """Counts of schema warnings per field (missing, out of range, unseen category)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.instances = 0
+        self.refused = 0
+        self.fields: dict[str, dict[str, int]] = {}
+
+    def add(self, counts: dict[str, dict[str, int]], instances: int,
+            refused: bool = False) -> None:
+        """Fold one request's counts in (``refused``: a strict-mode 400)."""
+        with self._lock:
+            self.instances += instances
+            self.refused += int(refused)
+            for name, kinds in counts.items():
+                mine = self.fields.setdefault(name, {})
+                for kind, n in kinds.items():
+                    mine[kind] = mine.get(kind, 0) + n
+
+    def snapshot(self) -> dict[str, Any]:
+        """``{"instances", "refused_requests", "fields": {field: {kind: count}}}``.
+
+        Counted since the version was loaded by this server.
+        """
+        with self._lock:
+            return {"instances": self.instances, "refused_requests": self.refused,
+                    "fields": {k: dict(v) for k, v in sorted(self.fields.items())}}
 
 
 
@@ -90,6 +126,8 @@ def load_version(name: str, version: str, s: Settings | None = None) -> Served:
             return {k: _text(v) for k, v in out.items()}
         return _text(out)
 
+    schema = (InputSchema.from_dict(loaded.metadata[SCHEMA_KEY])
+              if SCHEMA_KEY in loaded.metadata else None)
     try:
         predict(example_batch(sig))  # first call allocates; keep that off the first request
     except tf.errors.InvalidArgumentError:
@@ -97,14 +135,14 @@ def load_version(name: str, version: str, s: Settings | None = None) -> Served:
         # warm-up value; the allocation happened all the same.
         if sig.input_dtype != "string":
             raise
-    class_names: list[str] = []
-    if loaded.run_id:
+    class_names: list[str] = list(schema.class_names) if schema is not None else []
+    if loaded.run_id and not class_names:
         try:
             report = mlflow.artifacts.load_dict(f"runs:/{loaded.run_id}/{EVALUATION_ARTIFACT}")
             class_names = [str(c) for c in report.get("class_names", [])]
         except Exception:  # models logged outside the pipeline have no evaluation report
             class_names = []
-    return Served(name, str(version), sig, predict, loaded.run_id, class_names)
+    return Served(name, str(version), sig, predict, loaded.run_id, class_names, schema)
 
 
 class ModelStore:

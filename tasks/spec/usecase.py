@@ -145,6 +145,14 @@ class Feature:
             API record: :mod:`tasks.data.detection`).
         log1p: Apply ``log1p`` before the analyzer and the transform.
         clip_quantiles: Training-split quantiles ``clip`` clips to.
+        top_k: ``vocab``/``onehot``: keep the ``top_k`` most frequent training values
+            (ties by value); the others share the out-of-vocabulary bucket. None keeps
+            every value seen in training.
+
+    Categorical features (``vocab``, ``onehot``) take text or integer columns: Beam's
+    full-pass vocabulary (values by count, then value; one out-of-vocabulary bucket after
+    them, as tf.Transform's) becomes a Keras ``StringLookup``/``IntegerLookup`` inside the
+    served model (:mod:`tasks.features.tabular_layers`).
 
     """
 
@@ -152,6 +160,7 @@ class Feature:
     transform: str = "identity"
     log1p: bool = False
     clip_quantiles: tuple[float, float] = (0.001, 0.999)
+    top_k: int | None = None
 
     def __post_init__(self) -> None:
         known = {"identity", "minmax", "zscore", "clip", "vocab", "onehot", "uint8",
@@ -159,6 +168,8 @@ class Feature:
         if self.transform not in known:
             raise SpecError(f"feature {self.name!r}: unknown transform {self.transform!r}; "
                             f"choose one of {sorted(known)}")
+        if self.top_k is not None and self.top_k < 1:
+            raise SpecError(f"feature {self.name!r}: top_k must be >= 1, got {self.top_k}")
 
     @property
     def is_raw(self) -> bool:
@@ -176,7 +187,9 @@ class PreprocessSpec:
             float32 vector named ``features``.
         label: Target column (or None for unsupervised use cases).
         label_dtype: ``int64`` (classes) or ``float32`` (regression targets).
-        max_bad_fraction: Largest tolerated fraction of quarantined rows (default 0).
+        max_bad_fraction: Largest tolerated fraction of quarantined rows (default 0); the
+            run param ``max_bad_fraction`` overrides it per run (ingest and
+            preprocessing both apply it).
         batch_size: Rows per Beam element.
 
     """
@@ -349,6 +362,10 @@ class ModelSpec:
             printed beside the reached value at the end of ``mlp run``.
         parent: Optional registered model this one is built on (:class:`ParentModel`);
             then ``build`` takes a third argument, the loaded parent (or None).
+        strict_inputs: Tabular models: the server refuses (400) an instance with a value
+            outside the declared or training range, an unseen category or a missing
+            field, instead of answering it with warnings (``mlp serve --strict-inputs``
+            makes every model strict).
 
     """
 
@@ -366,6 +383,7 @@ class ModelSpec:
     ablation: AblationSpec | None = None
     book_figures: Mapping[str, float] = field(default_factory=dict)
     parent: ParentModel | None = None
+    strict_inputs: bool = False
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,10 @@ from tasks.core.files import atomic_dir, write_json
 from tasks.core.run import EVALUATION, EVALUATION_ARTIFACT, Evaluation, TrainedModel
 from tasks.data.tfrecord import DatasetReader, split_digest
 from tasks.features.layers import register_all
+from tasks.features.schema import check_columns
 from tasks.objectives import TestRows, predict, reference_model
 from tasks.spec import UseCaseSpec
+from tasks.steps.tabular import model_schema
 from tasks.tracking.loader import load_registered
 from tasks.tracking.registry import champion_run
 
@@ -122,6 +125,32 @@ def parity(name: str, served_out: Any, reference_out: Any, rows: int) -> dict[st
                 "statistics, a missing layer or a dtype change); nothing is registered")
     return {"rows": rows, "tolerance": TOLERANCE, "max_abs_diff": worst_abs,
             "max_rel_diff": worst_rel, "mismatched_values": bad}
+
+
+def input_checks(spec: UseCaseSpec, reader: DatasetReader, calibration: Mapping[str, Any],
+                 rows: TestRows) -> dict[str, Any] | None:
+    """The serving schema's checks over the test rows (tabular models; else None).
+
+    The same checks the server makes per request (:func:`check_columns`): test values
+    the training split never showed (categories outside its vocabulary, numbers outside
+    its range, values outside the declared ones), counted per field with first examples.
+    """
+    schema = model_schema(spec, reader, calibration)
+    if schema is None or not isinstance(rows.raw, dict):
+        return None
+    warnings, counts = check_columns(rows.raw, schema)
+    examples: dict[str, list[dict[str, Any]]] = {}
+    for i, found in enumerate(warnings):
+        for w in found:
+            shown = examples.setdefault(f"{w['field']}:{w['kind']}", [])
+            if len(shown) < 3:
+                shown.append({"row": i, "value": w["value"], "problem": w["problem"]})
+    flagged = sum(1 for w in warnings if w)
+    if flagged:
+        log.warning("%d of %d test rows of %s hold values the training split never showed: "
+                    "%s", flagged, len(rows), spec.name, counts)
+    return {"rows": len(rows), "rows_with_warnings": flagged, "fields": counts,
+            "examples": examples}
 
 
 def champion_info(spec: UseCaseSpec, champ: Mapping[str, Any]) -> dict[str, Any]:
@@ -222,6 +251,10 @@ def evaluate(spec: UseCaseSpec, dataset_dir: Path, trained: TrainedModel, out_di
 
     register_all()  # custom layers must be registered before loading
     reader = DatasetReader.open(dataset_dir)
+    if not spec.model.class_names and reader.class_names(spec.model.label_key):
+        # A text label's classes (from the data) name the classes in the report.
+        spec = replace(spec, model=replace(
+            spec.model, class_names=tuple(reader.class_names(spec.model.label_key))))
     objective = objectives.get(spec.model.objective)
     fitted = keras.models.load_model(trained.trained_path)
     served = keras.models.load_model(trained.model_path)
@@ -236,6 +269,7 @@ def evaluate(spec: UseCaseSpec, dataset_dir: Path, trained: TrainedModel, out_di
                  "|diff| %.3g; %s)", spec.name, len(rows), checked["max_abs_diff"], TOLERANCE)
         n_rows, scored = len(rows), "served model (model.keras) on raw test inputs"
         inputs = reader.served_key(spec.model.input_key)
+        checks = input_checks(spec, reader, trained.calibration, rows)
     else:
         n_rows = int(reader.manifest.get("splits", {}).get("test", {}).get("rows", 0))
         inputs = spec.model.input_key
@@ -243,6 +277,7 @@ def evaluate(spec: UseCaseSpec, dataset_dir: Path, trained: TrainedModel, out_di
                if spec.model.serving_input is not None else
                "its served model takes its own inputs (text), encoded per run")
         scored = f"trained model + head on the test features ({why})"
+        checks = None
         checked = {"rows": 0, "skipped": f"no parity on test rows: {why}; the served model "
                    "answers its serving example before deploy (infra validation)"}
     data = {"snapshot_checksum": data_checksum, "dataset": str(dataset_dir), "split": "test",
@@ -266,6 +301,8 @@ def evaluate(spec: UseCaseSpec, dataset_dir: Path, trained: TrainedModel, out_di
         full = {**report, "scored": scored, "data": data, "parity": checked,
                 "champion": None if champion is None else
                 {k: v for k, v in champion.items() if k != "metrics"}}
+        if checks is not None:
+            full["input_checks"] = checks
         write_json(tmp / EVALUATION, full)
         log_evaluation(trained.run_id, scalars, full, pngs, s)
     log.info("evaluation of %s on %d test rows: %s", spec.name, n_rows,
@@ -276,7 +313,7 @@ def evaluate(spec: UseCaseSpec, dataset_dir: Path, trained: TrainedModel, out_di
                  spec.gate.metric, champion["metrics"].get(spec.gate.metric, float("nan")))
     return Evaluation(
         run_id=trained.run_id, metrics=scalars, report=str(Path(out_dir) / EVALUATION),
-        data=data, parity=checked,
+        data=data, parity=checked, input_checks=checks,
         champion=None if champion is None else {
             k: champion[k] for k in ("version", "run_id", "metrics", "stored_metrics", "error",
                                      "not_same_data", "same_rows")

@@ -93,8 +93,36 @@ def build_report(
         "data": dict(data or {}),
         "metrics": rows,
         "per_class": per_class,
+        "input_checks": (candidate.get("report") or {}).get("input_checks"),
         "plots": list(plots),
     }
+
+
+def input_checks_lines(checks: Mapping[str, Any] | None) -> list[str]:
+    """Markdown lines on test rows outside the serving schema (tabular models).
+
+    The counts of :func:`tasks.steps.evaluate.input_checks`: per field, test values the
+    training split never showed (unseen categories, out-of-range numbers).
+    """
+    if not checks:
+        return []
+    lines = ["## Test rows outside the training schema", ""]
+    if not checks.get("rows_with_warnings"):
+        return lines + [f"None: every value of the {checks.get('rows')} test rows is within "
+                        "the declared and training ranges and vocabularies.", ""]
+    lines += [f"{checks['rows_with_warnings']} of {checks.get('rows')} test rows hold values "
+              "the training split never showed (the served model answers them with "
+              "warnings, or refuses them in strict mode):", "",
+              "| field | unseen category | out of range | missing | e.g. |",
+              "|---|---:|---:|---:|---|"]
+    examples = checks.get("examples") or {}
+    for name, kinds in sorted((checks.get("fields") or {}).items()):
+        shown = [f"row {e['row']}: {e['value']!r}" for kind in kinds
+                 for e in examples.get(f"{name}:{kind}", [])][:3]
+        lines.append(f"| {name} | {kinds.get('unseen_category', 0)} | "
+                     f"{kinds.get('out_of_range', 0)} | {kinds.get('missing', 0)} | "
+                     f"{'; '.join(shown)} |")
+    return lines + [""]
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
@@ -157,6 +185,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             lines += [f"| {r['class']} | {r['support']} | {_fmt(r['candidate_precision'])} "
                       f"| {_fmt(r['champion_precision'])} | {_fmt(r['candidate_recall'])} "
                       f"| {_fmt(r['champion_recall'])} |" for r in report["per_class"]]
+    checks = input_checks_lines(report.get("input_checks"))
+    if checks:
+        lines += ["", *checks]
     if report["plots"]:
         lines += ["", "## Plots", ""]
         lines += [f"![{p}]({p})" for p in report["plots"]]

@@ -33,8 +33,18 @@ class InfraValidationError(PermanentError, RuntimeError):
 SERVING_EXAMPLE = "serving_example.json"  # the run's example, as the served model takes it
 
 
-def write_serving_example(example: np.ndarray, path: Path) -> dict[str, Any]:
-    """Keep the example the served model was exported with (bytes as base64); returns it."""
+def write_serving_example(example: Any, path: Path) -> dict[str, Any]:
+    """Keep the example the served model was exported with (bytes as base64); returns it.
+
+    A tabular model's example is named columns: ``{"columns": {name: {dtype, values}}}``.
+    """
+    if isinstance(example, dict):
+        doc: dict[str, Any] = {"columns": {
+            k: {"dtype": "string" if np.asarray(v).dtype == object else str(np.asarray(v).dtype),
+                "values": [str(x) for x in v.tolist()] if np.asarray(v).dtype == object
+                else np.asarray(v).tolist()} for k, v in example.items()}}
+        write_json(path, doc)
+        return doc
     if example.dtype == object:
         values = [{"b64": base64.b64encode(v).decode()} if isinstance(v, bytes) else str(v)
                   for v in example.tolist()]
@@ -45,8 +55,11 @@ def write_serving_example(example: np.ndarray, path: Path) -> dict[str, Any]:
     return doc
 
 
-def read_serving_example(doc: dict[str, Any]) -> np.ndarray:
-    """The array :func:`write_serving_example` kept."""
+def read_serving_example(doc: dict[str, Any]) -> Any:
+    """The array (or named columns) :func:`write_serving_example` kept."""
+    if "columns" in doc:
+        return {k: np.array(c["values"], dtype=object) if c["dtype"] == "string"
+                else np.asarray(c["values"], dtype=c["dtype"]) for k, c in doc["columns"].items()}
     if doc["dtype"] == "string":
         return np.array([base64.b64decode(v["b64"]) if isinstance(v, dict) else v.encode()
                          for v in doc["values"]], dtype=object)
@@ -54,7 +67,7 @@ def read_serving_example(doc: dict[str, Any]) -> np.ndarray:
 
 
 def serving_example(name: str, version: str, model: Any, run_id: str | None = None
-                    ) -> tuple[np.ndarray, dict[str, tuple]]:
+                    ) -> tuple[Any, dict[str, tuple]]:
     """The version's serving example and its logged output shapes (batch dim dropped).
 
     The example is the one the training run exported the model with
@@ -74,11 +87,17 @@ def serving_example(name: str, version: str, model: Any, run_id: str | None = No
         except Exception:  # noqa: BLE001 - runs logged before the example was kept
             example = None
     if example is None and meta.saved_input_example_info:
-        example = np.asarray(meta.load_input_example(local))
+        example = meta.load_input_example(local)
+        if not isinstance(example, dict):
+            example = np.asarray(example)
     inp = model.inputs[0]
-    if example is None:
+    if isinstance(example, dict):  # named inputs, typed as the model's
+        dtypes = {t.name.split(":")[0]: str(t.dtype) for t in model.inputs}
+        example = {k: np.asarray(v, dtype=object if dtypes.get(k) == "string"
+                                 else dtypes.get(k)) for k, v in example.items()}
+    elif example is None:
         example = np.zeros((1, *[d or 1 for d in inp.shape[1:]]), dtype=str(inp.dtype))
-    if example.dtype.kind in "biuf":  # numbers in the input's dtype; text/bytes as they are
+    elif example.dtype.kind in "biuf":  # numbers in the input's dtype; text/bytes as is
         example = np.asarray(example, dtype=str(inp.dtype))
     shapes: dict[str, tuple] = {}
     if meta.signature is not None and meta.signature.outputs is not None:
@@ -127,7 +146,8 @@ def validate(name: str, version: str, run_id: str, s: Settings | None = None) ->
         loaded = load_registered(name, version, s)
         example, shapes = serving_example(name, version, loaded.model, run_id)
         out = loaded.predict(example)
-        problems = check_answer(out, len(example), shapes)
+        rows = len(next(iter(example.values()))) if isinstance(example, dict) else len(example)
+        problems = check_answer(out, rows, shapes)
     except Exception as exc:  # noqa: BLE001 - any failure to load or answer is the verdict
         problems = [f"{type(exc).__name__}: {str(exc).splitlines()[0][:500] if str(exc) else ''}"]
         out = None
@@ -143,7 +163,7 @@ def validate(name: str, version: str, run_id: str, s: Settings | None = None) ->
                              "infra_validation.reason": reason[:5000]})
         raise InfraValidationError(reason)
     named = out if isinstance(out, dict) else {"output": out}
-    result = {"rows": len(example),
+    result = {"rows": rows,
               "outputs": {k: list(np.asarray(v).shape) for k, v in named.items()}}
     client.set_model_version_tag(name, version, "infra_validation", "passed")
     log.info("%s version %s answered its serving example as served: %s", name, version,

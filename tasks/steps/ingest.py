@@ -12,30 +12,41 @@ from typing import Any
 from tasks.core.errors import PermanentError
 from tasks.core.files import atomic_dir, read_json, sha256_file, write_json
 from tasks.core.run import SNAPSHOT_MANIFEST as MANIFEST
+from tasks.data.rows import TooManyBadRows, scan_rows
 from tasks.spec import DataSource
 
 log = logging.getLogger(__name__)
 
 
-def ingest(source: DataSource, location: str, dest: Path) -> dict[str, Any]:
+def ingest(source: DataSource, location: str, dest: Path,
+           max_bad_fraction: float | None = None, decode: bool = True) -> dict[str, Any]:
     """Validate the raw files at ``location`` and snapshot them into ``dest``.
 
     The copy is validated (so what was checked is exactly what is kept), then the
     directory appears atomically with a manifest of SHA-256 checksums. The source files are
     never modified. Re-running for the same ``dest`` verifies and reuses the snapshot.
 
+    With ``max_bad_fraction`` the copy's rows also go through the row checks
+    preprocessing applies (:func:`tasks.data.rows.scan_rows`: labels, ranges, missing
+    values...): data that preprocessing would refuse is refused here, naming the first
+    bad row's file, line or record and field, and nothing is landed.
+
     Args:
         source: The use case's data source.
         location: Directory holding the raw files.
-        dest: Snapshot directory for this run (``<root>/raw/<use_case>/<run_key>``).
+        dest: Snapshot directory for this run (``<root>/raw/<use case>/<run key>``).
+        max_bad_fraction: The run's tolerance of bad rows (None: structure only).
+        decode: Also run row checks that decode every file (media sources); the DAG
+            leaves them to preprocessing, which decodes them right after.
 
     Returns:
-        The manifest: files with checksums and sizes, validation facts, and a combined
-        ``checksum`` identifying the snapshot.
+        The manifest: files with checksums and sizes, validation facts (with the rows
+        read and the bad ones), and a combined ``checksum`` identifying the snapshot.
 
     Raises:
         SourceError, IdxFormatError: The raw data is missing or malformed (message names
             the file).
+        TooManyBadRows: More bad rows than ``max_bad_fraction`` tolerates.
 
     """
     dest = Path(dest)
@@ -67,6 +78,13 @@ def ingest(source: DataSource, location: str, dest: Path) -> dict[str, Any]:
             }
         try:
             facts = source.validate(copied)
+            if max_bad_fraction is not None:
+                scan = scan_rows(source, copied, decode=decode)
+                refused = scan.refusal(max_bad_fraction, "; nothing was landed")
+                if refused:
+                    raise TooManyBadRows(refused)
+                if scan.rows:  # (an empty scan: checks left to preprocessing)
+                    facts = {**facts, "rows": scan.rows, "bad_rows": scan.bad}
         except PermanentError as exc:
             raise _naming_sources(exc, copied, files) from None
         combined = hashlib.sha256(

@@ -20,6 +20,7 @@ from tasks.core.config import Settings
 from tasks.core.files import read_json
 from tasks.core.run import Deployment, RunLayout, Snapshot, TrainedModel, Verdict
 from tasks.spec import UseCaseSpec
+from tasks.steps.gate_report import input_checks_lines
 from tasks.tracking import configure
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,9 @@ def render_card(spec: UseCaseSpec, version: str, snapshot: Snapshot,
                   for c, pc in evaluation["per_class"].items()]
     outcome = ("FORCED by operator" if verdict.forced
                else "passed" if verdict.passed else "failed")
+    checks = input_checks_lines(evaluation.get("input_checks"))
+    if checks:
+        lines += ["", *checks[:-1]]
     lines += ["", "## Gate", "", f"- Verdict: **{outcome}** on `{verdict.metric}`",
               f"- Reason: {verdict.reason}"]
     if verdict.forced:

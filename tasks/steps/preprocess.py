@@ -34,11 +34,15 @@ from apache_beam.metrics import Metrics
 from tasks.core.errors import PermanentError
 from tasks.core.files import atomic_dir, read_json, write_json
 from tasks.core.run import DATASET_MANIFEST, FEATURE_SPEC, STATS, quarantine_file_for
+from tasks.data.rows import bad_rows_message
 from tasks.data.tfrecord import (
     PACKED,
+    RAW_COLUMN,
     RAW_INPUTS,
     encode_examples,
+    encode_labels,
     for_split,
+    label_classes,
     output_spec,
     pack_raw,
     shard_name,
@@ -224,12 +228,18 @@ class Route(beam.DoFn):
         if not len(batch["row"]):
             return
         train = stats.get("train") or {"features": {}}
-        spec = output_spec(self._prep, self._schema, train)
+        classes = label_classes(self._prep, self._schema, stats)
+        spec = output_spec(self._prep, self._schema, train, classes)
         cols = dict(batch)
         if PACKED in spec:
             cols[PACKED] = apply_numpy(self._prep.features, train, batch)
         if RAW_INPUTS in spec:
             cols[RAW_INPUTS] = pack_raw(self._prep, batch)
+        for key, fs in spec.items():
+            if key.startswith(RAW_COLUMN):
+                cols[key] = batch[fs["column"]]
+        if classes is not None:  # a text label is written as its class index
+            cols[self._prep.label] = encode_labels(batch[self._prep.label], classes)
         codes, pos = _locate(batch, plan)
         for code in np.unique(codes):
             name = SPLITS[code]
@@ -509,16 +519,10 @@ def _check_bad_rows(bad: list[dict[str, Any]], good: int, prep: PreprocessSpec,
         log.warning("%d bad rows quarantined to %s", len(bad), quarantine)
     elif quarantine.exists():
         quarantine.unlink()
-    if total == 0:
-        raise PreprocessError("no rows were read from the source")
-    if len(bad) / total > prep.max_bad_fraction:
-        first = bad[0]
-        where = f"line {first['line']}" if "line" in first else f"row {first['row']}"
-        raise PreprocessError(
-            f"{len(bad)} of {total} rows are bad (max fraction {prep.max_bad_fraction}); "
-            f"first: {first['file']} {where} field {first['field']!r}: "
-            f"{first['reason']} (value {first['value']!r}); all in {quarantine}"
-        )
+    refused = bad_rows_message(len(bad), total, prep.max_bad_fraction, bad[0] if bad else {},
+                               f"; all in {quarantine}")
+    if refused:
+        raise PreprocessError(refused)
 
 
 def _complete_shards(work_dir: Path, split: SplitSpec) -> dict[str, list[str]]:
@@ -576,8 +580,10 @@ def preprocess(
                         origins or {})
         files_by_split = _complete_shards(tmp, split)
         stats = summary["stats"]
+        schema = source.schema()
         write_json(tmp / FEATURE_SPEC,
-                   output_spec(prep, source.schema(), stats.get("train", {"features": {}})))
+                   output_spec(prep, schema, stats.get("train", {"features": {}}),
+                               label_classes(prep, schema, stats)))
         write_json(tmp / STATS, stats)
         manifest = {
             "splits": {name: {"rows": summary["sizes"][name],

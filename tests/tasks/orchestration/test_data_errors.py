@@ -40,7 +40,8 @@ def test_malformed_inputs_fail_once_naming_the_users_file(airflow_db, own_mlflow
     assert Path(summary["log_file"]).is_file()
     assert "mlflow_run_id" not in summary and None not in summary.values()
 
-    # A CSV row with a non-numeric value: preprocessing names file, line and field.
+    # A CSV row with a non-numeric value: ingest runs preprocessing's row checks and
+    # names file, line and field before anything is landed.
     from sklearn.datasets import load_breast_cancer
 
     data = load_breast_cancer(as_frame=True).frame
@@ -53,7 +54,8 @@ def test_malformed_inputs_fail_once_naming_the_users_file(airflow_db, own_mlflow
     rows[7] = "abc" + rows[7][rows[7].index(","):]  # line 8: mean_radius is not a number
     csv.write_text("\n".join(rows) + "\n")
     summary, lines = _run("breast_cancer", {"source_dir": str(source), "epochs": 1}, 2)
-    assert summary["failed_task"] == "preprocess"
+    assert summary["failed_task"] == "ingest"
     assert f"{csv.resolve()} line 8 field 'mean_radius': not a number" in summary["error"]
-    assert sum("▶ preprocess" in line for line in lines) == 1
+    assert "max_bad_fraction" in summary["error"]
+    assert sum("▶ ingest" in line for line in lines) == 1
     assert csv.read_text().splitlines()[7].startswith("abc")  # raw data untouched

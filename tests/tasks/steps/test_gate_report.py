@@ -216,3 +216,19 @@ def test_markdown_names_a_comparison_on_other_data():
     assert f"The champion could not be re-scored on them ({why})" in md
     assert "scored on the same rows" not in md
     assert "| **test_accuracy** (gate) | 0.9000 | — | — | 0.8500 |" in md
+
+
+def test_test_rows_outside_the_training_schema_are_shown():
+    from tasks.steps.gate_report import input_checks_lines
+
+    checks = {"rows": 80, "rows_with_warnings": 2,
+              "fields": {"region": {"unseen_category": 2}, "age": {"out_of_range": 1}},
+              "examples": {"region:unseen_category": [{"row": 3, "value": "mars"}],
+                           "age:out_of_range": [{"row": 9, "value": 85.0}]}}
+    text = "\n".join(input_checks_lines(checks))
+    assert "2 of 80 test rows hold values the training split never showed" in text
+    assert "| region | 2 | 0 | 0 | row 3: 'mars' |" in text
+    assert "| age | 0 | 1 | 0 | row 9: 85.0 |" in text
+    assert "None: every value of the 80 test rows" in "\n".join(
+        input_checks_lines({**checks, "rows_with_warnings": 0}))
+    assert input_checks_lines(None) == []

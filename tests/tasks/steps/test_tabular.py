@@ -79,7 +79,7 @@ def test_bad_rows_are_quarantined_with_line_field_reason(cc_dir, tmp_path):
     raw_before = path.read_bytes()
     files = SOURCE.files(str(cc_dir))
     out = tmp_path / "run" / "dataset"
-    with pytest.raises(PreprocessError, match=r"6 of 3000 rows are bad \(max fraction 0.0\); "
+    with pytest.raises(PreprocessError, match=r"6 of 3000 rows are bad \(max_bad_fraction 0\); "
                                               r"first: .*creditcard.csv line 5 field 'V3': "
                                               r"not a number \(value 'abc'\)"):
         preprocess(SOURCE, files, PREP, SPLIT, out)
@@ -181,27 +181,30 @@ def test_analyzers_equal_numpy_and_test_frauds_are_not_at_the_end(cc_dir, tmp_pa
 
 
 def test_test_split_keeps_raw_inputs_of_the_same_rows(cc_dir, tmp_path):
-    from tasks.data.tfrecord import PACKED, RAW_INPUTS, DatasetContractError, DatasetReader
-    from tasks.features.transforms import keras_layer
+    from tasks.data.tfrecord import PACKED, RAW_COLUMN, DatasetContractError, DatasetReader
+    from tasks.features.transforms import tabular_layer
 
     preprocess(SOURCE, SOURCE.files(str(cc_dir)), PREP, SPLIT, tmp_path / "ds")
     reader = DatasetReader.open(tmp_path / "ds")
-    assert reader.feature_spec[RAW_INPUTS]["splits"] == ["test"]
+    assert reader.feature_spec[RAW_COLUMN + "V1"]["splits"] == ["test"]
     raw, labels = reader.raw_rows("test", PACKED, "Class")
     cols = reader.arrays("test", [PACKED, "Class"])
-    assert raw.shape == (reader.manifest["splits"]["test"]["rows"], 28)
+    assert list(raw) == list(V_COLUMNS)  # one named column per feature, in order
+    assert raw["V1"].shape == (reader.manifest["splits"]["test"]["rows"],)
     np.testing.assert_array_equal(labels, cols["Class"])
     # The raw rows are the unscaled CSV values: the transform layer maps them onto the
     # stored features of the same rows.
     data = np.genfromtxt(cc_dir / "creditcard.csv", delimiter=",", skip_header=1)
     v1 = data[:, 1].astype(np.float32)
-    assert np.isin(raw[:, 0], v1).all() and not np.isin(cols[PACKED][:, 0], v1).all()
-    got = np.asarray(keras_layer(PREP.packed, reader.stats["train"])(raw))
+    assert np.isin(raw["V1"], v1).all() and not np.isin(cols[PACKED][:, 0], v1).all()
+    layer = tabular_layer(PREP.packed, dict.fromkeys(V_COLUMNS, "float32"),
+                          reader.stats["train"])
+    got = np.asarray(layer(raw))
     np.testing.assert_allclose(got, cols[PACKED], rtol=1e-5, atol=1e-5)
     head, _ = reader.raw_rows("test", PACKED, "Class", limit=3)
-    np.testing.assert_array_equal(head, raw[:3])
+    np.testing.assert_array_equal(head["V28"], raw["V28"][:3])
     with pytest.raises(DatasetContractError, match="split 'train' has no feature"):
-        reader.arrays("train", [RAW_INPUTS])
+        reader.arrays("train", [RAW_COLUMN + "V1"])
 
 
 def test_keras_transform_layer_matches_numpy():
