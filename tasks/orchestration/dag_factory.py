@@ -92,6 +92,11 @@ def trigger_params(spec: UseCaseSpec) -> dict[str, Param]:
         "", type="string",
         description="Why the gate is overridden; required with force_deploy, kept on the version",
     )
+    params["rollout"] = Param(
+        "champion", type="string", enum=["champion", "shadow"],
+        description="champion: a passing version serves at once; shadow: it becomes the "
+                    "challenger, scored beside the champion until `mlp promote`",
+    )
     params["require_approval"] = Param(
         spec.require_approval, type="boolean",
         description="After a passing gate, wait for an operator to approve or reject "
@@ -193,7 +198,8 @@ def _deploy(spec: UseCaseSpec, snapshot: Snapshot, trained: TrainedModel,
 
     layout = RunLayout.of(spec.name, snapshot.run_key)
     with step("deploy", spec, layout.key) as out:
-        deployment = deploy(spec.name, trained, verdict, snapshot, layout)
+        rollout = get_current_context()["params"].get("rollout", "champion")
+        deployment = deploy(spec.name, trained, verdict, snapshot, layout, rollout=rollout)
         write_card(spec, deployment, snapshot, trained, verdict, layout, approval)
         write_json(layout.deploy_file, deployment.to_xcom())
         out.summary = (f"{spec.name} version {deployment.version} is {deployment.alias}"

@@ -34,7 +34,9 @@ PLATFORM_PARAMS = {
     "force_deploy": "deploy even if the gate fails (needs force_reason)",
     "force_reason": "why the gate is overridden",
     "require_approval": "wait for an operator's approval after a passing gate (mlp approve)",
+    "rollout": "champion (serve at once) or shadow (challenger until mlp promote)",
 }
+ROLLOUTS = ("champion", "shadow")
 CLASSIFIERS = ("classification",)
 
 
@@ -72,6 +74,10 @@ def check_params(spec: UseCaseSpec, conf: Mapping[str, Any]) -> list[Problem]:
             hint = f"did you mean {close[0]!r}? " if close else ""
             problems.append(Problem(f"--param {key}", f"unknown run param; {hint}known: "
                                                       f"{', '.join(sorted(known))}"))
+            continue
+        if key == "rollout" and value not in ROLLOUTS:
+            problems.append(Problem(f"--param {key}", f"{value!r} is not one of "
+                                                      f"{', '.join(ROLLOUTS)}"))
             continue
         if key in PLATFORM_PARAMS:
             continue
