@@ -154,7 +154,10 @@ def summary_lines(summary: dict[str, Any], s: Settings) -> list[str]:
     if gate:
         lines.append(f"  gate            {'PASSED' if gate['passed'] else 'FAILED'}: "
                      f"{gate['reason']}")
-    if deploy and deploy.get("moved", True):
+    if deploy and deploy.get("moved", True) and deploy["alias"] == "challenger":
+        lines.append(f"  registered      {name} version {deploy['version']} (alias "
+                     f"challenger: {deploy['note']})")
+    elif deploy and deploy.get("moved", True):
         lines.append(f"  registered      {name} version {deploy['version']} "
                      f"(alias {deploy['alias']}; previous {deploy['previous'] or 'none'})")
     elif deploy:

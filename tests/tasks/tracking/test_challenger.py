@@ -127,3 +127,17 @@ def test_rollout_param_is_checked_before_anything_runs():
     assert check_params(spec, {"rollout": "shadow"}) == []
     problems = check_params(spec, {"rollout": "canary"})
     assert len(problems) == 1 and "'canary' is not one of champion, shadow" in str(problems[0])
+
+
+def test_run_summary_says_a_shadow_deploy_went_to_the_challenger():
+    from tasks.cli import summary_lines
+    from tasks.core.config import settings
+
+    summary = {"use_case": "mnist", "run_key": "20260101T000000Z", "state": "success",
+               "run_dir": "/x", "deploy": {"version": "7", "alias": "challenger",
+                                           "previous": None, "moved": True,
+                                           "note": "shadow-scored against champion version "
+                                                   "6; `mlp promote mnist` makes it champion"}}
+    text = "\n".join(summary_lines(summary, settings()))
+    assert ("registered      mnist version 7 (alias challenger: shadow-scored against "
+            "champion version 6; `mlp promote mnist` makes it champion)") in text
