@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from tasks.serving.handoff import Handoff, nbytes
 from tasks.serving.runtime_options import RuntimeOptions
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 OPEN_SUFFIX = ".jsonl.open"
 CLOSED_SUFFIX = ".jsonl"
 PREFIX = "requests-"
+QUEUE_BYTES = 64 * 1024 * 1024  # arrays waiting for the writer, at most
 
 
 def utc_stamp(when: float) -> str:
@@ -207,7 +209,7 @@ class RequestLog:
         self._options = options
         self._rates = dict(options.log_sample)
         self._metrics = metrics
-        self._queue: queue.Queue = queue.Queue(options.log_queue)
+        self._queue = Handoff(options.log_queue, QUEUE_BYTES)
         self._files: dict[str, RotatingJsonl] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -226,9 +228,8 @@ class RequestLog:
     def offer(self, served: Any, batch: Any, out: Any, status: int, latency_ms: float,
               ts: float) -> None:
         """Queue one answered request for the writer; drop and count it when full."""
-        try:
-            self._queue.put_nowait((served, batch, out, status, latency_ms, ts))
-        except queue.Full:
+        if not self._queue.offer((served, batch, out, status, latency_ms, ts),
+                                 nbytes(batch) + nbytes(out)):
             self._drop(served.name, "queue_full")
 
     def _drop(self, model: str, reason: str) -> None:
@@ -262,7 +263,7 @@ class RequestLog:
     def _run(self) -> None:
         while not (self._stop.is_set() and self._queue.empty()):
             try:
-                item = self._queue.get(timeout=0.5)
+                item = self._queue.take(timeout=0.5)
             except queue.Empty:
                 item = None
             if item is not None:

@@ -42,6 +42,7 @@ import numpy as np
 
 from tasks.core.config import Settings
 from tasks.serving.batching import concat
+from tasks.serving.handoff import Handoff, nbytes
 from tasks.serving.runtime_options import RuntimeOptions
 from tasks.tracking.challenger import (
     SHADOW_CHAMPION_TAG,
@@ -53,6 +54,7 @@ from tasks.tracking.challenger import (
 log = logging.getLogger(__name__)
 
 MAX_ITEMS_PER_CALL = 64
+QUEUE_BYTES = 64 * 1024 * 1024  # arrays waiting for the challenger, at most
 
 
 # -- agreement, one object per kind of answer ------------------------------------------------
@@ -220,7 +222,7 @@ class ShadowScorer:
         self._rates = dict(options.shadow_sample)
         self._metrics = metrics
         self._s = s
-        self._queue: queue.Queue = queue.Queue(options.shadow_queue)
+        self._queue = Handoff(options.shadow_queue, QUEUE_BYTES)
         self._pairs: dict[tuple[str, str, str], Pair] = {}
         self._kinds: dict[tuple[str, str], str] = {}
         self._dropped: dict[str, int] = {}
@@ -239,9 +241,8 @@ class ShadowScorer:
         rate = self._rates.get(champion.name, self._rates.get("*", 1.0))
         if rate < 1.0 and random.random() >= rate:
             return
-        try:
-            self._queue.put_nowait((champion, challenger, batch, out))
-        except queue.Full:
+        if not self._queue.offer((champion, challenger, batch, out),
+                                 nbytes(batch) + nbytes(out)):
             self._drop(champion.name, "queue_full")
 
     def _drop(self, model: str, reason: str, count: int = 1) -> None:
@@ -348,12 +349,12 @@ class ShadowScorer:
         period = self._options.shadow_log_seconds
         while not (self._stop.is_set() and self._queue.empty()):
             try:
-                items = [self._queue.get(timeout=0.5)]
+                items = [self._queue.take(timeout=0.5)]
             except queue.Empty:
                 items = []
             while items and len(items) < MAX_ITEMS_PER_CALL:
                 try:
-                    items.append(self._queue.get_nowait())
+                    items.append(self._queue.take_nowait())
                 except queue.Empty:
                     break
             for group in self._groups(items):

@@ -111,3 +111,16 @@ def test_a_full_queue_drops_and_counts_instead_of_waiting(tmp_path):
     for _ in range(5):  # the writer is not started: nothing drains the queue
         log.offer(served, batch, batch, 200, 0.1, 0.0)
     assert log.dropped == 3
+
+
+def test_the_handoff_queue_is_bounded_in_bytes_too():
+    from tasks.serving.handoff import Handoff, nbytes
+
+    big = np.zeros((4096, 28, 28), np.float32)  # 12.8 MB
+    q = Handoff(max_items=100, max_bytes=20_000_000)
+    assert q.offer("first", nbytes(big))  # one item always fits
+    assert not q.offer("second", nbytes(big))  # would pass 20 MB
+    assert q.offer("small", 1000)
+    assert q.take() == "first" and q.bytes == 1000 and q.items == 1
+    assert q.offer("second", nbytes(big))
+    assert nbytes({"a": np.zeros(10, np.float64), "b": [b"xy", b"z"]}) >= 80
