@@ -17,6 +17,9 @@ All servers run at the same time on their own ports (the "default" one, batching
 metrics on, shadow off, is B of ``batching`` and ``metrics`` and A of ``shadow``); each
 pair is measured in alternating rounds (A, B, B, A, ...), so a change in the machine's
 background load hits both; each figure is the median over the rounds. Ratios are B / A.
+Besides req/s and latency, each round reads the server process tree's CPU time per
+request (``/proc`` via psutil): on a machine other jobs load, it shows what a mode costs
+far more steadily than req/s does.
 
 Usage::
 
@@ -223,6 +226,28 @@ class Server:
         else:
             wait_http(self.base + "/ping", self.proc)
 
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the server's process tree (user + system)."""
+        import psutil
+
+        total = 0.0
+        root = psutil.Process(self.proc.pid)
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                t = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += t.user + t.system
+        return total
+
+    def load(self, payload: Path, args: argparse.Namespace, c: int) -> dict:
+        """One round at concurrency ``c``, with the server's CPU time per request."""
+        before = self.cpu_seconds()
+        out = run_load(self.predict, payload, args.requests, c, args.warmup)
+        used = self.cpu_seconds() - before
+        out["cpu_us"] = 1e6 * used / (args.requests + args.warmup)
+        return out
+
     def batch_sizes(self) -> str:
         """Mean requests per model call from /metrics (micro-batching), if exposed."""
         import httpx
@@ -292,8 +317,7 @@ def measure(names: list[str], root: Path, env: dict[str, str], model_uri: str,
             for c in args.concurrency:
                 for r in range(args.rounds):
                     for srv in ((a, b) if r % 2 == 0 else (b, a)):
-                        results[srv.label].setdefault(c, []).append(
-                            run_load(srv.predict, payload, args.requests, c, args.warmup))
+                        results[srv.label].setdefault(c, []).append(srv.load(payload, args, c))
             sizes = {srv.label: srv.batch_sizes() for srv in (a, b)}
             out[name] = report(name, a.label, b.label, results, sizes)
     finally:
@@ -310,26 +334,31 @@ def _median(runs: list[dict], key: str) -> float:
 def report(name: str, a: str, b: str, results: dict, sizes: dict) -> dict:
     print(f"\n== {name}: {a} (A) vs {b} (B), medians of {len(next(iter(results[a].values())))}"
           " alternating rounds")
-    print(f"{'conc':>5} | {'A req/s':>8} {'A p50':>7} {'A p99':>7} | {'B req/s':>8} "
-          f"{'B p50':>7} {'B p99':>7} | {'B/A req/s':>9} {'B/A p99':>8} | errors  versions")
+    print(f"{'conc':>5} | {'A req/s':>8} {'A p50':>7} {'A p99':>7} {'A cpu':>6} | "
+          f"{'B req/s':>8} {'B p50':>7} {'B p99':>7} {'B cpu':>6} | {'B/A req/s':>9} "
+          f"{'B/A p99':>8} {'B/A cpu':>8} | errors  versions")
     rows = {}
     for c in results[a]:
         ra, rb = results[a][c], results[b][c]
-        fa = {k: _median(ra, k) for k in ("rps", "p50_ms", "p99_ms")}
-        fb = {k: _median(rb, k) for k in ("rps", "p50_ms", "p99_ms")}
+        fa = {k: _median(ra, k) for k in ("rps", "p50_ms", "p99_ms", "cpu_us")}
+        fb = {k: _median(rb, k) for k in ("rps", "p50_ms", "p99_ms", "cpu_us")}
         errors = sum(r["errors"] for r in ra + rb)
         versions: dict[str, int] = {}
         for r in rb:
             for v, k in r["versions"].items():
                 versions[v] = versions.get(v, 0) + k
         rows[c] = {"A": fa, "B": fb, "rps_ratio": fb["rps"] / fa["rps"],
-                   "p99_ratio": fb["p99_ms"] / fa["p99_ms"], "errors": errors,
+                   "p99_ratio": fb["p99_ms"] / fa["p99_ms"],
+                   "cpu_ratio": fb["cpu_us"] / fa["cpu_us"], "errors": errors,
                    "B_versions": versions}
-        print(f"{c:>5} | {fa['rps']:>8.0f} {fa['p50_ms']:>7.1f} {fa['p99_ms']:>7.1f} | "
-              f"{fb['rps']:>8.0f} {fb['p50_ms']:>7.1f} {fb['p99_ms']:>7.1f} | "
-              f"{rows[c]['rps_ratio']:>8.2f}x {rows[c]['p99_ratio']:>7.2f}x | {errors:>6}  "
+        print(f"{c:>5} | {fa['rps']:>8.0f} {fa['p50_ms']:>7.1f} {fa['p99_ms']:>7.1f} "
+              f"{fa['cpu_us']:>6.0f} | {fb['rps']:>8.0f} {fb['p50_ms']:>7.1f} "
+              f"{fb['p99_ms']:>7.1f} {fb['cpu_us']:>6.0f} | {rows[c]['rps_ratio']:>8.2f}x "
+              f"{rows[c]['p99_ratio']:>7.2f}x {rows[c]['cpu_ratio']:>7.2f}x | {errors:>6}  "
               f"{versions}")
-    print(f"mean requests per model call (all rounds): {a}: {sizes[a]}, {b}: {sizes[b]}")
+    print(f"mean requests per model call (all rounds): {a}: {sizes[a]}, {b}: {sizes[b]}; "
+          "cpu = the server's CPU time per request, in µs (less sensitive than req/s to "
+          "what else runs)")
     return {"A": a, "B": b, "by_concurrency": rows}
 
 
