@@ -30,8 +30,8 @@ browser:
 	@if [ ! -x $(CHROMIUM) ] || [ ! -x $(CHROMEDRIVER) ]; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	    export DEBIAN_FRONTEND=noninteractive; \
-	    (apt-get install -y -qq chromium chromium-driver || \
-	     (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)) >/dev/null \
+	    (apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium chromium-driver || \
+	     (apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium chromium-driver)) >/dev/null \
 	    || echo "could not install chromium/chromium-driver: the browser test will fail"; \
 	  else \
 	    echo "Chromium missing: install Debian packages chromium and chromium-driver" \
@@ -45,8 +45,8 @@ compose-tool:
 	@if ! command -v docker-compose >/dev/null; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	    export DEBIAN_FRONTEND=noninteractive; \
-	    (apt-get install -y -qq --no-install-recommends docker-compose || \
-	     (apt-get update -qq && apt-get install -y -qq --no-install-recommends docker-compose)) \
+	    (apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends docker-compose || \
+	     (apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends docker-compose)) \
 	    >/dev/null || echo "could not install docker-compose: the compose file test will fail"; \
 	  else \
 	    echo "docker-compose missing: install Debian package docker-compose to validate" \
@@ -61,8 +61,8 @@ audio-synth:
 	@if ! command -v fluidsynth >/dev/null || [ ! -f $(SOUNDFONT) ]; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	    export DEBIAN_FRONTEND=noninteractive; \
-	    (apt-get install -y -qq fluidsynth fluid-soundfont-gm || \
-	     (apt-get update -qq && apt-get install -y -qq fluidsynth fluid-soundfont-gm)) \
+	    (apt-get -o DPkg::Lock::Timeout=600 install -y -qq fluidsynth fluid-soundfont-gm || \
+	     (apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq fluidsynth fluid-soundfont-gm)) \
 	    >/dev/null || echo "could not install fluidsynth/fluid-soundfont-gm: gtzan_genres" \
 	                       "needs --source with real GTZAN clips"; \
 	  else \
@@ -75,8 +75,8 @@ audio-synth:
 data:
 	@if [ ! -f $(FASHION_MNIST) ]; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	    (apt-get install -y -qq dataset-fashion-mnist || \
-	     (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null 2>&1; \
+	    (apt-get -o DPkg::Lock::Timeout=600 install -y -qq dataset-fashion-mnist || \
+	     (apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq dataset-fashion-mnist)) >/dev/null 2>&1; \
 	  else \
 	    echo "Fashion-MNIST missing: install Debian package dataset-fashion-mnist," \
 	         "or run: mlp run mnist --source DIR_WITH_IDX_FILES"; exit 1; \
@@ -90,8 +90,8 @@ data-text:
 	@for f in $(TEXT_DATA); do [ -f $$f ] || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	    (apt-get install -y -qq wordnet-base fortunes || \
-	     (apt-get update -qq && apt-get install -y -qq wordnet-base fortunes)) >/dev/null; \
+	    (apt-get -o DPkg::Lock::Timeout=600 install -y -qq wordnet-base fortunes || \
+	     (apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq wordnet-base fortunes)) >/dev/null; \
 	  else \
 	    echo "English corpus missing: install Debian packages wordnet-base and fortunes," \
 	         "or run: mlp run ptb_lm --source DIR_WITH_PTB_FILES"; exit 1; \

@@ -518,7 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.add_argument("--model", action="append", dest="models", metavar="NAME",
                    help="serve only this registered model (repeatable; default: all)")
-    p.add_argument("--token", help="bearer token every request but /healthz must carry "
+    p.add_argument("--token", help="bearer token every request but /healthz must carry: "
+                                   "at least 16 characters without spaces "
                                    "(default: MLP_SERVE_TOKEN)")
     p.add_argument("--api-keys", metavar="FILE",
                    help="file of accepted keys, one per line (default: MLP_SERVE_API_KEYS)")

@@ -38,6 +38,7 @@ from tasks.serving.metrics import RequestMetrics
 from tasks.serving.options import ServeOptions
 from tasks.serving.runtime import Runtime
 from tasks.serving.runtime_options import RuntimeOptions
+from tasks.serving.signature import SIGNATURE_NAME
 from tasks.serving.store import ModelStore, NotFound, Served
 
 log = logging.getLogger(__name__)
@@ -242,7 +243,7 @@ async def metadata(request: Request) -> Response:
     if isinstance(served, Response):
         return served
     return _json({
-        "model_spec": {"name": served.name, "signature_name": "serving_default",
+        "model_spec": {"name": served.name, "signature_name": SIGNATURE_NAME,
                        "version": served.version},
         "metadata": {"signature_def": served.signature.to_tf_serving()},
         "mlp": {"run_id": served.run_id, "class_names": served.class_names},

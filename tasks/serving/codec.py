@@ -11,12 +11,13 @@ import binascii
 import io
 import math
 import re
+import warnings
 from typing import Any
 
 import numpy as np
 import orjson
 
-from tasks.serving.signature import Signature, shape_text
+from tasks.serving.signature import SIGNATURE_NAME, Signature, shape_text
 
 MAX_INSTANCES = 4096
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
@@ -103,7 +104,10 @@ def b64_bytes(value: Any) -> bytes:
 
 def _decode_strings(data: Any) -> Any:
     if isinstance(data, dict):
-        return b64_bytes(data)
+        raw = b64_bytes(data)
+        if raw.startswith((_PNG, _JPEG)):
+            check_encoded_image(raw)
+        return raw
     if isinstance(data, list):
         return [_decode_strings(x) for x in data]
     return data
@@ -113,6 +117,45 @@ _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
 # Pillow modes per channel count: what an image is converted to before it becomes a tensor.
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+# Encoded images a model decodes itself (string inputs, e.g. faces' JPEG crops) are bounded
+# before they reach it: a 25-megapixel photo is the largest a client plausibly sends; a
+# small PNG declaring 60000x60000 pixels (a decompression bomb) would take gigabytes.
+MAX_ENCODED_IMAGE_PIXELS = 25_000_000
+
+
+def _open_image(raw: bytes) -> Any:
+    """A Pillow image of which only the header has been read.
+
+    Raises:
+        BadRequest: Not a readable PNG/JPEG, or Pillow's decompression-bomb limit.
+
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():  # over the limit's half: our own bound decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(raw), formats=("PNG", "JPEG"))
+    except Image.DecompressionBombError as exc:
+        raise BadRequest(f"the image is too large to decode: {exc}") from exc
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise BadRequest(f"b64 value is not a readable PNG or JPEG image: {exc}") from exc
+
+
+def check_encoded_image(raw: bytes) -> None:
+    """Refuse a PNG/JPEG whose header declares more than the pixels a model may decode.
+
+    Raises:
+        BadRequest: Unreadable header, or more than :data:`MAX_ENCODED_IMAGE_PIXELS`.
+
+    """
+    width, height = _open_image(raw).size
+    if width * height > MAX_ENCODED_IMAGE_PIXELS:
+        raise BadRequest(f"the image is {width}x{height} ({width * height:,} pixels); at "
+                         f"most {MAX_ENCODED_IMAGE_PIXELS:,} pixels are decoded: scale it "
+                         "down before sending")
 
 
 def _image_text(shape: tuple[int, ...]) -> str:
@@ -130,22 +173,17 @@ def decode_image(raw: bytes, sig: Signature) -> np.ndarray:
         BadRequest: Not a readable PNG/JPEG, or its size differs from the input's.
 
     """
-    from PIL import Image, UnidentifiedImageError
-
     shape = sig.image_shape
     assert shape is not None
+    img = _open_image(raw)
+    # Only the header has been read: check the size before decoding any pixel.
+    if img.size != (shape[1], shape[0]):
+        raise BadRequest(f"the image is {img.size[0]}x{img.size[1]}; input "
+                         f"{sig.input_name!r} expects {_image_text(shape)}: resize it "
+                         "before sending (the server never resizes)")
     try:
-        img = Image.open(io.BytesIO(raw), formats=("PNG", "JPEG"))
-        # Only the header has been read: check the size before decoding any pixel.
-        if img.size != (shape[1], shape[0]):
-            raise BadRequest(f"the image is {img.size[0]}x{img.size[1]}; input "
-                             f"{sig.input_name!r} expects {_image_text(shape)}: resize it "
-                             "before sending (the server never resizes)")
-        img = img.convert(_MODES[shape[2] if len(shape) == 3 else 1])
-        pixels = np.asarray(img)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        if isinstance(exc, BadRequest):
-            raise
+        pixels = np.asarray(img.convert(_MODES[shape[2] if len(shape) == 3 else 1]))
+    except (OSError, ValueError) as exc:  # a truncated or corrupt pixel stream
         raise BadRequest(f"b64 value is not a readable PNG or JPEG image: {exc}") from exc
     return pixels.reshape(shape).astype(sig.input_dtype, copy=False)
 
@@ -234,6 +272,11 @@ def _instances(payload: Any, sig: Signature) -> tuple[list[Any], str]:
     if ("instances" in payload) == ("inputs" in payload):
         raise BadRequest("the body must have exactly one of 'instances' (row format) or "
                          "'inputs' (columnar format)")
+    name = payload.get("signature_name", SIGNATURE_NAME)
+    if name != SIGNATURE_NAME:
+        shown = name if not isinstance(name, str) or len(name) <= 80 else name[:80] + "..."
+        raise BadRequest(f"unknown signature_name {shown!r}: the model has one signature, "
+                         f"{SIGNATURE_NAME!r} (omit the field to use it)")
     if "instances" in payload:
         key, data = "predictions", payload["instances"]
         if not isinstance(data, list) or not data:

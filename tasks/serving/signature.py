@@ -13,6 +13,8 @@ _TF_DTYPES = {"float16": "DT_HALF", "float32": "DT_FLOAT", "float64": "DT_DOUBLE
               "string": "DT_STRING"}
 
 Shape = tuple[int | None, ...]
+# The one signature every served model has, under TF Serving's default name.
+SIGNATURE_NAME = "serving_default"
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class Signature:
             return {"dtype": _TF_DTYPES.get(dtype, dtype), "name": name,
                     "tensor_shape": {"dim": dims, "unknown_rank": False}}
 
-        return {"signature_def": {"serving_default": {
+        return {"signature_def": {SIGNATURE_NAME: {
             "inputs": {self.input_name: tensor(self.input_name, self.input_shape,
                                                self.input_dtype)},
             "outputs": {n: tensor(n, shape, dtype) for n, shape, dtype in (

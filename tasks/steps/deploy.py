@@ -4,8 +4,10 @@ A run's version is created with its lineage tags in one registry call, so no rea
 sees a version without them (a version left half-tagged by an older platform is repaired
 on the next run). ``champion`` moves only forward: a version older than the champion (a
 rerun of an earlier run, a backfill of an earlier date) is registered or reused but does
-not take over production, unless the operator forces it (``force_deploy`` with a reason)
-or rolls back explicitly (``mlp rollback``).
+not take over production, and neither does a rerun of a version that was champion once
+and was moved away from (by a rollback, a forced deploy or a newer deploy), unless the
+operator forces it (``force_deploy`` with a reason) or rolls back explicitly (``mlp
+rollback``).
 
 With ``rollout="shadow"`` a passing candidate becomes the ``challenger`` instead: it is
 registered and infra-validated the same way, servers score it in the champion's shadow
@@ -26,8 +28,13 @@ from tasks.tracking.parents import parent_tags
 from tasks.tracking.registry import (
     CHAMPION,
     PREVIOUS,
+    alias_history,
+    champion_stack,
+    left_champion,
     older_than_champion,
+    record_alias_move,
     record_deploy,
+    replayed_force,
     version_tags,
 )
 
@@ -109,17 +116,32 @@ def deploy(model_name: str, trained: TrainedModel, verdict: Verdict, snapshot: S
     except MlflowException:
         champion = None
     old = str(champion.version) if champion is not None else None
+    moves = alias_history(model_name, client=client)
     if old == version:
+        stack = champion_stack(moves)
+        if stack and stack[-1] != version:  # killed between the alias move and its record
+            record_alias_move(model_name, version, stack[-1], "deploy_recorded_late",
+                              "the alias had moved without a recorded move (an interrupted "
+                              "deploy, or a move outside the platform)", client=client)
         return Deployment(model_name, version, CHAMPION, None, created, verdict.forced,
                           note=f"version {version} already is {CHAMPION}")
-    why_older = None if champion is None else older_than_champion(
-        version, snapshot.run_key, old, (champion.tags or {}).get("run_key"))
-    if why_older and not verdict.forced:
+    # A version that was champion once and was moved away from (rollback, a newer
+    # deploy, a forced one) is this run's decision already taken: a rerun must not undo
+    # the operator's word. Only a forced deploy or an explicit promote/rollback moves it.
+    why_older = None if champion is None else (
+        older_than_champion(version, snapshot.run_key, old,
+                            (champion.tags or {}).get("run_key"))
+        or left_champion(version, moves))
+    replayed = verdict.forced and replayed_force(version, verdict.force_reason, moves)
+    if replayed:  # a cleared or rerun forced run: its conf is not a new operator's word
+        why_older = replayed
+    if why_older and (replayed or not verdict.forced):
         note = (f"{CHAMPION} stays version {old}: {why_older}; deploying it would move "
-                f"production backwards (use `mlp rollback` or force_deploy with a reason)")
+                f"production backwards (use `mlp rollback --to {version}` or force_deploy "
+                f"with a new reason)")
         log.warning("%s version %s registered, not promoted: %s", model_name, version, note)
-        return Deployment(model_name, version, CHAMPION, None, created, False, moved=False,
-                          note=note)
+        return Deployment(model_name, version, CHAMPION, None, created, verdict.forced,
+                          moved=False, note=note)
     if rollout == "shadow" and old is not None:
         return _deploy_shadow(client, model_name, version, old, created, verdict, trained, s)
     # Loaded as the server loads it, it must answer its own example before any alias moves.

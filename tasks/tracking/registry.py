@@ -114,6 +114,43 @@ def older_than_champion(version: str, run_key: str, champion_version: str,
     return None
 
 
+def left_champion(version: str, moves: list[dict[str, Any]]) -> str | None:
+    """Why ``version`` must not become champion again by a rerun (pure), or None.
+
+    It must not when the recorded history shows it was champion once and ``champion``
+    later moved away from it (an operator's rollback, a forced deploy, a newer deploy):
+    re-running its run replays a decision already taken and undone.
+    """
+    left = [m for m in moves if m.get("alias", CHAMPION) == CHAMPION
+            and m.get("from") == str(version)]
+    if not any(m.get("alias", CHAMPION) == CHAMPION and m["version"] == str(version)
+               for m in moves) or not left:
+        return None
+    m = left[-1]
+    return (f"version {version} was {CHAMPION} before and was moved away from by "
+            f"{m['action']} to version {m['version']} ({m['who']}, {m['when']}"
+            f"{': ' + m['why'].splitlines()[0][:120] if m.get('why') else ''}); "
+            f"re-running its run does not undo that")
+
+
+def replayed_force(version: str, reason: str, moves: list[dict[str, Any]]) -> str | None:
+    """Why a forced deploy of ``version`` is a replay of one already done (pure), or None.
+
+    A forced deploy records the operator's reason with its move. The same version forced
+    again with the same reason is the same decision replayed (a cleared or rerun DAG run
+    keeps its conf), not a new word from an operator; after a rollback it must not move
+    production again. A new reason is a new decision.
+    """
+    done = [m for m in moves if m.get("alias", CHAMPION) == CHAMPION
+            and m["action"] == "force" and m["version"] == str(version)
+            and m.get("why", "") == reason[:2000]]
+    if not done:
+        return None
+    m = done[-1]
+    return (f"version {version} was already forced to {CHAMPION} for this reason "
+            f"({m['who']}, {m['when']}); replaying that run does not repeat it")
+
+
 def _alias_version(client: Any, model_name: str, alias: str) -> str | None:
     from mlflow.exceptions import MlflowException
 

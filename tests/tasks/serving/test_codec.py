@@ -50,11 +50,20 @@ def test_row_and_columnar_formats_parse_to_the_same_batch():
     (body({"instances": [{"b64": "AAAA"}]}), 'binary {"b64": ...} values are accepted for '
                                              "uint8 and string inputs only"),
     (body({"inputs": {"pixels": 3}}), "'inputs' must be a non-empty list"),
+    (body({"signature_name": "nope", "instances": [IMG.tolist()]}),
+     "unknown signature_name 'nope': the model has one signature, 'serving_default'"),
+    (body({"signature_name": 7, "inputs": [IMG.tolist()]}), "unknown signature_name 7"),
 ])
 def test_client_mistakes_are_bad_requests(payload, message):
     with pytest.raises(BadRequest) as err:
         parse_request(payload, FLOAT)
     assert message in str(err.value)
+
+
+def test_the_default_signature_name_may_be_given():
+    batch, _ = parse_request(body({"signature_name": "serving_default",
+                                   "instances": [IMG.tolist()]}), FLOAT)
+    assert batch.shape == (1, 28, 28)
 
 
 def test_b64_decodes_whole_uint8_instances():
@@ -155,3 +164,43 @@ def test_broken_or_raw_bytes_are_explained():
                       RGB)
     with pytest.raises(BadRequest, match="takes numbers or a PNG/JPEG image of 28x28"):
         parse_request(body({"instances": [{"b64": "AAAA"}]}), GRAY)
+
+
+def png_header_only(width: int, height: int) -> dict:
+    """A PNG that declares ``width x height`` pixels: a decompression bomb's header.
+
+    Only the header matters (it is all the server may read); a real bomb's few hundred
+    kilobytes of compressed zeros would decode to the same gigabytes.
+    """
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    idat = zlib.compress(b"\0" * (width + 1) * 4)  # the first rows of zeros
+    raw = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat)
+    return {"b64": base64.b64encode(raw + chunk(b"IEND", b"")).decode()}
+
+
+@pytest.mark.parametrize("side", [9000, 13000, 20000, 60000])
+def test_decompression_bombs_are_refused_from_the_header(side):
+    """Issue 19: a 20000x20000 PNG was a 500 (Pillow's DecompressionBombError)."""
+    with pytest.raises(BadRequest, match=rf"the image is (too large to decode|{side}x{side};"
+                                         r" input 'pixels' expects 28x28)"):
+        parse_request(body({"instances": [png_header_only(side, side)]}), GRAY)
+    # A model that decodes images itself (a string input) gets none over the bound.
+    with pytest.raises(BadRequest, match=r"the image is (too large to decode|\d+x\d+ \()"):
+        parse_request(body({"instances": [png_header_only(side, side)]}), TEXT)
+
+
+def test_string_inputs_take_images_up_to_the_bound_and_other_bytes_as_they_are():
+    ok, _ = parse_request(body({"instances": [png_header_only(4000, 3000)]}), TEXT)
+    assert ok[0].startswith(b"\x89PNG")
+    with pytest.raises(BadRequest, match=r"the image is 6000x6000 \(36,000,000 pixels\); at "
+                                         r"most 25,000,000 pixels are decoded"):
+        parse_request(body({"instances": [png_header_only(6000, 6000)]}), TEXT)
+    wav = {"b64": base64.b64encode(b"RIFF\0\0\0\0WAVE").decode()}
+    assert parse_request(body({"instances": [wav]}), TEXT)[0][0] == b"RIFF\0\0\0\0WAVE"

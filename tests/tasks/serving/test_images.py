@@ -72,3 +72,13 @@ def test_an_image_of_another_size_is_a_400_naming_the_expected_size(colour_serve
     assert r.json()["error"] == (
         f"the image is {H}x{W}; input 'image' expects {W}x{H} (width x height) RGB: resize "
         "it before sending (the server never resizes)")
+
+
+def test_a_decompression_bomb_is_a_400_not_a_500(colour_server):
+    """Issue 19: a PNG declaring 20000x20000 pixels got a 500 (DecompressionBombError)."""
+    from tests.tasks.serving.test_codec import png_header_only
+
+    for side in (20000, 60000):
+        r = predict(colour_server, [png_header_only(side, side)])
+        assert r.status_code == 400, r.text
+        assert "too large to decode" in r.json()["error"]

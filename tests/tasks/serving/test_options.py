@@ -18,3 +18,17 @@ def test_a_bad_body_limit_is_named(monkeypatch, value):
     with pytest.raises(OptionError, match=f"MLP_SERVE_MAX_BODY_BYTES='{value}' must be a "
                                           "positive integer"):
         ServeOptions.from_env()
+
+
+def test_the_key_length_rule_is_where_users_read_about_the_token(capsys):
+    """Issue 19: `--token secret` was refused, and neither --help nor the README said why."""
+    from pathlib import Path
+
+    from tasks.cli import main
+    from tasks.serving.options import MIN_KEY_LENGTH
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    assert f"at least {MIN_KEY_LENGTH} characters" in " ".join(capsys.readouterr().out.split())
+    readme = " ".join((Path(__file__).parents[3] / "README.md").read_text().split())
+    assert f"A key must be at least {MIN_KEY_LENGTH} characters" in readme

@@ -59,6 +59,75 @@ def test_champion_moves_only_forward_unless_forced_or_rolled_back(reg_settings,
     assert _aliases(reg_settings, "reg_fwd")["champion"] == "2"
 
 
+def _moves(s, name):
+    return [(m["action"], m["from"], m["version"]) for m in alias_history(name, s)]
+
+
+@pytest.mark.parametrize("operator_move", ["rollback", "rollback_to", "forced_deploy"])
+def test_a_rerun_never_undoes_an_operators_move(reg_settings, logged_models, operator_move):
+    """Issue 19: rerunning a run whose version was champion leaves the aliases alone."""
+    name = f"reg_hold_{operator_move}"
+    good, weak, older = (logged_models[k] for k in ("good", "weak", "uint8"))
+    _deploy(reg_settings, name, good, "20260101T000000Z")  # v1
+    _deploy(reg_settings, name, weak, "20260102T000000Z")  # v2 champion
+    if operator_move == "rollback":
+        rollback(name, reg_settings)
+        expect = "1"
+    elif operator_move == "rollback_to":
+        _deploy(reg_settings, name, older, "20260103T000000Z")  # v3 champion
+        rollback(name, reg_settings, to="1")
+        expect = "1"
+    else:  # the operator forces the first run's version back
+        forced = replace(VERDICT, forced=True, force_reason="INC-3 revert")
+        assert _deploy(reg_settings, name, good, "20260101T000000Z", forced)["moved"]
+        expect = "1"
+    history = _moves(reg_settings, name)
+    assert _aliases(reg_settings, name)["champion"] == expect
+    # Rerun every later run: none moves production, none is recorded as a move.
+    for logged, key in ((weak, "20260102T000000Z"), (older, "20260103T000000Z")):
+        if operator_move != "rollback_to" and logged is older:
+            continue
+        rerun = _deploy(reg_settings, name, logged, key)
+        assert (rerun["moved"], rerun["created"]) == (False, False), rerun
+        assert "re-running its run does not undo that" in rerun["note"], rerun["note"]
+        assert f"champion stays version {expect}" in rerun["note"]
+        assert _aliases(reg_settings, name)["champion"] == expect
+    if operator_move == "forced_deploy":  # a replay of the forced run itself, after a
+        rollback(name, reg_settings, to="2")  # rollback, does not force it again
+        history = _moves(reg_settings, name)
+        replay = _deploy(reg_settings, name, good, "20260101T000000Z", forced)
+        assert replay["moved"] is False and "already forced" in replay["note"]
+        assert _aliases(reg_settings, name)["champion"] == "2"
+        new_word = replace(forced, force_reason="INC-4 revert again")
+        assert _deploy(reg_settings, name, good, "20260101T000000Z", new_word)["moved"]
+        assert _moves(reg_settings, name)[len(history):] == [("force", "2", "1")]
+        return
+    assert _moves(reg_settings, name) == history
+    # The operator's explicit word still moves it.
+    rollback(name, reg_settings, to="2")
+    assert _aliases(reg_settings, name)["champion"] == "2"
+
+
+def test_a_killed_deploy_is_still_promoted_by_its_retry(reg_settings, logged_models):
+    """Registered but killed before the alias moved: the retry promotes it once."""
+    from tasks import tracking
+
+    name = "reg_retry"
+    _deploy(reg_settings, name, logged_models["good"], "20260101T000000Z")
+    client = tracking.configure(reg_settings)
+    from mlflow import register_model  # the version exists, no alias moved (the kill)
+
+    register_model(logged_models["weak"].model_uri, name)
+    retry = _deploy(reg_settings, name, logged_models["weak"], "20260102T000000Z")
+    assert (retry["version"], retry["created"], retry["moved"]) == ("2", False, True)
+    assert _aliases(reg_settings, name)["champion"] == "2"
+    # Killed between the alias move and its record: the rerun records it late, once.
+    client.set_registered_model_alias(name, "champion", "1")
+    assert _deploy(reg_settings, name, logged_models["good"], "20260101T000000Z")["note"] \
+        == "version 1 already is champion"
+    assert _moves(reg_settings, name)[-1] == ("deploy_recorded_late", "2", "1")
+
+
 def test_a_version_missing_lineage_tags_is_repaired_on_redeploy(reg_settings, logged_models):
     from tasks import tracking
 
