@@ -76,3 +76,14 @@ def test_switches_read_their_variables(monkeypatch):
     monkeypatch.setenv("MLP_SERVE_METRICS", "maybe")
     with pytest.raises(OptionError, match="MLP_SERVE_METRICS='maybe'"):
         RuntimeOptions.from_env()
+
+
+def test_mlp_serve_refuses_bad_extras_in_one_line_before_loading_anything(tmp_path, capsys):
+    from tasks.cli import main
+
+    assert main(["serve", "--log-requests", "mnist=2"]) == 2
+    assert "mlp serve: --log-requests 'mnist=2': expected RATE or NAME=RATE" in (
+        capsys.readouterr().err)
+    missing = tmp_path / "nope.json"
+    assert main(["serve", "--batching-parameters", str(missing)]) == 2
+    assert f"cannot read batching parameters {missing}" in capsys.readouterr().err
