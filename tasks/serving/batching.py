@@ -99,7 +99,8 @@ class _Lane:
     items: deque[_Item] = field(default_factory=deque)
     queued: int = 0
     running: bool = False
-    timer: asyncio.TimerHandle | asyncio.Handle | None = None
+    forming: bool = False  # a lone request is letting one event-loop turn pass
+    timer: asyncio.TimerHandle | None = None
 
 
 def _call(served: Any, batches: list[Any]) -> list[Any]:
@@ -171,20 +172,42 @@ class Batcher:
                             f"(max_enqueued_batches={params.max_enqueued_batches} of "
                             f"max_batch_size={params.max_batch_size}); retry later")
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        lane.items.append(_Item(batch, size, _form(batch), future))
+        item = _Item(batch, size, _form(batch), loop.create_future())
+        lane.items.append(item)
         lane.queued += size
-        if not lane.running:
-            if lane.queued >= params.max_batch_size:
+        if lane.running:
+            return await item.future  # it joins the batch after the running one
+        if lane.queued >= params.max_batch_size:
+            self._dispatch(lane)  # a full batch goes now
+        elif lane.forming or lane.timer is not None:
+            pass  # it joins the batch being formed
+        elif params.batch_timeout_micros:
+            lane.timer = loop.call_later(params.batch_timeout_micros / 1e6, self._dispatch,
+                                         lane)
+        else:
+            # The requests whose bytes arrived in the same event-loop turn are parsed while
+            # this one lets the turn pass: they form the batch. Alone, it runs at once, as
+            # without batching (no future, no thread).
+            lane.forming = True
+            try:
+                await asyncio.sleep(0)
+            except BaseException:  # cancelled: the others must not wait for it
+                lane.forming = False
+                item.future.cancel()
                 self._dispatch(lane)
-            elif lane.timer is None:
-                # Requests whose bytes arrived in the same event-loop turn are parsed before
-                # this runs: they form the batch. A lone request waits one turn, no more.
-                lane.timer = (loop.call_later(params.batch_timeout_micros / 1e6,
-                                              self._dispatch, lane)
-                              if params.batch_timeout_micros else
-                              loop.call_soon(self._dispatch, lane))
-        return await future
+                raise
+            lane.forming = False
+            if (not lane.running and len(lane.items) == 1 and lane.items[0] is item
+                    and _values(batch) <= self._inline_max_values):
+                lane.items.popleft()
+                lane.queued -= size
+                try:
+                    return lane.served(batch)
+                finally:
+                    if self._metrics is not None:
+                        self._metrics.batch(lane.served.name, lane.served.version, 1, size)
+            self._dispatch(lane)
+        return await item.future
 
     def _dispatch(self, lane: _Lane) -> None:
         """Start one model call with the head of the queue (same-form requests, in order)."""

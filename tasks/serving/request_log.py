@@ -50,6 +50,7 @@ OPEN_SUFFIX = ".jsonl.open"
 CLOSED_SUFFIX = ".jsonl"
 PREFIX = "requests-"
 QUEUE_BYTES = 64 * 1024 * 1024  # arrays waiting for the writer, at most
+POLL_SECONDS = 0.2  # how often the writer takes what queued
 
 
 def utc_stamp(when: float) -> str:
@@ -262,21 +263,23 @@ class RequestLog:
 
     def _run(self) -> None:
         while not (self._stop.is_set() and self._queue.empty()):
-            try:
-                item = self._queue.take(timeout=0.5)
-            except queue.Empty:
-                item = None
-            if item is not None:
+            # Wake up a few times a second and write what queued meanwhile: a wake-up per
+            # record would cost the request path GIL hand-offs.
+            self._stop.wait(POLL_SECONDS)
+            while True:
+                try:
+                    item = self._queue.take_nowait()
+                except queue.Empty:
+                    break
                 try:
                     self._write(item)
                 except OSError:
                     log.exception("request log write failed")
                     self._drop(item[0].name, "error")
-            if item is None or self._queue.empty():
-                for f in self._files.values():
-                    f.flush()
-                    if f.due():
-                        f.rotate()
+            for f in self._files.values():
+                f.flush()
+                if f.due():
+                    f.rotate()
         for f in self._files.values():
             f.rotate()
 

@@ -54,6 +54,7 @@ from tasks.tracking.challenger import (
 log = logging.getLogger(__name__)
 
 MAX_ITEMS_PER_CALL = 64
+POLL_SECONDS = 0.05  # how long queued requests wait to be scored together, at most
 QUEUE_BYTES = 64 * 1024 * 1024  # arrays waiting for the challenger, at most
 
 
@@ -314,13 +315,14 @@ class ShadowScorer:
 
     def log_figures(self, force: bool = False) -> None:
         """Log each pair's figures to its challenger's MLflow run (when they changed)."""
+        due = [p for p in list(self._pairs.values()) if p.run_id is not None and p.instances
+               and (force or p.instances != p.logged_at)]
+        if not due:
+            return  # (and MLflow is not imported: the poller thread may be importing it)
         from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
-        for pair in list(self._pairs.values()):
-            if pair.run_id is None or (pair.instances == pair.logged_at and not force) \
-                    or not pair.instances:
-                continue
+        for pair in due:
             # The step is the time, so the latest figures are the newest whichever server
             # process logged them (MLflow's latest value is the one of the largest step).
             step = now // 1000
@@ -348,11 +350,12 @@ class ShadowScorer:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         period = self._options.shadow_log_seconds
         while not (self._stop.is_set() and self._queue.empty()):
-            try:
-                items = [self._queue.take(timeout=0.5)]
-            except queue.Empty:
-                items = []
-            while items and len(items) < MAX_ITEMS_PER_CALL:
+            # Let requests accumulate, then score them in few calls: a wake-up per request
+            # would cost the request path more (GIL hand-offs) than the scoring itself.
+            if self._queue.items < MAX_ITEMS_PER_CALL:
+                self._stop.wait(POLL_SECONDS)
+            items = []
+            while len(items) < MAX_ITEMS_PER_CALL:
                 try:
                     items.append(self._queue.take_nowait())
                 except queue.Empty:
@@ -361,8 +364,14 @@ class ShadowScorer:
                 self._score(group)
             if time.monotonic() - self._last_log >= period:
                 self._last_log = time.monotonic()
-                self.log_figures()
-        self.log_figures()
+                self._log_safely()
+        self._log_safely()
+
+    def _log_safely(self) -> None:
+        try:
+            self.log_figures()
+        except Exception:  # noqa: BLE001 - the scorer thread must outlive a logging fault
+            log.warning("cannot log shadow figures", exc_info=True)
 
     def start(self) -> None:
         """Start the scoring thread."""
