@@ -242,33 +242,35 @@ class Server:
 
     def load(self, payload: Path, args: argparse.Namespace, c: int) -> dict:
         """One round at concurrency ``c``, with the server's CPU time per request."""
+        calls = self.batch_calls()
         before = self.cpu_seconds()
         out = run_load(self.predict, payload, args.requests, c, args.warmup)
         used = self.cpu_seconds() - before
         out["cpu_us"] = 1e6 * used / (args.requests + args.warmup)
+        after = self.batch_calls()
+        out["batch"] = ((after[0] - calls[0]) / (after[1] - calls[1])
+                        if after[1] > calls[1] else None)
         return out
 
-    def batch_sizes(self) -> str:
-        """Mean requests per model call from /metrics (micro-batching), if exposed."""
+    def batch_calls(self) -> tuple[float, float]:
+        """(requests, model calls) of the micro-batcher so far, from /metrics (0 if off)."""
         import httpx
         from prometheus_client.parser import text_string_to_metric_families
 
-        try:
-            r = httpx.get(self.base + "/metrics", timeout=10)
-        except httpx.HTTPError:
-            return "-"
-        if r.status_code != 200:  # metrics off, or not mlp serve
-            return "-"
-        text = r.text
+        if self.kind != "mlp":
+            return 0.0, 0.0
+        r = httpx.get(self.base + "/metrics", timeout=10)
+        if r.status_code != 200:  # metrics off
+            return 0.0, 0.0
         total = count = 0.0
-        for fam in text_string_to_metric_families(text):
+        for fam in text_string_to_metric_families(r.text):
             if fam.name == "mlp_serving_batch_requests":
                 for sample in fam.samples:
                     if sample.name.endswith("_sum"):
                         total += sample.value
                     elif sample.name.endswith("_count"):
                         count += sample.value
-        return f"{total / count:.1f}" if count else "-"
+        return total, count
 
 
 # Every server of a run. Only "shadow on" scores the challenger (the registry's
@@ -318,8 +320,7 @@ def measure(names: list[str], root: Path, env: dict[str, str], model_uri: str,
                 for r in range(args.rounds):
                     for srv in ((a, b) if r % 2 == 0 else (b, a)):
                         results[srv.label].setdefault(c, []).append(srv.load(payload, args, c))
-            sizes = {srv.label: srv.batch_sizes() for srv in (a, b)}
-            out[name] = report(name, a.label, b.label, results, sizes)
+            out[name] = report(name, a.label, b.label, results)
     finally:
         for srv in servers.values():
             if srv.proc is not None:
@@ -331,12 +332,12 @@ def _median(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
-def report(name: str, a: str, b: str, results: dict, sizes: dict) -> dict:
+def report(name: str, a: str, b: str, results: dict) -> dict:
     print(f"\n== {name}: {a} (A) vs {b} (B), medians of {len(next(iter(results[a].values())))}"
           " alternating rounds")
     print(f"{'conc':>5} | {'A req/s':>8} {'A p50':>7} {'A p99':>7} {'A cpu':>6} | "
           f"{'B req/s':>8} {'B p50':>7} {'B p99':>7} {'B cpu':>6} | {'B/A req/s':>9} "
-          f"{'B/A p99':>8} {'B/A cpu':>8} | errors  versions")
+          f"{'B/A p99':>8} {'B/A cpu':>8} | {'B batch':>7} | errors  versions")
     rows = {}
     for c in results[a]:
         ra, rb = results[a][c], results[b][c]
@@ -347,6 +348,8 @@ def report(name: str, a: str, b: str, results: dict, sizes: dict) -> dict:
         for r in rb:
             for v, k in r["versions"].items():
                 versions[v] = versions.get(v, 0) + k
+        sizes = [r["batch"] for r in rb if r.get("batch")]
+        fb["batch"] = statistics.median(sizes) if sizes else None
         rows[c] = {"A": fa, "B": fb, "rps_ratio": fb["rps"] / fa["rps"],
                    "p99_ratio": fb["p99_ms"] / fa["p99_ms"],
                    "cpu_ratio": fb["cpu_us"] / fa["cpu_us"], "errors": errors,
@@ -354,11 +357,11 @@ def report(name: str, a: str, b: str, results: dict, sizes: dict) -> dict:
         print(f"{c:>5} | {fa['rps']:>8.0f} {fa['p50_ms']:>7.1f} {fa['p99_ms']:>7.1f} "
               f"{fa['cpu_us']:>6.0f} | {fb['rps']:>8.0f} {fb['p50_ms']:>7.1f} "
               f"{fb['p99_ms']:>7.1f} {fb['cpu_us']:>6.0f} | {rows[c]['rps_ratio']:>8.2f}x "
-              f"{rows[c]['p99_ratio']:>7.2f}x {rows[c]['cpu_ratio']:>7.2f}x | {errors:>6}  "
-              f"{versions}")
-    print(f"mean requests per model call (all rounds): {a}: {sizes[a]}, {b}: {sizes[b]}; "
-          "cpu = the server's CPU time per request, in µs (less sensitive than req/s to "
-          "what else runs)")
+              f"{rows[c]['p99_ratio']:>7.2f}x {rows[c]['cpu_ratio']:>7.2f}x | "
+              f"{'-' if fb['batch'] is None else format(fb['batch'], '.1f'):>7} | "
+              f"{errors:>6}  {versions}")
+    print("cpu = the server's CPU time per request, µs (steadier than req/s on a loaded "
+          "machine); B batch = B's mean requests per model call (micro-batching)")
     return {"A": a, "B": b, "by_concurrency": rows}
 
 
@@ -389,6 +392,9 @@ def bench(args: argparse.Namespace) -> int:
     env = {**os.environ, "MLP_HOME": str(root),
            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
            "TF_CPP_MIN_LOG_LEVEL": "2", "GIT_PYTHON_REFRESH": "quiet",
+           # No registry poll during the rounds (a poll costs tens of ms of CPU, which
+           # would land in some rounds' CPU per request and not in others).
+           "MLP_SERVE_POLL_SECONDS": "3600",
            # `mlflow models serve` execs `uvicorn` from PATH: use the venv's.
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     os.environ.update(env)
