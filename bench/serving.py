@@ -1,18 +1,32 @@
-"""Serving benchmark: this platform's REST server vs ``mlflow models serve``, same model.
+"""Serving benchmark: ``mlp serve`` modes side by side (and against ``mlflow models serve``).
 
 Trains a small MNIST softmax model (the books' softmax, on scikit-learn's real digits
-upscaled to 28x28), registers it in a throw-away MLflow store, then serves it in turn with
+upscaled to 28x28) and a second, weaker one, registers them in a throw-away MLflow store
+(``mnist`` v1 champion, v2 challenger), then compares, on the same model and the same
+bounded loopback load from a separate client process (aiohttp; batch-1
+``{"instances": [...]}`` requests at a fixed concurrency after a warm-up):
 
-- ``mlp serve`` (``tasks/serving/``: Starlette + uvicorn, concrete tf.function), and
-- ``mlflow models serve -m models:/mnist/1 --env-manager local`` (one worker, its default),
+- ``batching``: micro-batching off (``--no-batching``) vs on (the default parameters);
+- ``metrics``: ``MLP_SERVE_METRICS=0`` vs on (``/metrics``; batching on in both);
+- ``shadow``: the challenger not scored (``MLP_SERVE_SHADOW_SAMPLE=0``) vs every request
+  shadow-scored by the challenger; only the champion's answers are timed;
+- ``mlflow``: ``mlflow models serve -m models:/mnist/1 --env-manager local`` (its default
+  single worker) vs ``mlp serve``.
 
-and drives each, alone on the machine, with the same bounded loopback load from a separate
-client process (aiohttp): a fixed number of batch-1 ``{"instances": [...]}`` requests at a
-fixed concurrency after a short warm-up. Prints req/s, p50 and p99 for each and the ratios.
+All servers run at the same time on their own ports (the "default" one, batching and
+metrics on, shadow off, is B of ``batching`` and ``metrics`` and A of ``shadow``); each
+pair is measured in alternating rounds (A, B, B, A, ...), so a change in the machine's
+background load hits both; each figure is the median over the rounds. Ratios are B / A.
+Besides req/s and latency, each round reads the server process tree's CPU time per
+request (``/proc`` via psutil): on a machine other jobs load, it shows what a mode costs
+far more steadily than req/s does.
 
 Usage::
 
-    .venv/bin/python bench/serving.py [--requests 2000] [--concurrency 8]
+    .venv/bin/python bench/serving.py                       # batching, metrics, shadow
+    .venv/bin/python bench/serving.py --compare batching --concurrency 1,8,64
+    .venv/bin/python bench/serving.py --compare mlflow --concurrency 8
+    .venv/bin/python bench/serving.py --tiny                # seconds: the smoke run of make test
 """
 
 from __future__ import annotations
@@ -23,10 +37,12 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,8 +63,9 @@ async def _drive(url: str, payload: bytes, n: int, concurrency: int) -> dict:
 
     latencies: list[float] = []
     errors: list[str] = []
+    versions: dict[str, int] = {}
     issued = 0
-    timeout = aiohttp.ClientTimeout(total=30)
+    timeout = aiohttp.ClientTimeout(total=60)
     headers = {"Content-Type": "application/json"}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency),
                                      timeout=timeout) as session:
@@ -63,6 +80,8 @@ async def _drive(url: str, payload: bytes, n: int, concurrency: int) -> dict:
                         await r.read()
                         if r.status != 200:
                             errors.append(f"HTTP {r.status}")
+                        v = r.headers.get("x-model-version", "-")
+                        versions[v] = versions.get(v, 0) + 1
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     errors.append(repr(exc))
                 latencies.append(time.perf_counter() - t0)
@@ -77,12 +96,13 @@ async def _drive(url: str, payload: bytes, n: int, concurrency: int) -> dict:
 
     return {"requests": len(latencies), "errors": len(errors), "first_errors": errors[:3],
             "seconds": elapsed, "rps": len(latencies) / elapsed, "p50_ms": pct(0.50),
-            "p99_ms": pct(0.99)}
+            "p99_ms": pct(0.99), "versions": versions}
 
 
 def drive_main(args: argparse.Namespace) -> None:
     payload = Path(args.payload).read_bytes()
-    asyncio.run(_drive(args.url, payload, args.warmup, args.concurrency))
+    if args.warmup:
+        asyncio.run(_drive(args.url, payload, args.warmup, args.concurrency))
     print(json.dumps(asyncio.run(_drive(args.url, payload, args.requests, args.concurrency))))
 
 
@@ -97,8 +117,8 @@ def run_load(url: str, payload: Path, n: int, concurrency: int, warmup: int) -> 
 # -- set-up ---------------------------------------------------------------------------------
 
 
-def train_and_register(env: dict[str, str]) -> tuple[str, list]:
-    """Train the softmax model, register it as mnist v1 (champion); return URI and input."""
+def train_and_register(epochs: int) -> tuple[str, list]:
+    """Train two softmax models, register them as mnist v1 (champion) and v2 (challenger)."""
     import keras
     import mlflow
     import numpy as np
@@ -113,23 +133,28 @@ def train_and_register(env: dict[str, str]) -> tuple[str, list]:
     imgs = np.pad(np.kron(d.images, np.ones((3, 3))), ((0, 0), (2, 2), (2, 2)))
     x = np.clip(imgs * (255.0 / 16.0), 0, 255).astype("float32")
     y = d.target
-    keras.utils.set_random_seed(0)
-    model = build_model({"variant": "softmax", "learning_rate": 0.01},
-                        {"train": {"features": {"image": {"min": 0, "max": 255}}}})
-    model.fit(x[:1500], y[:1500], epochs=5, batch_size=32, verbose=0)
-    acc = float((model.predict(x[1500:], verbose=0).argmax(1) == y[1500:]).mean())
     s = settings()
     client = tracking.configure(s)
-    with mlflow.start_run(experiment_id=tracking.experiment_id("mnist", s)):
-        mlflow.log_metric("test_accuracy", acc)
-        info = mlflow.tensorflow.log_model(
-            model, name="model", signature=infer_signature(x[:2], model.predict(x[:2])),
-            pip_requirements=["tensorflow-cpu", "keras"])
-    mv = mlflow.register_model(info.model_uri, "mnist")
-    client.set_registered_model_alias("mnist", "champion", str(mv.version))
-    print(f"trained softmax on digits: held-out accuracy {acc:.3f}; registered mnist "
-          f"v{mv.version}", flush=True)
-    return f"models:/mnist/{mv.version}", x[1500].tolist()
+    accuracies = []
+    for seed, n_train in ((0, 1500), (1, 300)):
+        keras.utils.set_random_seed(seed)
+        model = build_model({"variant": "softmax", "learning_rate": 0.01},
+                            {"train": {"features": {"image": {"min": 0, "max": 255}}}})
+        model.fit(x[:n_train], y[:n_train], epochs=epochs, batch_size=32, verbose=0)
+        acc = float((model.predict(x[1500:], verbose=0).argmax(1) == y[1500:]).mean())
+        accuracies.append(acc)
+        with mlflow.start_run(experiment_id=tracking.experiment_id("mnist", s)):
+            mlflow.log_metric("test_accuracy", acc)
+            mlflow.log_param("objective", "classification")
+            info = mlflow.tensorflow.log_model(
+                model, name="model", signature=infer_signature(x[:2], model.predict(x[:2])),
+                pip_requirements=["tensorflow-cpu", "keras"])
+        mlflow.register_model(info.model_uri, "mnist")
+    client.set_registered_model_alias("mnist", "champion", "1")
+    client.set_registered_model_alias("mnist", "challenger", "2")
+    print(f"trained two softmax models on digits: held-out accuracy {accuracies[0]:.3f} "
+          f"(mnist v1, champion) and {accuracies[1]:.3f} (v2, challenger)", flush=True)
+    return "models:/mnist/1", x[1500].tolist()
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
@@ -144,7 +169,7 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
                 return
         except httpx.TransportError:
             pass
-        time.sleep(0.5)
+        time.sleep(0.3)
     raise TimeoutError(url)
 
 
@@ -165,88 +190,270 @@ def answer(url: str, payload: bytes) -> list:
     return r.json()["predictions"]
 
 
+@dataclass
+class Server:
+    """One server process of a comparison."""
+
+    label: str
+    kind: str  # "mlp" or "mlflow"
+    env: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+    base: str = ""
+
+    @property
+    def predict(self) -> str:
+        return self.base + ("/v1/models/mnist:predict" if self.kind == "mlp" else
+                            "/invocations")
+
+    def start(self, root: Path, env: dict[str, str], model_uri: str) -> None:
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        if self.kind == "mlp":
+            cmd = [sys.executable, "-m", "tasks.cli", "serve", "--port", str(port),
+                   "--model", "mnist", *self.args]
+        else:
+            cmd = [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager",
+                   "local", "-h", "127.0.0.1", "-p", str(port)]
+        log = open(root / f"{self.label.replace(' ', '_')}.log", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, env={**env, **self.env}, cwd=REPO, stdout=log,
+                                     stderr=subprocess.STDOUT)
+
+    def ready(self) -> None:
+        if self.kind == "mlp":
+            wait_http(self.base + "/readyz", self.proc)
+            wait_http(self.base + "/v1/models/mnist", self.proc)
+        else:
+            wait_http(self.base + "/ping", self.proc)
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the server's process tree (user + system)."""
+        import psutil
+
+        total = 0.0
+        root = psutil.Process(self.proc.pid)
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                t = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += t.user + t.system
+        return total
+
+    def load(self, payload: Path, args: argparse.Namespace, c: int) -> dict:
+        """One round at concurrency ``c``, with the server's CPU time per request."""
+        calls = self.batch_calls()
+        before = self.cpu_seconds()
+        out = run_load(self.predict, payload, args.requests, c, args.warmup)
+        used = self.cpu_seconds() - before
+        out["cpu_us"] = 1e6 * used / (args.requests + args.warmup)
+        after = self.batch_calls()
+        out["batch"] = ((after[0] - calls[0]) / (after[1] - calls[1])
+                        if after[1] > calls[1] else None)
+        return out
+
+    def batch_calls(self) -> tuple[float, float]:
+        """(requests, model calls) of the micro-batcher so far, from /metrics (0 if off)."""
+        import httpx
+        from prometheus_client.parser import text_string_to_metric_families
+
+        if self.kind != "mlp":
+            return 0.0, 0.0
+        r = httpx.get(self.base + "/metrics", timeout=10)
+        if r.status_code != 200:  # metrics off
+            return 0.0, 0.0
+        total = count = 0.0
+        for fam in text_string_to_metric_families(r.text):
+            if fam.name == "mlp_serving_batch_requests":
+                for sample in fam.samples:
+                    if sample.name.endswith("_sum"):
+                        total += sample.value
+                    elif sample.name.endswith("_count"):
+                        count += sample.value
+        return total, count
+
+
+# Every server of a run. Only "shadow on" scores the challenger (the registry's
+# challenger alias is set for all of them; the others sample none of their requests).
+SERVERS = {
+    "default": lambda: Server("default", "mlp", env={"MLP_SERVE_SHADOW_SAMPLE": "0"}),
+    "batching off": lambda: Server("batching off", "mlp", args=["--no-batching"],
+                                   env={"MLP_SERVE_SHADOW_SAMPLE": "0"}),
+    "metrics off": lambda: Server("metrics off", "mlp",
+                                  env={"MLP_SERVE_METRICS": "0", "MLP_SERVE_SHADOW_SAMPLE": "0"}),
+    "shadow on": lambda: Server("shadow on", "mlp", env={"MLP_SERVE_SHADOW_SAMPLE": "1"}),
+    "mlflow models serve": lambda: Server("mlflow models serve", "mlflow"),
+}
+# comparison -> (A, B): ratios are B / A.
+COMPARISONS = {
+    "batching": ("batching off", "default"),
+    "metrics": ("metrics off", "default"),
+    "shadow": ("default", "shadow on"),
+    "mlflow": ("mlflow models serve", "default"),
+}
+
+
+def measure(names: list[str], root: Path, env: dict[str, str], model_uri: str,
+            payload: Path, args: argparse.Namespace) -> dict[str, dict]:
+    """Start every server the comparisons need at once, then measure each pair in turn."""
+    servers = {label: SERVERS[label]() for name in names for label in COMPARISONS[name]}
+    started = time.perf_counter()
+    for srv in servers.values():
+        srv.start(root, env, model_uri)
+    out = {}
+    try:
+        for srv in servers.values():
+            srv.ready()
+        print(f"{len(servers)} servers ready in {time.perf_counter() - started:.0f} s: "
+              f"{', '.join(servers)}", flush=True)
+        import numpy as np
+
+        answers = {label: answer(srv.predict, payload.read_bytes())
+                   for label, srv in servers.items()}
+        first = next(iter(answers.values()))
+        for got in answers.values():  # all must compute the same thing
+            np.testing.assert_allclose(got, first, rtol=1e-4, atol=1e-6)
+        for name in names:
+            a, b = (servers[label] for label in COMPARISONS[name])
+            results: dict[str, dict[int, list[dict]]] = {a.label: {}, b.label: {}}
+            for c in args.concurrency:
+                for r in range(args.rounds):
+                    for srv in ((a, b) if r % 2 == 0 else (b, a)):
+                        results[srv.label].setdefault(c, []).append(srv.load(payload, args, c))
+            out[name] = report(name, a.label, b.label, results)
+    finally:
+        for srv in servers.values():
+            if srv.proc is not None:
+                stop(srv.proc)
+    return out
+
+
+def _median(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def report(name: str, a: str, b: str, results: dict) -> dict:
+    print(f"\n== {name}: {a} (A) vs {b} (B), medians of {len(next(iter(results[a].values())))}"
+          " alternating rounds")
+    print(f"{'conc':>5} | {'A req/s':>8} {'A p50':>7} {'A p99':>7} {'A cpu':>6} | "
+          f"{'B req/s':>8} {'B p50':>7} {'B p99':>7} {'B cpu':>6} | {'B/A req/s':>9} "
+          f"{'B/A p99':>8} {'B/A cpu':>8} | {'B batch':>7} | errors  versions")
+    rows = {}
+    for c in results[a]:
+        ra, rb = results[a][c], results[b][c]
+        fa = {k: _median(ra, k) for k in ("rps", "p50_ms", "p99_ms", "cpu_us")}
+        fb = {k: _median(rb, k) for k in ("rps", "p50_ms", "p99_ms", "cpu_us")}
+        errors = sum(r["errors"] for r in ra + rb)
+        versions: dict[str, int] = {}
+        for r in rb:
+            for v, k in r["versions"].items():
+                versions[v] = versions.get(v, 0) + k
+        sizes = [r["batch"] for r in rb if r.get("batch")]
+        fb["batch"] = statistics.median(sizes) if sizes else None
+        rows[c] = {"A": fa, "B": fb, "rps_ratio": fb["rps"] / fa["rps"],
+                   "p99_ratio": fb["p99_ms"] / fa["p99_ms"],
+                   "cpu_ratio": fb["cpu_us"] / fa["cpu_us"], "errors": errors,
+                   "B_versions": versions}
+        print(f"{c:>5} | {fa['rps']:>8.0f} {fa['p50_ms']:>7.1f} {fa['p99_ms']:>7.1f} "
+              f"{fa['cpu_us']:>6.0f} | {fb['rps']:>8.0f} {fb['p50_ms']:>7.1f} "
+              f"{fb['p99_ms']:>7.1f} {fb['cpu_us']:>6.0f} | {rows[c]['rps_ratio']:>8.2f}x "
+              f"{rows[c]['p99_ratio']:>7.2f}x {rows[c]['cpu_ratio']:>7.2f}x | "
+              f"{'-' if fb['batch'] is None else format(fb['batch'], '.1f'):>7} | "
+              f"{errors:>6}  {versions}")
+    print("cpu = the server's CPU time per request, µs (steadier than req/s on a loaded "
+          "machine); B batch = B's mean requests per model call (micro-batching)")
+    return {"A": a, "B": b, "by_concurrency": rows}
+
+
+TARGETS = {
+    # (concurrency, check, text)
+    "batching": [(64, lambda r: r["rps_ratio"] >= 1.5 and r["B"]["p99_ms"] <= 50,
+                  "at concurrency 64: >= 1.5x req/s with p99 <= 50 ms (quiet machine)"),
+                 (1, lambda r: r["rps_ratio"] >= 0.95, "at concurrency 1: costs <= 5%")],
+    "metrics": [(None, lambda r: r["rps_ratio"] >= 0.95, "metrics on within 5% req/s")],
+    "shadow": [(8, lambda r: r["p99_ratio"] <= 1.10,
+                "at concurrency 8: the champion's p99 grows <= 10%")],
+    "mlflow": [(None, lambda r: r["rps_ratio"] >= 2, ">= 2x MLflow's req/s")],
+}
+
+
+def verdicts(name: str, out: dict) -> list[str]:
+    lines = []
+    for conc, check, text in TARGETS[name]:
+        for c, row in out["by_concurrency"].items():
+            if conc is None or c == conc:
+                ok = check(row) and row["errors"] == 0
+                lines.append(f"{name} c={c}: {text}: {'met' if ok else 'MISSED'}")
+    return lines
+
+
 def bench(args: argparse.Namespace) -> int:
     root = Path(tempfile.mkdtemp(prefix="mlp-bench-"))
     env = {**os.environ, "MLP_HOME": str(root),
            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
            "TF_CPP_MIN_LOG_LEVEL": "2", "GIT_PYTHON_REFRESH": "quiet",
+           # No registry poll during the rounds (a poll costs tens of ms of CPU, which
+           # would land in some rounds' CPU per request and not in others).
+           "MLP_SERVE_POLL_SECONDS": "3600",
            # `mlflow models serve` execs `uvicorn` from PATH: use the venv's.
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     os.environ.update(env)
     sys.path.insert(0, str(REPO))
-    model_uri, instance = train_and_register(env)
+    started = time.perf_counter()
+    model_uri, instance = train_and_register(args.epochs)
+    print(f"(set-up {time.perf_counter() - started:.0f} s)", flush=True)
     payload = root / "request.json"
     payload.write_text(json.dumps({"instances": [instance]}))
-    results, answers = {}, {}
-    servers = {
-        "mlp serve": lambda p: [sys.executable, "-m", "tasks.cli", "serve", "--port", str(p),
-                                "--model", "mnist"],
-        "mlflow models serve": lambda p: [str(BIN / "mlflow"), "models", "serve", "-m",
-                                          model_uri, "--env-manager", "local", "-h",
-                                          "127.0.0.1", "-p", str(p)],
-    }
-    ready = {"mlp serve": "/readyz", "mlflow models serve": "/ping"}
-    predict = {"mlp serve": "/v1/models/mnist:predict", "mlflow models serve": "/invocations"}
-    for name, cmd in servers.items():
-        if args.only and not name.startswith(args.only):
-            continue
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        log = open(root / f"{name.split()[0]}.log", "w")  # noqa: SIM115
-        proc = subprocess.Popen(cmd(port), env=env, cwd=REPO, stdout=log,
-                                stderr=subprocess.STDOUT)
-        try:
-            wait_http(base + ready[name], proc)
-            if name == "mlp serve":  # ready once the champion is loaded
-                wait_http(base + "/v1/models/mnist", proc)
-            print(f"{name}: serving on {base}; {args.requests} requests at concurrency "
-                  f"{args.concurrency} (after {args.warmup} warm-up)", flush=True)
-            answers[name] = answer(base + predict[name], payload.read_bytes())
-            results[name] = run_load(base + predict[name], payload, args.requests,
-                                     args.concurrency, args.warmup)
-            results[name]["url"] = base + predict[name]
-        finally:
-            stop(proc)
-            log.close()
-    if args.only:
-        print(json.dumps(results, indent=2))
-        return 0
-    import numpy as np
-
-    # Both servers must compute the same thing, or the comparison means nothing.
-    np.testing.assert_allclose(answers["mlp serve"], answers["mlflow models serve"],
-                               rtol=1e-4, atol=1e-6)
-    mine, theirs = results["mlp serve"], results["mlflow models serve"]
-    print()
-    print(f"{'server':<22}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
-    for name, r in results.items():
-        print(f"{name:<22}{r['rps']:>9.1f}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}"
-              f"{r['errors']:>8}")
-    ratio = mine["rps"] / theirs["rps"]
-    print(f"\nthroughput ratio mlp/mlflow: {ratio:.1f}x; p50 ratio mlflow/mlp: "
-          f"{theirs['p50_ms'] / mine['p50_ms']:.1f}x; p99 ratio mlflow/mlp: "
-          f"{theirs['p99_ms'] / mine['p99_ms']:.1f}x")
-    met = ratio >= 2 and mine["p99_ms"] < theirs["p99_ms"] and mine["errors"] == 0
-    print(f"target (>= 2x MLflow's req/s, lower p99, no errors): {'met' if met else 'MISSED'}")
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    print(f"load average before: {' '.join(load)} ({os.cpu_count()} cores); "
+          f"{args.requests} requests per round, {args.warmup} warm-up", flush=True)
+    outcome = measure(args.compare, root, env, model_uri, payload, args)
+    lines = [line for name in args.compare for line in verdicts(name, outcome[name])]
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    print(f"\nload average after: {' '.join(load)}")
+    print("\n".join(lines))
+    if args.json:
+        Path(args.json).write_text(json.dumps(outcome, indent=2))
     print(f"(store and server logs in {root})")
-    return 0 if met else 1
+    errors = sum(row["errors"] for o in outcome.values() for row in o["by_concurrency"].values())
+    return 1 if errors else 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--compare", default="batching,metrics,shadow",
+                        help="comma-separated: batching, metrics, shadow, mlflow")
+    parser.add_argument("--concurrency", default="1,8,64", help="comma-separated levels")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per round")
     parser.add_argument("--warmup", type=int, default=100)
-    parser.add_argument("--only", choices=["mlp", "mlflow"],
-                        help="measure one server only (no comparison)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating rounds per server and concurrency")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--tiny", action="store_true",
+                        help="smoke run: every comparison, few requests, one round")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     parser.add_argument("--drive", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--payload", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.drive:
         args.url = args.drive
+        args.concurrency = int(args.concurrency)
         drive_main(args)
         return 0
+    if args.tiny:
+        args.requests, args.warmup, args.rounds, args.epochs = 40, 5, 1, 1
+        args.concurrency = "1,8"
+    args.compare = [c.strip() for c in args.compare.split(",") if c.strip()]
+    unknown = sorted(set(args.compare) - set(COMPARISONS))
+    if unknown:
+        parser.error(f"--compare: unknown {unknown}; choose from {sorted(COMPARISONS)}")
+    try:
+        args.concurrency = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
+    except ValueError:
+        parser.error("--concurrency takes comma-separated integers, e.g. 1,8,64")
     return bench(args)
 
 

@@ -159,7 +159,10 @@ def summary_lines(summary: dict[str, Any], s: Settings) -> list[str]:
     if gate:
         lines.append(f"  gate            {'PASSED' if gate['passed'] else 'FAILED'}: "
                      f"{gate['reason']}")
-    if deploy and deploy.get("moved", True):
+    if deploy and deploy.get("moved", True) and deploy["alias"] == "challenger":
+        lines.append(f"  registered      {name} version {deploy['version']} (alias "
+                     f"challenger: {deploy['note']})")
+    elif deploy and deploy.get("moved", True):
         lines.append(f"  registered      {name} version {deploy['version']} "
                      f"(alias {deploy['alias']}; previous {deploy['previous'] or 'none'})")
     elif deploy:
@@ -269,7 +272,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         serve(args.host, args.port, access_log=args.access_log, models=args.models,
               token=args.token, api_keys=args.api_keys, insecure=args.insecure,
-              strict_inputs=args.strict_inputs or None)
+              strict_inputs=args.strict_inputs or None,
+              log_requests=args.log_requests, batching_parameters=args.batching_parameters,
+              batching=not args.no_batching)
     except OptionError as exc:
         raise UsageError(str(exc)) from exc
     return 0
@@ -312,6 +317,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             return 1
         emit(args, moves, lambda: format_history(args.history, moves))
         return 0
+    if args.set_challenger or args.clear_challenger:
+        return _challenger(args)
     if args.card:
         from tasks.steps.model_card import read_card
 
@@ -323,6 +330,56 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     rows = list_models()
     emit(args, rows, lambda: format_models(rows))
+    return 0
+
+
+def _challenger(args: argparse.Namespace) -> int:
+    """``mlp models --set-challenger NAME/VERSION`` / ``--clear-challenger NAME``."""
+    from tasks.tracking.registry import RegistryError
+
+    try:
+        if args.clear_challenger:
+            from tasks.tracking.challenger import clear_challenger
+
+            old = clear_challenger(args.clear_challenger, why=args.reason or "")
+            print(f"{args.clear_challenger}: " + (f"challenger version {old} removed"
+                                                   if old else "had no challenger"))
+            return 0
+        from tasks.operations.challenger import set_challenger_checked
+
+        name, _, version = args.set_challenger.partition("/")
+        if not name or not version:
+            raise UsageError(f"--set-challenger {args.set_challenger!r}: expected "
+                             "NAME/VERSION, e.g. mnist/4")
+        result = set_challenger_checked(name, version, why=args.reason or "")
+    except RegistryError as exc:
+        print(f"mlp models: {exc}", file=sys.stderr)
+        return 1
+    print(f"{result['model']}: version {result['challenger']} is the challenger (champion "
+          f"version {result['champion']}); running servers shadow-score it from their next "
+          "registry poll; `mlp promote " + result["model"] + "` when its figures convince")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """``mlp promote``: show the challenger's shadow figures, make it the champion."""
+    apply_env()
+    from tasks.tracking.challenger import format_figures, promote, shadow_figures
+    from tasks.tracking.registry import RegistryError
+
+    try:
+        figures = shadow_figures(args.use_case)
+        if figures is not None:
+            print(format_figures(figures))
+        result = promote(args.use_case, why=args.reason or "", require_figures=not args.force)
+    except RegistryError as exc:
+        print(f"mlp promote: {exc}", file=sys.stderr)
+        return 1
+    back = f"previous is now version {result['previous']}" if result["previous"] else \
+        "there was no champion before"
+    print(f"{result['model']}: champion is now version {result['champion']} ({back}; "
+          f"`mlp rollback {result['model']}` undoes it); running servers switch on their "
+          "next registry poll")
     return 0
 
 
@@ -498,6 +555,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse (400) tabular instances outside their model's schema "
                         "(out of range, unseen category, missing field) instead of "
                         "answering them with warnings")
+    p.add_argument("--log-requests", action="append", metavar="[NAME=]RATE",
+                   help="sample this share of answered requests into $MLP_HOME/requests/"
+                        "<model>/ (repeatable; default: MLP_SERVE_LOG_SAMPLE, off)")
+    p.add_argument("--batching-parameters", metavar="FILE",
+                   help="JSON micro-batching parameters, global and per model "
+                        "(max_batch_size, batch_timeout_micros, max_enqueued_batches)")
+    p.add_argument("--no-batching", action="store_true",
+                   help="call the model once per request (no micro-batching)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("rollback", help="move champion one step back in its history "
@@ -513,7 +578,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="every recorded champion move of one model (who, when, why)")
     p.add_argument("--card", metavar="NAME[/VERSION]",
                    help="print the model card of a version (default: the champion)")
+    p.add_argument("--set-challenger", metavar="NAME/VERSION",
+                   help="shadow-score this version beside the champion (infra-validated "
+                        "first); `mlp promote NAME` makes it the champion")
+    p.add_argument("--clear-challenger", metavar="NAME", help="stop shadow-scoring")
+    p.add_argument("--reason", help="why (kept in the alias history)")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("promote", help="show the challenger's shadow agreement figures and "
+                       "make it the champion (recorded; mlp rollback undoes it)")
+    p.add_argument("use_case")
+    p.add_argument("--reason", help="why (kept in the alias history)")
+    p.add_argument("--force", action="store_true",
+                   help="promote even if no server has shadow-scored the challenger")
+    p.set_defaults(func=cmd_promote)
 
     p = sub.add_parser(
         "approve", help="approve (or --reject) a run waiting after a passing gate (REST API)")

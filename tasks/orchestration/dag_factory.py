@@ -130,6 +130,11 @@ def trigger_params(spec: UseCaseSpec) -> dict[str, Param]:
         description="Largest fraction of bad rows (empty cells, non-numbers, out of range, "
                     "unknown values) quarantined instead of failing ingest and preprocessing",
     )
+    params["rollout"] = Param(
+        "champion", type="string", enum=["champion", "shadow"],
+        description="champion: a passing version serves at once; shadow: it becomes the "
+                    "challenger, scored beside the champion until `mlp promote`",
+    )
     params["require_approval"] = Param(
         spec.require_approval, type="boolean",
         description="After a passing gate, wait for an operator to approve or reject "
@@ -235,7 +240,8 @@ def _deploy(spec: UseCaseSpec, snapshot: Snapshot, trained: TrainedModel,
 
     layout = RunLayout.of(spec.name, snapshot.run_key)
     with step("deploy", spec, layout.key) as out:
-        deployment = deploy(spec.name, trained, verdict, snapshot, layout)
+        rollout = get_current_context()["params"].get("rollout", "champion")
+        deployment = deploy(spec.name, trained, verdict, snapshot, layout, rollout=rollout)
         write_card(spec, deployment, snapshot, trained, verdict, layout, approval)
         write_json(layout.deploy_file, deployment.to_xcom())
         out.summary = (f"{spec.name} version {deployment.version} is {deployment.alias}"

@@ -13,6 +13,11 @@ This package owns the serving layer, and nothing else imports its insides:
 - :mod:`~tasks.serving.auth` and :mod:`~tasks.serving.options`: bearer token / API keys,
   the server's own settings and the refusal to bind beyond loopback without credentials;
 - :mod:`~tasks.serving.openapi`: the OpenAPI description (``GET /openapi.json``);
+- :mod:`~tasks.serving.runtime` (settings in :mod:`~tasks.serving.runtime_options`):
+  around the model call, :mod:`~tasks.serving.batching` (adaptive micro-batching),
+  :mod:`~tasks.serving.metrics` (``GET /metrics``, Prometheus),
+  :mod:`~tasks.serving.request_log` (sampled requests to rotating JSONL files) and
+  :mod:`~tasks.serving.shadow` (the ``challenger`` scored in the champion's shadow);
 - :mod:`~tasks.serving.app`: the Starlette app, one small handler per route;
 - :mod:`~tasks.serving.server`: running it under uvicorn (``mlp serve``);
 - ``static/demo.html``: the browser demo page (``GET /demo``).

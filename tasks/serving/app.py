@@ -8,6 +8,7 @@ request bodies go through :mod:`tasks.serving.codec`. Every client mistake is a 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ from starlette.routing import Route
 from tasks.core.config import Settings
 from tasks.serving import limits, openapi
 from tasks.serving.auth import TokenAuth
+from tasks.serving.batching import QueueFull
 from tasks.serving.codec import (
     BadRequest,
     TabularRequest,
@@ -35,7 +37,10 @@ from tasks.serving.codec import (
     parse_tabular_request,
     version_number,
 )
+from tasks.serving.metrics import RequestMetrics
 from tasks.serving.options import ServeOptions
+from tasks.serving.runtime import Runtime
+from tasks.serving.runtime_options import RuntimeOptions
 from tasks.serving.signature import SIGNATURE_NAME
 from tasks.serving.store import ModelStore, NotFound, Served
 
@@ -101,14 +106,21 @@ def _reason(message: str | None) -> str:
     return re.sub(r"\{\{[^}]*\}\}\s*", "", text).strip().splitlines()[0]
 
 
-async def _run_model(served: Served, batch: Any) -> Any | Response:
-    """The model's outputs for a validated batch (large batches off the event loop)."""
+async def _run_model(served: Served, batch: Any, runtime: Runtime) -> Any | Response:
+    """The model's outputs for a validated batch (large batches off the event loop).
+
+    While other requests are in flight, the batch joins a micro-batch (tasks.serving.batching).
+    """
     try:
+        if runtime.batches(served):
+            return await runtime.batcher.run(served, batch)
         size = (sum(v.size for v in batch.values()) if isinstance(batch, dict)
                 else batch.size)
         if size <= INLINE_MAX_VALUES:
             return served(batch)
         return await run_in_threadpool(served, batch)
+    except QueueFull as exc:
+        return _error(503, str(exc))
     except Exception as exc:  # validated input should never get here: a model fault
         import tensorflow as tf
 
@@ -178,6 +190,7 @@ async def predict(request: Request) -> Response:
       404: {description: Unknown model or version}
       413: {description: Body larger than MLP_SERVE_MAX_BODY_BYTES}
     """
+    started = time.perf_counter()
     served = await _resolve(request)
     if isinstance(served, Response):
         return served
@@ -187,9 +200,13 @@ async def predict(request: Request) -> Response:
     if isinstance(parsed, TabularRequest):
         return await _predict_tabular(served, parsed)
     batch, key = parsed
-    out = await _run_model(served, batch)
+    runtime: Runtime = request.app.state.runtime
+    out = await _run_model(served, batch, runtime)
     if isinstance(out, Response):
         return out
+    # Request log and shadow scoring: samples queued for background threads, no waiting.
+    runtime.answered(request.scope, served, batch, out, started,
+                     champion="version" not in request.path_params)
     # The version header lets clients (and the hot-reload test) see which one answered.
     return Response(await _encode(request, out, key), media_type="application/json",
                     headers={"x-model-version": served.version})
@@ -301,6 +318,21 @@ async def readyz(request: Request) -> Response:
                                                 for n in store.names()}})
 
 
+async def metrics(request: Request) -> Response:
+    """``GET /metrics``: Prometheus exposition (tasks.serving.metrics).
+
+    ---
+    summary: Prometheus metrics per model and version (404 when MLP_SERVE_METRICS=0)
+    responses:
+      200: {description: Prometheus text format}
+    """
+    registry = request.app.state.runtime.metrics
+    if registry is None:
+        return _error(404, "metrics are off (MLP_SERVE_METRICS=0)")
+    body, content_type = registry.exposition(request.headers.get("accept"))
+    return Response(body, media_type=content_type)
+
+
 async def demo(request: Request) -> Response:
     """``GET /demo``: draw a digit, see the class probabilities."""
     return HTMLResponse(request.app.state.demo_html)
@@ -321,11 +353,13 @@ async def http_error(request: Request, exc: Exception) -> Response:
 async def lifespan(app: Starlette):  # noqa: ANN201
     """The registry poller and the offload processes run while the app does."""
     app.state.offload.start()
+    app.state.runtime.start()
     app.state.store.start()
     try:
         yield
     finally:
         app.state.store.stop()
+        app.state.runtime.stop()
         app.state.offload.close()
 
 
@@ -338,6 +372,7 @@ ROUTES = [
     Route("/v1/models/{name}/versions/{version}/metadata", metadata, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi.openapi, methods=["GET"], include_in_schema=False),
     Route("/demo", demo, methods=["GET"]),
     Route("/", index, methods=["GET"]),
@@ -346,7 +381,8 @@ ROUTES = [
 
 def create_app(s: Settings | None = None, store: ModelStore | None = None,
                models: Collection[str] | None = None,
-               options: ServeOptions | None = None) -> Starlette:
+               options: ServeOptions | None = None,
+               runtime: RuntimeOptions | None = None) -> Starlette:
     """Build the ASGI app; the registry poller starts and stops with the app's lifespan.
 
     Args:
@@ -354,16 +390,24 @@ def create_app(s: Settings | None = None, store: ModelStore | None = None,
         store: A store to serve from (default: a new one polling the registry of ``s``).
         models: Serve only these registered models (default: every model with a champion).
         options: Limits (default: from ``MLP_SERVE_*`` variables).
+        runtime: Metrics, micro-batching, request logs, shadow scoring (default: from
+            ``MLP_SERVE_*`` variables).
 
     """
     options = options or ServeOptions.from_env()
-    # Outermost first: credentials are checked before the body size, and neither reads it.
-    middleware = [Middleware(TokenAuth, keys=options.keys)] if options.keys else []
+    store = store or ModelStore(s, models=models)
+    extras = Runtime(store, runtime or RuntimeOptions.from_env(), s)
+    # Outermost first: every predict request is measured (401 and 413 too); credentials
+    # are checked before the body size, and neither reads it.
+    middleware = [Middleware(RequestMetrics, runtime=extras)] if extras.metrics else []
+    if options.keys:
+        middleware.append(Middleware(TokenAuth, keys=options.keys))
     middleware.append(Middleware(limits.BodyLimit, limit=options.max_body_bytes))
     app = Starlette(routes=ROUTES, lifespan=lifespan, middleware=middleware,
                     exception_handlers={HTTPException: http_error})
     app.state.options = options
     app.state.offload = limits.Offload(options.parse_workers)
-    app.state.store = store or ModelStore(s, models=models)
+    app.state.store = store
+    app.state.runtime = extras
     app.state.demo_html = DEMO_HTML.read_text()
     return app

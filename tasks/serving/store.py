@@ -25,6 +25,7 @@ from tasks.features.schema import KEY as SCHEMA_KEY
 from tasks.features.schema import InputSchema
 from tasks.serving.signature import Signature, example_batch, signature_of
 from tasks.tracking import CHAMPION
+from tasks.tracking.challenger import CHALLENGER
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,9 @@ class ModelStore:
         self._loader = loader
         self._max_versions = max_versions
         self._champions: dict[str, Served] = {}
+        self._challengers: dict[str, Served] = {}
+        # Told about loads and swaps (tasks.serving.metrics.ServingMetrics), if set.
+        self.observer: Any = None
         self._versions: OrderedDict[tuple[str, str], Served] = OrderedDict()
         self._loading: dict[str, str] = {}
         self._failed: dict[tuple[str, str], float] = {}
@@ -177,6 +181,10 @@ class ModelStore:
     def get(self, name: str) -> Served | None:
         """The champion served for ``name``, if any."""
         return self._champions.get(name)
+
+    def challenger(self, name: str) -> Served | None:
+        """The ``challenger`` of ``name`` shadow-scored beside its champion, if any."""
+        return self._challengers.get(name)
 
     def names(self) -> list[str]:
         """Names of all served models."""
@@ -229,12 +237,28 @@ class ModelStore:
         with self._load_lock:
             served = self.cached_version(name, version)
             if served is None:
-                served = self._loader(name, version, self._s)
+                served = self._load(name, version, "-")
                 self._remember(served)
         return served
 
+    def _load(self, name: str, version: str, alias: str) -> Served:
+        started = time.monotonic()
+        try:
+            served = self._loader(name, version, self._s)
+        except Exception:
+            if self.observer is not None:
+                self.observer.loaded(name, version, alias, time.monotonic() - started, False)
+            raise
+        if self.observer is not None:
+            self.observer.loaded(name, version, alias, time.monotonic() - started, True)
+        return served
+
+    def _swapped(self, name: str, alias: str, version: str | None) -> None:
+        if self.observer is not None:
+            self.observer.swapped(name, alias, version)
+
     def sync(self) -> dict[str, str]:
-        """One registry poll: load and swap in every champion that moved.
+        """One registry poll: load and swap in every champion (and challenger) that moved.
 
         Returns:
             Model name -> version served after the poll.
@@ -242,15 +266,19 @@ class ModelStore:
         """
         client = tracking.configure(self._s)
         wanted: dict[str, str] = {}
+        challengers: dict[str, str] = {}
         token = None
         while True:
             page = client.search_registered_models(max_results=100, page_token=token)
             for rm in page:
                 if self._only is not None and rm.name not in self._only:
                     continue
-                version = (rm.aliases or {}).get(CHAMPION)
+                aliases = rm.aliases or {}
+                version = aliases.get(CHAMPION)
                 if version is not None:
                     wanted[rm.name] = str(version)
+                    if aliases.get(CHALLENGER) not in (None, version):
+                        challengers[rm.name] = str(aliases[CHALLENGER])
             token = page.token
             if not token:
                 break
@@ -263,8 +291,11 @@ class ModelStore:
                 continue  # a broken version is retried once a minute, not every poll
             self._loading[name] = version
             try:
-                served = self.cached_version(name, version) or self._loader(name, version,
-                                                                           self._s)
+                # A promoted challenger is in memory already: the swap is instant.
+                shadow = self._challengers.get(name)
+                served = (shadow if shadow is not None and shadow.version == version
+                          else None) or self.cached_version(name, version) or self._load(
+                              name, version, CHAMPION)
             except Exception:  # one broken model must not take the others down
                 log.exception("cannot load %s version %s; still serving %s", name, version,
                               current.version if current else "nothing")
@@ -275,9 +306,36 @@ class ModelStore:
             if current is not None:
                 self._remember(current)  # the demoted version stays warm for a rollback
             self._champions = {**self._champions, name: served}
+            self._swapped(name, CHAMPION, version)
             log.info("serving %s version %s (was %s)", name, version,
                      current.version if current else "none")
+        self._sync_challengers(challengers)
         return {n: s.version for n, s in self._champions.items()}
+
+    def _sync_challengers(self, wanted: dict[str, str]) -> None:
+        """Load moved challengers (off the request path); drop the ones whose alias went."""
+        current, kept = self._challengers, {}
+        for name, version in sorted(wanted.items()):
+            have = current.get(name)
+            if have is not None and have.version == version:
+                kept[name] = have
+                continue
+            failed_at = self._failed.get((name, version))
+            if failed_at is not None and time.monotonic() - failed_at < 60:
+                continue
+            try:
+                kept[name] = self.cached_version(name, version) or self._load(
+                    name, version, CHALLENGER)
+            except Exception:  # the champion keeps serving without a shadow
+                log.exception("cannot load %s challenger version %s; no shadow scoring",
+                              name, version)
+                self._failed[(name, version)] = time.monotonic()
+                continue
+            self._swapped(name, CHALLENGER, version)
+            log.info("shadow-scoring %s challenger version %s", name, version)
+        for name in sorted(set(current) - set(kept)):
+            self._swapped(name, CHALLENGER, None)
+        self._challengers = kept
 
     def _poll(self) -> None:
         while not self._stop.is_set():

@@ -8,6 +8,10 @@ not take over production, and neither does a rerun of a version that was champio
 and was moved away from (by a rollback, a forced deploy or a newer deploy), unless the
 operator forces it (``force_deploy`` with a reason) or rolls back explicitly (``mlp
 rollback``).
+
+With ``rollout="shadow"`` a passing candidate becomes the ``challenger`` instead: it is
+registered and infra-validated the same way, servers score it in the champion's shadow
+(:mod:`tasks.serving.shadow`), and ``mlp promote`` makes it the champion later.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from tasks import tracking
 from tasks.core.config import Settings
 from tasks.core.run import Deployment, RunLayout, Snapshot, TrainedModel, Verdict
 from tasks.steps.infra_validation import validate
+from tasks.tracking.challenger import CHALLENGER, set_challenger
 from tasks.tracking.parents import parent_tags
 from tasks.tracking.registry import (
     CHAMPION,
@@ -66,8 +71,12 @@ def register_version(client: Any, model_name: str, trained: TrainedModel,
     return mv, False
 
 
+ROLLOUTS = ("champion", "shadow")
+
+
 def deploy(model_name: str, trained: TrainedModel, verdict: Verdict, snapshot: Snapshot,
-           layout: RunLayout, s: Settings | None = None) -> Deployment:
+           layout: RunLayout, s: Settings | None = None,
+           rollout: str = "champion") -> Deployment:
     """Register the trained model as a version of ``model_name``; make it champion if newer.
 
     Idempotent: the version is found by the training run id, so re-running the same DAG
@@ -84,9 +93,17 @@ def deploy(model_name: str, trained: TrainedModel, verdict: Verdict, snapshot: S
         snapshot: The run's raw snapshot (run key and checksum become lineage tags).
         layout: The run's paths (the statistics URI becomes a lineage tag).
         s: Settings.
+        rollout: ``champion`` (move ``champion``) or ``shadow`` (move ``challenger``; the
+            champion keeps serving; without a champion the version becomes champion).
+
+    Raises:
+        ValueError: Unknown ``rollout``.
 
     """
     from mlflow.exceptions import MlflowException
+
+    if rollout not in ROLLOUTS:
+        raise ValueError(f"rollout={rollout!r}: choose one of {', '.join(ROLLOUTS)}")
 
     client = tracking.configure(s)
     tags = version_tags(verdict, snapshot.run_key, snapshot.checksum,
@@ -125,6 +142,8 @@ def deploy(model_name: str, trained: TrainedModel, verdict: Verdict, snapshot: S
         log.warning("%s version %s registered, not promoted: %s", model_name, version, note)
         return Deployment(model_name, version, CHAMPION, None, created, verdict.forced,
                           moved=False, note=note)
+    if rollout == "shadow" and old is not None:
+        return _deploy_shadow(client, model_name, version, old, created, verdict, trained, s)
     # Loaded as the server loads it, it must answer its own example before any alias moves.
     validate(model_name, version, trained.run_id, s)
     if old is not None:
@@ -135,3 +154,17 @@ def deploy(model_name: str, trained: TrainedModel, verdict: Verdict, snapshot: S
     return Deployment(model_name, version, CHAMPION, old, created, verdict.forced,
                       note=f"forced over the newer version {old}: {why_older}"
                       if why_older else "")
+
+
+def _deploy_shadow(client: Any, model_name: str, version: str, champion: str, created: bool,
+                   verdict: Verdict, trained: TrainedModel, s: Settings | None) -> Deployment:
+    """``rollout=shadow``: infra-validate, then move ``challenger`` (the champion stays)."""
+    validate(model_name, version, trained.run_id, s, alias=CHALLENGER)
+    moved = set_challenger(model_name, version, s, action="deploy_shadow",
+                           why=verdict.force_reason if verdict.forced else verdict.reason,
+                           client=client)
+    note = (f"shadow-scored against {CHAMPION} version {champion}; `mlp promote "
+            f"{model_name}` makes it {CHAMPION}")
+    log.info("%s version %s is now %s (%s)", model_name, version, CHALLENGER, note)
+    return Deployment(model_name, version, CHALLENGER, moved["previous_challenger"], created,
+                      verdict.forced, note=note)

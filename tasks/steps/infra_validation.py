@@ -128,8 +128,11 @@ def check_answer(out: Any, rows: int, shapes: dict[str, tuple]) -> list[str]:
     return problems
 
 
-def validate(name: str, version: str, run_id: str, s: Settings | None = None) -> dict[str, Any]:
+def validate(name: str, version: str, run_id: str, s: Settings | None = None,
+             alias: str = "champion") -> dict[str, Any]:
     """Load version ``version`` of ``name`` as served and make it answer its example.
+
+    ``alias`` is the one that moves only if it passes (named in the failure message).
 
     Returns:
         ``{"rows", "outputs"}``: what the example gave (shapes).
@@ -154,7 +157,7 @@ def validate(name: str, version: str, run_id: str, s: Settings | None = None) ->
     if problems:
         reason = (f"{name} version {version} failed infra validation (loaded as the server "
                   f"loads it, asked its own serving example): " + "; ".join(problems)
-                  + "; the champion alias did not move")
+                  + f"; the {alias} alias did not move")
         log.error(reason)
         client.set_model_version_tag(name, version, "infra_validation", "failed")
         client.set_model_version_tag(name, version, "infra_validation_reason", reason[:5000])

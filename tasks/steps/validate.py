@@ -43,7 +43,9 @@ PLATFORM_PARAMS = {
     "require_approval": "wait for an operator's approval after a passing gate (mlp approve)",
     "max_bad_fraction": "largest fraction of bad rows quarantined instead of refused "
                         "(0 to 1)",
+    "rollout": "champion (serve at once) or shadow (challenger until mlp promote)",
 }
+ROLLOUTS = ("champion", "shadow")
 CLASSIFIERS = ("classification",)
 
 
@@ -87,6 +89,10 @@ def check_params(spec: UseCaseSpec, conf: Mapping[str, Any]) -> list[Problem]:
             problems.append(Problem(f"--param {key}", f"{value!r} is not a fraction in "
                                                       "[0, 1]; e.g. --param "
                                                       "max_bad_fraction=0.01"))
+            continue
+        if key == "rollout" and value not in ROLLOUTS:
+            problems.append(Problem(f"--param {key}", f"{value!r} is not one of "
+                                                      f"{', '.join(ROLLOUTS)}"))
             continue
         if key in PLATFORM_PARAMS:
             continue

@@ -222,14 +222,17 @@ def record_deploy(model_name: str, version: str, previous: str | None, verdict: 
 def champion_stack(moves: list[dict[str, Any]]) -> list[str]:
     """The champions that rollback would go back through, oldest first (pure).
 
-    Deploys push a version; a rollback pops the top; a rollback to a version truncates
-    the stack after it (or pushes it when it never was champion).
+    Deploys (and promotions) push a version; a rollback pops the top; a rollback to a
+    version truncates the stack after it (or pushes it when it never was champion). The
+    first recorded move's ``from`` is the bottom: the champion set before any history.
     """
     stack: list[str] = []
     for m in moves:
         if m.get("alias", CHAMPION) != CHAMPION:
             continue
         v = m["version"]
+        if not stack and m.get("from") and not m["action"].startswith("rollback"):
+            stack.append(str(m["from"]))  # the champion before the history began
         if m["action"].startswith("rollback") and v in stack:
             last = len(stack) - 1 - stack[::-1].index(v)
             del stack[last + 1:]

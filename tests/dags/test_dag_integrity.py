@@ -59,7 +59,7 @@ def test_dagbag_parses_every_use_case_without_side_effects():
             continue
         assert dag["tasks"] == ["ingest", "preprocess", "train", "evaluate", "gate", "approve",
                                 "deploy"]
-        assert {"epochs", "batch_size", "require_approval"} <= set(dag["params"])
+        assert {"epochs", "batch_size", "require_approval", "rollout"} <= set(dag["params"])
 
 
 def test_every_use_case_has_a_thin_dag_file():

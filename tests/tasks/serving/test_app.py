@@ -123,7 +123,7 @@ def test_openapi_describes_every_api_route(server):
         "/v1/models/{name}:predict", "/v1/models/{name}/versions/{version}:predict",
         "/v1/models/{name}", "/v1/models/{name}/versions/{version}",
         "/v1/models/{name}/metadata", "/v1/models/{name}/versions/{version}/metadata",
-        "/healthz", "/readyz"}
+        "/healthz", "/readyz", "/metrics"}
     op = doc["paths"]["/v1/models/{name}/versions/{version}:predict"]["post"]
     assert [p["name"] for p in op["parameters"]] == ["name", "version"]
     assert {"200", "400", "404", "413"} <= set(op["responses"])

@@ -116,7 +116,7 @@ def test_ensure_valid_raises_one_line_per_problem():
     assert str(err.value).splitlines() == [
         "breast_cancer --param foo: unknown run param; known: batch_size, epochs, "
         "force_deploy, force_reason, learning_rate, max_bad_fraction, require_approval, "
-        "source_dir",
+        "rollout, source_dir",
         "breast_cancer --param epochs: 0 is below the minimum 1",
     ]
 

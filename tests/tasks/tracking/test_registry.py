@@ -231,6 +231,8 @@ def test_champion_stack_replays_moves():
         "1", "2"]
     assert champion_stack([mv("deploy", "1"), mv("deploy", "2"), mv("deploy", "3"),
                            mv("rollback_to", "1"), mv("deploy", "4")]) == ["1", "4"]
+    # A champion set outside the history (no recorded move) is the bottom of the stack.
+    assert champion_stack([{**mv("promote", "2"), "from": "1"}]) == ["1", "2"]
 
 
 def test_rollback_needs_a_previous_version(reg_settings, logged_models):
