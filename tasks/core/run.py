@@ -7,6 +7,10 @@ Every step of a run reads and writes under two folders of the data root::
         dataset/                         TFRecord shards, feature_spec.json, stats.json,
                                          manifest.json (preprocess)
         dataset.quarantine.jsonl         rejected rows with file, row, field and reason
+        analysis/                        the data-analysis page: histograms per split,
+                                         class balance, quarantine (analyze)
+        drift/                           drift against the champion's data: report,
+                                         verdict.json (analyze)
         train/                           model.keras (served), trained.keras, result.json,
                                          history.json, ablation.json, plots (train)
         evaluation/                      evaluation.json and plots (evaluate)
@@ -127,6 +131,16 @@ class RunLayout:
     def feature_spec_file(self) -> Path:
         """What the TFRecords hold (names, dtypes, shapes, encodings)."""
         return self.dataset_dir / FEATURE_SPEC
+
+    @property
+    def analysis_dir(self) -> Path:
+        """The data-analysis page of the run's dataset (analyze)."""
+        return self.run_dir / "analysis"
+
+    @property
+    def drift_dir(self) -> Path:
+        """The drift report against the champion's data and its verdict (analyze)."""
+        return self.run_dir / "drift"
 
     @property
     def train_dir(self) -> Path:

@@ -34,6 +34,9 @@ PLATFORM_PARAMS = {
     "force_deploy": "deploy even if the gate fails (needs force_reason)",
     "force_reason": "why the gate is overridden",
     "require_approval": "wait for an operator's approval after a passing gate (mlp approve)",
+    "force_drift": "train even if the new data drifted past a fail threshold (needs "
+                   "force_drift_reason)",
+    "force_drift_reason": "why training proceeds despite drift (kept in the model card)",
 }
 CLASSIFIERS = ("classification",)
 

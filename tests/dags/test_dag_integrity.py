@@ -55,10 +55,10 @@ def test_dagbag_parses_every_use_case_without_side_effects():
         assert min(dag["retries"]) >= 1
         assert "source_dir" in dag["params"]
         if catalog.get(dag_id).model is None:  # data-only use case: stops after preprocessing
-            assert dag["tasks"] == ["ingest", "preprocess"]
+            assert dag["tasks"] == ["ingest", "preprocess", "analyze"]
             continue
-        assert dag["tasks"] == ["ingest", "preprocess", "train", "evaluate", "gate", "approve",
-                                "deploy"]
+        assert dag["tasks"] == ["ingest", "preprocess", "analyze", "train", "evaluate", "gate",
+                                "approve", "deploy"]
         assert {"epochs", "batch_size", "require_approval"} <= set(dag["params"])
 
 
