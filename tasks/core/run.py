@@ -58,6 +58,11 @@ def raw_asset_uri(use_case: str) -> str:
     return f"mlp://{use_case}/raw"
 
 
+def scoring_asset_uri(use_case: str) -> str:
+    """URI of the asset whose events announce new batch-scoring input of a use case."""
+    return f"mlp://{use_case}/scoring"
+
+
 def safe_key(text: str) -> str:
     """Turn a run id or date into a file-system-safe partition key."""
     return _UNSAFE.sub("-", text).strip("-")

@@ -173,7 +173,10 @@ class BinSketch:
             elif c.kind == CATEGORICAL:
                 counts = (a or {}).get("counts", {})
                 top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_CATEGORIES]
-                bins[c.name] = {"kind": CATEGORICAL, "values": [k for k, _ in top] + [OTHER]}
+                # Shown in a stable, readable order: numbers (class indices) by value.
+                values = sorted((k for k, _ in top), key=lambda v: (
+                    not v.lstrip("-").isdigit(), int(v) if v.lstrip("-").isdigit() else 0, v))
+                bins[c.name] = {"kind": CATEGORICAL, "values": values + [OTHER]}
             else:
                 bins[c.name] = {"kind": NUMERIC, "edges": numeric_edges(a["sketch"])
                                 if a and len(a["sketch"][0]) else []}

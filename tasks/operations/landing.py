@@ -17,17 +17,28 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core.config import Settings, settings
-from tasks.core.run import raw_asset_uri
+from tasks.core.run import raw_asset_uri, scoring_asset_uri
 from tasks.operations.airflow_api import AirflowClient, AirflowError
 from tasks.operations.local import migrate_airflow_db
 from tasks.spec import catalog
 
+SCORING = "scoring"  # ``mlp ingest --for scoring``: input of the <use case>_score DAG
 
-def land(use_case: str, path: str | Path, s: Settings | None = None) -> tuple[Path, dict]:
+
+def landing_root(use_case: str, purpose: str = "training", s: Settings | None = None) -> Path:
+    """``landing/<use case>`` (new training data) or ``scoring-landing/<use case>``."""
+    s = s or settings()
+    return s.root / ("scoring-landing" if purpose == SCORING else "landing") / use_case
+
+
+def land(use_case: str, path: str | Path, s: Settings | None = None,
+         purpose: str = "training") -> tuple[Path, dict]:
     """Validate new raw data and snapshot it under ``$MLP_HOME/landing/<use_case>/<stamp>``.
 
     The copy is validated by the use case's data source (:func:`tasks.steps.ingest.ingest`) and
-    appears atomically, so bad input leaves no partial snapshot behind.
+    appears atomically, so bad input leaves no partial snapshot behind. Input for batch
+    scoring (``purpose="scoring"``: the raw format, label optional) is checked as scoring
+    reads it and lands under ``$MLP_HOME/scoring-landing/<use_case>/<stamp>``.
 
     Returns:
         The snapshot directory and its manifest (files, checksums, facts).
@@ -36,13 +47,16 @@ def land(use_case: str, path: str | Path, s: Settings | None = None) -> tuple[Pa
         SourceError, IdxFormatError: The data is missing or malformed (the file is named).
 
     """
+    from tasks.data.scoring import LandingView
     from tasks.steps.ingest import ingest
 
     s = s or settings()
     spec = catalog.get(use_case)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    dest = s.root / "landing" / use_case / stamp
-    manifest = ingest(spec.source, str(path), dest)
+    dest = landing_root(use_case, purpose, s) / stamp
+    source = (LandingView(spec.source, spec.preprocess.label) if purpose == SCORING
+              else spec.source)
+    manifest = ingest(source, str(path), dest)
     return dest, manifest
 
 
@@ -88,16 +102,19 @@ def record_asset_event(uri: str, extra: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def ingest_new_data(use_case: str, path: str | Path, client: AirflowClient | None = None,
-                    s: Settings | None = None) -> dict[str, Any]:
+                    s: Settings | None = None, purpose: str = "training") -> dict[str, Any]:
     """``mlp ingest``: validate, land, and announce new raw data of a use case.
+
+    With ``purpose="scoring"`` the data is batch-scoring input: it is announced on
+    ``mlp://<use case>/scoring``, which the ``<use case>_score`` DAG runs on.
 
     Returns:
         ``{"landing": dir, "manifest": ..., "event": ..., "via": "rest" | "metadata-db"}``.
 
     """
     s = s or settings()
-    dest, manifest = land(use_case, path, s)
-    uri = raw_asset_uri(use_case)
+    dest, manifest = land(use_case, path, s, purpose)
+    uri = scoring_asset_uri(use_case) if purpose == SCORING else raw_asset_uri(use_case)
     extra = event_extra(dest, manifest)
     client = client or AirflowClient.from_env(s)
     via = "rest" if client.reachable() else "metadata-db"
@@ -107,4 +124,5 @@ def ingest_new_data(use_case: str, path: str | Path, client: AirflowClient | Non
     except AirflowError as exc:
         raise AirflowError(f"{exc} (the data is landed and valid in {dest}; announce it again "
                            f"with POST /api/v2/assets/events, extra.location={dest})") from exc
-    return {"landing": str(dest), "manifest": manifest, "via": via, "event": event}
+    return {"landing": str(dest), "manifest": manifest, "via": via, "event": event,
+            "asset": uri}

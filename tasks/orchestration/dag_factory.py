@@ -33,6 +33,7 @@ from tasks.core.run import (
 )
 from tasks.orchestration.approval import GateApproval
 from tasks.orchestration.assets import dag_schedule, triggering_extra, triggering_location
+from tasks.orchestration.lifecycle import build_lifecycle_dags
 from tasks.spec import UseCaseSpec, catalog
 
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -324,4 +325,6 @@ def build_dag(use_case: UseCaseSpec | str) -> DAG:
         approve = GateApproval(use_case=spec.name)
         verdict >> approve
         deploy(snap, trained, verdict, approve.output)
+    # After deploy: <use case>_score and <use case>_monitor (registered by Airflow too).
+    build_lifecycle_dags(spec)
     return dag

@@ -55,6 +55,8 @@ def histograms_png(stats: Mapping[str, Any], path: Path, title: str,
     if not columns:
         return None
     plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     ncols = min(4, len(columns))
     nrows = (len(columns) + ncols - 1) // ncols
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.2 * nrows + 0.6),
@@ -80,11 +82,14 @@ def histograms_png(stats: Mapping[str, Any], path: Path, title: str,
         ax.set_title(f"{name} ({ref['kind']})" + (f", {missing} missing" if missing else ""),
                      fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
+        ax.yaxis.set_major_locator(MaxNLocator(4))
     handles, labels = axes.ravel()[0].get_legend_handles_labels()
-    top = 1 - 0.75 / (3.2 * nrows + 0.6)  # room for the title and legend, in inches
+    height = 3.2 * nrows + 0.6
     fig.legend(handles, labels, loc="upper right", fontsize=8, ncols=len(present))
     fig.suptitle(title, fontsize=12, x=0.01, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, top))
+    # Fixed margins instead of tight_layout, which draws the whole grid once more.
+    fig.subplots_adjust(left=0.04, right=0.99, top=1 - 1.2 / height,
+                        bottom=0.9 / height, hspace=0.85, wspace=0.22)
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return Path(path)
