@@ -126,7 +126,7 @@ class TabularScoring(ScoringInput):
         facts = {}
         for path in self.paths:
             view = self._view(path)
-            facts[path] = view.validate({"file": path})["file"]
+            facts[Path(path).name] = view.validate({"file": path})["file"]
         if self.label_column and not self._with_label() and any(
                 self._has_label(p) for p in self.paths):
             facts["label"] = (f"{self.label_column} is in some files only: not scored "
@@ -179,7 +179,8 @@ class IdxScoring(ScoringInput):
                 if ldims[0] != dims[0]:
                     raise SourceError(f"{labels}: label count {ldims[0]} does not match "
                                       f"image count {dims[0]} of {images}")
-            facts[images] = {"rows": int(dims[0]), "labels": labels}
+            facts[Path(images).name] = {"rows": int(dims[0]),
+                                        "labels": Path(labels).name if labels else None}
         return facts
 
     def read_batches(self, part: int, batch_size: int) -> Iterator[dict[str, Any]]:

@@ -18,12 +18,13 @@ the Keras 2 package ``tf-keras``), and it loads a path with ``tf.keras``, not a 
 version with the platform's custom layers.
 
 Output, atomically under ``$MLP_HOME/scores/<use case>/<run key>/``:
-``predictions/part-*.parquet`` (one table: the row key: ``file`` + ``line`` / ``row``, or ``file`` for media; the label when the
-input has it; the model's outputs in its REST answer's names; ``model``, ``version``),
-``quarantine.jsonl`` (the user's file, line, field, reason), ``summary.json`` and the
-drift report of the scored data against the version's training data (``drift/``). An
-MLflow run (experiment ``<use case>-scoring``) records the version, row and quarantine
-counts, rows/s and the report.
+``predictions/part-*.parquet`` (one table: the row key, ``file`` + ``line`` / ``row``,
+or ``file`` for media; the label when the input has it; the model's outputs in its REST
+answer's names; ``model``, ``version``), ``quarantine.jsonl`` (the user's file, line,
+field, reason), ``summary.json`` and the drift report of the scored data against the
+version's training data (``drift/``). An MLflow run (experiment
+``<use case>-scoring``) records the version, row and quarantine counts, rows/s and the
+report.
 """
 
 from __future__ import annotations
