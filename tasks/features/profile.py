@@ -78,6 +78,18 @@ class ProfileColumn:
         return flat.mean(axis=1) if self.derive == "mean" else flat.std(axis=1)
 
 
+def category_counts(v: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct categories (as :func:`category_strings`) and their counts.
+
+    Counted on the raw values first, so only the distinct ones become strings.
+    """
+    arr = np.asarray(v).ravel()
+    if arr.dtype == object:
+        arr = category_strings(arr)
+    vals, counts = np.unique(arr, return_counts=True)
+    return category_strings(vals), counts
+
+
 def category_strings(v: Any) -> np.ndarray:
     """Category values as strings, alike whatever their source: ``1``, ``1.0`` -> ``"1"``."""
     arr = np.asarray(v)
@@ -131,12 +143,12 @@ class BinSketch:
             if c.kind == INTENSITY:
                 acc.setdefault(c.name, {})
                 continue
-            v = c.values(cols)
             if c.kind == CATEGORICAL:
                 counts = acc.setdefault(c.name, {"counts": {}})["counts"]
-                for val, n in zip(*np.unique(v.astype(str), return_counts=True), strict=True):
+                for val, n in zip(*category_counts(cols[c.source]), strict=True):
                     counts[str(val)] = counts.get(str(val), 0) + int(n)
                 continue
+            v = c.values(cols)
             v = v[np.isfinite(v)]
             a = acc.setdefault(c.name, {"sketch": (np.empty(0), np.empty(0))})
             sv = np.concatenate([a["sketch"][0], v])
@@ -225,15 +237,19 @@ class Histogram:
             if c.source not in cols:
                 continue
             counts, missing, rows = acc[c.name]
-            v = c.values(cols)
             b = self.bins[c.name]
             if c.kind == CATEGORICAL:
                 other = len(b["values"]) - 1
-                idx = np.fromiter((self._index[c.name].get(x, other) for x in v.tolist()),
-                                  np.int64, len(v))
-                counts = counts + np.bincount(idx, minlength=len(counts))
-                n = len(v)
-            elif c.kind == INTENSITY:
+                vals, per = category_counts(cols[c.source])
+                idx = np.fromiter((self._index[c.name].get(x, other) for x in vals.tolist()),
+                                  np.int64, len(vals))
+                counts = counts + np.bincount(idx, weights=per, minlength=len(counts)
+                                              ).astype(np.int64)
+                n = int(per.sum())
+                acc[c.name] = [counts, missing, rows + n]
+                continue
+            v = c.values(cols)
+            if c.kind == INTENSITY:
                 n = len(cols[c.source])
                 if v.dtype == np.uint8 and tuple(b["edges"]) == INTENSITY_EDGES:
                     idx = v >> 4  # the 16 fixed bins of raw pixel bytes, without a search

@@ -73,10 +73,13 @@ def histograms_png(report: DriftReport, path: Path, k: int = 6,
     if not cols:
         return None
     plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     n = len(cols)
     ncols = min(3, n)
     nrows = (n + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.9 * nrows), squeeze=False)
+    height = 3.9 * nrows + 0.5
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, height), squeeze=False)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     for ax, c in zip(axes.ravel(), cols, strict=False):
@@ -95,13 +98,16 @@ def histograms_png(report: DriftReport, path: Path, k: int = 6,
         ax.set_xticks(x, names, rotation=45 if len(names) > 4 else 0, ha="right"
                       if len(names) > 4 else "center", fontsize=7)
         ax.set_ylabel("share of rows" if c.kind != "intensity" else "share of pixels")
+        ax.yaxis.set_major_locator(MaxNLocator(5))
         value = "not judged" if c.value is None else f"{_NAMES[c.metric]} {c.value:.3f}"
         color = {"fail": "#c0392b", "warn": "#d68910"}.get(c.status, "black")
         ax.set_title(f"{c.name}\n{value} — {c.status}", fontsize=10, color=color)
         ax.legend(fontsize=7)
     fig.suptitle(f"{report.kind}: {report.status.upper()} — {labels[0]} vs {labels[1]}",
                  fontsize=12)
-    fig.tight_layout()
+    # Fixed margins: tight_layout would draw every axis once more just to measure it.
+    fig.subplots_adjust(left=0.06, right=0.99, top=1 - 0.75 / height, bottom=1.0 / height,
+                        hspace=0.75, wspace=0.25)
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return Path(path)

@@ -69,7 +69,7 @@ SUMMARY = "summary.json"
 PREDICTIONS = "predictions"  # the Parquet folder: pyarrow/pandas read it as one table
 QUARANTINE = "quarantine.jsonl"
 DRIFT_DIR = "drift"
-BATCH = 2048  # rows per element: the model's batch, and one Parquet file each
+BATCH = 4096  # rows per element (default): the model's batch, and one Parquet file each
 KEY_NAMES = {"_file": "file", "_line": "line", "_row": "row"}
 
 
@@ -156,6 +156,8 @@ def _arrow_column(values: np.ndarray) -> Any:
 
     v = np.asarray(values)
     if v.dtype == object:
+        if len(v) and isinstance(v[0], str):
+            return pa.array(v, type=pa.string())  # file names: no per-row Python loop
         return pa.array([x.decode("utf-8", "replace") if isinstance(x, bytes) else x
                          for x in v.tolist()])
     if v.ndim == 1:
@@ -354,7 +356,7 @@ def _label_metrics(spec: UseCaseSpec, out_dir: Path, label: str, files: list[str
 
 def score(spec: UseCaseSpec, location: str, *, version: str | None = None,
           alias: str | None = None, out_dir: Path | None = None, run_key: str | None = None,
-          origins: Mapping[str, str] | None = None, batch_size: int = BATCH,
+          origins: Mapping[str, str] | None = None, batch_size: int | None = None,
           s: Settings | None = None, track: bool = True) -> ScoreResult:
     """Score a file or folder with a registered version; Parquet out, MLflow run.
 
@@ -367,7 +369,8 @@ def score(spec: UseCaseSpec, location: str, *, version: str | None = None,
         out_dir: Output folder (default ``$MLP_HOME/scores/<use case>/<run key>``).
         run_key: The run's key (default: now, UTC).
         origins: Snapshot file -> the user's file (messages and quarantine name it).
-        batch_size: Rows per batch (one model call and one Parquet file each).
+        batch_size: Rows per batch (one model call and one Parquet file each; default
+            the use case's ``PreprocessSpec.batch_size``, e.g. 64 face photos).
         s: Settings (runner, data root, MLflow).
         track: Record an MLflow run.
 
@@ -380,6 +383,7 @@ def score(spec: UseCaseSpec, location: str, *, version: str | None = None,
     if spec.model is None:
         raise ScoringError(f"{spec.name} has no model to score with")
     origins = dict(origins or {})
+    batch_size = batch_size or spec.preprocess.batch_size or BATCH
     label_col = spec.preprocess.label
     source = scoring_input(spec.source, location, label_col)
     version = resolve_version(spec.name, version, alias, s)
