@@ -11,6 +11,7 @@ when first imported, so commands export the platform environment
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -207,9 +208,14 @@ def format_outcome(result: dict[str, Any]) -> str:
 
 
 def emit(args: argparse.Namespace, result: Any, text: Callable[[], str]) -> None:
-    """Print ``result`` as JSON with ``--json``, else as ``text()``."""
+    """Print ``result`` as JSON with ``--json``, else as ``text()``.
+
+    With ``--json`` the command's own output went to stderr (:func:`main`), so stdout
+    holds exactly one JSON document for the caller's parser.
+    """
     if getattr(args, "json", False):
-        print(json.dumps(result, indent=2, default=str))
+        print(json.dumps(result, indent=2, default=str), file=getattr(args, "_stdout",
+                                                                     sys.stdout))
     else:
         print(text())
 
@@ -425,7 +431,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             raise UsageError(str(problems[0]))
     try:
         result = ingest_new_data(use_case, args.path,
-                                 max_bad_fraction=conf.get("max_bad_fraction"))
+                                 max_bad_fraction=conf.get("max_bad_fraction"),
+                                 purpose=args.purpose)
     except (PermanentError, AirflowError) as exc:
         print(f"ingest failed: {exc}", file=sys.stderr)
         return 1
@@ -433,8 +440,126 @@ def cmd_ingest(args: argparse.Namespace) -> int:
              else "metadata DB (the scheduler triggers the run when it runs)")
     emit(args, result, lambda: (
         f"landed {result['landing']} (checksum {result['manifest']['checksum']}, "
-        f"{result['manifest']['facts']})\nasset event mlp://{use_case}/raw recorded via "
+        f"{result['manifest']['facts']})\nasset event {result['asset']} recorded via "
         f"{where}"))
+    return 0
+
+
+def quiet_mlflow_downloads() -> None:
+    """No MLflow download progress bars on the console (model and report downloads)."""
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    """``mlp score``: a file or folder -> Parquet predictions of a registered version."""
+    apply_env()
+    quiet_mlflow_downloads()
+    from tasks.core.errors import PermanentError
+    from tasks.steps.score import score
+
+    spec = known_spec(args.use_case)
+    if spec.model is None:
+        raise UsageError(f"{args.use_case} has no model to score with")
+    if args.version and args.alias:
+        raise UsageError("give --version or --alias, not both")
+    if not Path(args.path).exists():
+        raise UsageError(f"{args.path}: no such file or folder")
+    try:
+        result = score(spec, str(Path(args.path).resolve()), version=args.version,
+                       alias=args.alias, out_dir=Path(args.out).resolve() if args.out else None)
+    except PermanentError as exc:
+        raise UsageError(str(exc)) from None
+    emit(args, result.__dict__, lambda: format_score(result, args.path))
+    return 0
+
+
+def format_score(result: Any, path: str) -> str:
+    """The console summary of a scoring run."""
+    out = Path(result.out_dir)
+    lines = [f"scored {result.rows:,} rows of {path} with {result.model} v{result.version} "
+             f"in {result.seconds:.1f} s ({result.rows_per_s:,.0f} rows/s)",
+             f"  predictions  {out}/predictions/ ({len(result.files)} Parquet files)"]
+    quarantine = out / "quarantine.jsonl"
+    if result.quarantined:
+        first = json.loads(quarantine.read_text().splitlines()[0])
+        at = f"line {first['line']}" if "line" in first else f"row {first.get('row')}"
+        lines.append(f"  quarantined  {result.quarantined} rows -> {quarantine} (first: "
+                     f"{first['file']} {at} field {first.get('field')!r}: {first['reason']})")
+    else:
+        lines.append("  quarantined  none")
+    lines.append(f"  drift        {result.drift['summary']} -> {out}/drift/report.md")
+    if result.metrics:
+        lines.append("  vs label     " + ", ".join(f"{k}={v:.4f}" for k, v in
+                                                   sorted(result.metrics.items())))
+    if result.run_id:
+        lines.append(f"  MLflow run   {result.run_id} (experiment {result.model}-scoring)")
+    return "\n".join(lines)
+
+
+def format_drift_table(report: dict[str, Any]) -> str:
+    """A drift/skew report's per-column table (worst first)."""
+    names = {"psi": "PSI", "jensen_shannon": "JS", "linf": "L-inf"}
+    rows = [f"{'column':<34} {'kind':<11} {'distance':<8} {'value':>8} {'warn':>6} "
+            f"{'fail':>6}  status"]
+    for c in report["columns"]:
+        value = "—" if c["value"] is None else f"{c['value']:.3f}"
+        fail = "—" if c["fail"] is None else f"{c['fail']:g}"
+        status = c["status"].upper() if c["status"] in ("warn", "fail") else c["status"]
+        if c.get("note"):
+            status += f" ({c['note']})"
+        rows.append(f"{c['name'][:34]:<34} {c['kind']:<11} {names[c['metric']]:<8} "
+                    f"{value:>8} {c['warn']:>6g} {fail:>6}  {status}")
+    return "\n".join(rows)
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """``mlp monitor``: the per-column drift/skew table of logged requests or new data."""
+    apply_env()
+    quiet_mlflow_downloads()
+    from tasks.core.errors import PermanentError
+    from tasks.core.files import read_json
+    from tasks.steps.monitor import monitor_requests, monitoring_root
+    from tasks.steps.score import new_key, score
+
+    spec = known_spec(args.use_case)
+    if spec.model is None:
+        raise UsageError(f"{args.use_case} has no model to monitor")
+    path = Path(args.path).resolve() if args.path else None
+    if path is not None and not path.exists():
+        raise UsageError(f"{args.path}: no such file or folder")
+    key = new_key()
+    logs = path is None or path.suffix == ".jsonl" or (path.is_dir() and any(
+        path.glob("requests-*.jsonl")))
+    try:
+        if logs:
+            summary = monitor_requests(spec, key, path, advance=False)
+            reports = [(r["version"], read_json(Path(r["report"]).with_suffix(".json")),
+                        r["report"]) for r in summary["reports"]]
+            head = (f"{spec.name}: {summary['requests']} logged requests "
+                    f"({summary['instances']} instances) in {len(summary['files'])} files")
+        else:  # raw data: the champion scores it, and both are compared
+            result = score(spec, str(path), out_dir=monitoring_root(spec.name) / key,
+                           track=False)
+            summary = {"status": result.drift["status"]}
+            drift = Path(result.out_dir) / "drift"
+            reports = [(result.version, read_json(drift / "report.json"),
+                        str(drift / "report.md"))]
+            head = f"{spec.name}: {result.rows} rows of {path} scored by v{result.version}"
+    except PermanentError as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        print(json.dumps({"summary": summary, "reports": [r for _, r, _ in reports]},
+                         indent=2, default=str))
+    else:
+        print(head)
+        if not reports:
+            print(f"  nothing to compare: {summary.get('summary')}")
+        for version, report, md in reports:
+            print(f"\nagainst version {version}'s training data: {report['summary']}")
+            print(format_drift_table(report))
+            print(f"report: {md}")
     return 0
 
 
@@ -610,8 +735,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="max_bad_fraction=F: tolerate (quarantine) up to this fraction of "
                         "bad rows; the triggered run applies it too (default: the use "
                         "case's)")
+    p.add_argument("--for", dest="purpose", choices=("training", "scoring"),
+                   default="training", help="scoring: land batch-scoring input (label "
+                   "optional) and emit mlp://<use_case>/scoring for the <use_case>_score DAG")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser(
+        "score", help="score a file or folder (raw format, label optional) with a "
+                      "registered version: Parquet predictions, quarantine, drift report")
+    p.add_argument("use_case")
+    p.add_argument("path", help="file or folder to score")
+    p.add_argument("--version", help="registry version (default: the alias's)")
+    p.add_argument("--alias", help="registry alias (default: champion)")
+    p.add_argument("--out", help="output folder (default: $MLP_HOME/scores/<use_case>/<key>)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser(
+        "monitor", help="per-column drift/skew table: the server's logged requests (or a "
+                        "log file/folder, or raw data) against the champion's training data")
+    p.add_argument("use_case")
+    p.add_argument("path", nargs="?", help="request-log file/folder, or raw data to compare "
+                   "(default: the model's request logs)")
+    p.add_argument("--json", action="store_true", help="print the reports as JSON")
+    p.set_defaults(func=cmd_monitor)
 
     p = sub.add_parser(
         "retrain", help="trigger a run (REST API when Airflow is up, else in-process)")
@@ -635,6 +783,12 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("apache_beam", "absl", "urllib3", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        if getattr(args, "json", False):
+            # Libraries that log or print to stdout (Airflow's console logging) would
+            # break the JSON a caller parses: everything but the document goes to stderr.
+            args._stdout = sys.stdout
+            with contextlib.redirect_stdout(sys.stderr):
+                return args.func(args)
         return args.func(args)
     except UsageError as exc:
         for line in str(exc).splitlines():

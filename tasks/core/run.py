@@ -7,6 +7,10 @@ Every step of a run reads and writes under two folders of the data root::
         dataset/                         TFRecord shards, feature_spec.json, stats.json,
                                          manifest.json (preprocess)
         dataset.quarantine.jsonl         rejected rows with file, row, field and reason
+        analysis/                        the data-analysis page: histograms per split,
+                                         class balance, quarantine (analyze)
+        drift/                           drift against the champion's data: report,
+                                         verdict.json (analyze)
         train/                           model.keras (served), trained.keras, result.json,
                                          history.json, ablation.json, plots (train)
         evaluation/                      evaluation.json and plots (evaluate)
@@ -52,6 +56,11 @@ GATE_VERDICT_ARTIFACT = "gate/verdict.json"
 def raw_asset_uri(use_case: str) -> str:
     """URI of the asset whose events announce new raw data of a use case."""
     return f"mlp://{use_case}/raw"
+
+
+def scoring_asset_uri(use_case: str) -> str:
+    """URI of the asset whose events announce new batch-scoring input of a use case."""
+    return f"mlp://{use_case}/scoring"
 
 
 def safe_key(text: str) -> str:
@@ -127,6 +136,16 @@ class RunLayout:
     def feature_spec_file(self) -> Path:
         """What the TFRecords hold (names, dtypes, shapes, encodings)."""
         return self.dataset_dir / FEATURE_SPEC
+
+    @property
+    def analysis_dir(self) -> Path:
+        """The data-analysis page of the run's dataset (analyze)."""
+        return self.run_dir / "analysis"
+
+    @property
+    def drift_dir(self) -> Path:
+        """The drift report against the champion's data and its verdict (analyze)."""
+        return self.run_dir / "drift"
 
     @property
     def train_dir(self) -> Path:

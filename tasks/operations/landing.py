@@ -17,14 +17,23 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core.config import Settings, settings
-from tasks.core.run import raw_asset_uri
+from tasks.core.run import raw_asset_uri, scoring_asset_uri
 from tasks.operations.airflow_api import AirflowClient, AirflowError
 from tasks.operations.local import migrate_airflow_db
 from tasks.spec import catalog
 
+SCORING = "scoring"  # ``mlp ingest --for scoring``: input of the <use case>_score DAG
+
+
+def landing_root(use_case: str, purpose: str = "training", s: Settings | None = None) -> Path:
+    """``landing/<use case>`` (new training data) or ``scoring-landing/<use case>``."""
+    s = s or settings()
+    return s.root / ("scoring-landing" if purpose == SCORING else "landing") / use_case
+
 
 def land(use_case: str, path: str | Path, s: Settings | None = None,
-         max_bad_fraction: float | None = None) -> tuple[Path, dict]:
+         max_bad_fraction: float | None = None, purpose: str = "training"
+         ) -> tuple[Path, dict]:
     """Validate new raw data and snapshot it under ``$MLP_HOME/landing/<use_case>/<stamp>``.
 
     The copy is validated by the use case's data source (:func:`tasks.steps.ingest.ingest`) and
@@ -32,6 +41,9 @@ def land(use_case: str, path: str | Path, s: Settings | None = None,
     the row checks preprocessing applies, under ``max_bad_fraction`` (default: the run
     param's default, the use case's ``PreprocessSpec.max_bad_fraction``): what the
     triggered run would refuse is refused here, before anything is landed or announced.
+    Input for batch scoring (``purpose="scoring"``: the raw format, label optional) is
+    checked as scoring reads it (bad rows are quarantined when it is scored) and lands
+    under ``$MLP_HOME/scoring-landing/<use_case>/<stamp>``.
 
     Returns:
         The snapshot directory and its manifest (files, checksums, facts).
@@ -40,15 +52,19 @@ def land(use_case: str, path: str | Path, s: Settings | None = None,
         SourceError, IdxFormatError: The data is missing or malformed (the file is named).
 
     """
+    from tasks.data.scoring import LandingView
     from tasks.steps.ingest import ingest
 
     s = s or settings()
     spec = catalog.get(use_case)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    dest = s.root / "landing" / use_case / stamp
-    if max_bad_fraction is None:
-        max_bad_fraction = spec.preprocess.max_bad_fraction
-    manifest = ingest(spec.source, str(path), dest, max_bad_fraction)
+    dest = landing_root(use_case, purpose, s) / stamp
+    if purpose == SCORING:  # scoring quarantines bad rows with reasons instead
+        manifest = ingest(LandingView(spec.source, spec.preprocess.label), str(path), dest)
+    else:
+        if max_bad_fraction is None:
+            max_bad_fraction = spec.preprocess.max_bad_fraction
+        manifest = ingest(spec.source, str(path), dest, max_bad_fraction)
     return dest, manifest
 
 
@@ -101,20 +117,22 @@ def record_asset_event(uri: str, extra: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def ingest_new_data(use_case: str, path: str | Path, client: AirflowClient | None = None,
-                    s: Settings | None = None, max_bad_fraction: float | None = None
-                    ) -> dict[str, Any]:
+                    s: Settings | None = None, max_bad_fraction: float | None = None,
+                    purpose: str = "training") -> dict[str, Any]:
     """``mlp ingest``: validate, land, and announce new raw data of a use case.
 
     Data with more bad rows than ``max_bad_fraction`` (default: the use case's) is refused
-    before anything is landed, and no event is recorded.
+    before anything is landed, and no event is recorded. With ``purpose="scoring"`` the
+    data is batch-scoring input: it is announced on ``mlp://<use case>/scoring``, which the
+    ``<use case>_score`` DAG runs on (its bad rows are quarantined when it is scored).
 
     Returns:
         ``{"landing": dir, "manifest": ..., "event": ..., "via": "rest" | "metadata-db"}``.
 
     """
     s = s or settings()
-    dest, manifest = land(use_case, path, s, max_bad_fraction)
-    uri = raw_asset_uri(use_case)
+    dest, manifest = land(use_case, path, s, max_bad_fraction, purpose)
+    uri = scoring_asset_uri(use_case) if purpose == SCORING else raw_asset_uri(use_case)
     extra = event_extra(dest, manifest, max_bad_fraction)
     client = client or AirflowClient.from_env(s)
     via = "rest" if client.reachable() else "metadata-db"
@@ -124,4 +142,5 @@ def ingest_new_data(use_case: str, path: str | Path, client: AirflowClient | Non
     except AirflowError as exc:
         raise AirflowError(f"{exc} (the data is landed and valid in {dest}; announce it again "
                            f"with POST /api/v2/assets/events, extra.location={dest})") from exc
-    return {"landing": str(dest), "manifest": manifest, "via": via, "event": event}
+    return {"landing": str(dest), "manifest": manifest, "via": via, "event": event,
+            "asset": uri}

@@ -35,6 +35,26 @@ def dag_schedule(spec: UseCaseSpec) -> Asset | AssetOrTimeSchedule:
     return AssetOrTimeSchedule(timetable=cron, assets=asset)
 
 
+def triggering_extra(context: Any, use_case: str, key: str) -> Any:
+    """A value of the newest triggering raw-data event's ``extra`` that has it, if any.
+
+    E.g. ``force_drift_reason``: a retraining started by the monitoring DAG on drift says
+    why the drifted data is trained on.
+    """
+    events = context.get("triggering_asset_events")
+    if not events:
+        return None
+    try:
+        received = events[raw_asset(use_case)]
+    except KeyError:
+        return None
+    for event in sorted(received, key=lambda e: e.timestamp, reverse=True):
+        value = (event.extra or {}).get(key)
+        if value:
+            return value
+    return None
+
+
 def triggering_location(context: Any, use_case: str) -> str | None:
     """Raw-data location carried by the newest asset event that triggered this run, if any.
 

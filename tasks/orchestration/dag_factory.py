@@ -1,4 +1,4 @@
-"""One DAG factory for every use case: ingest -> preprocess -> train -> evaluate -> gate -> deploy.
+"""One DAG factory per use case: ingest, preprocess, analyze, train, evaluate, gate, deploy.
 
 Tasks are thin wrappers of the pure step functions in :mod:`tasks.steps`: each finds its
 run's paths in the :class:`~tasks.core.run.RunLayout`, calls its step, and returns the
@@ -32,11 +32,18 @@ from tasks.core.run import (
     run_key,
 )
 from tasks.orchestration.approval import GateApproval
-from tasks.orchestration.assets import dag_schedule, triggering_location, triggering_tolerance
+from tasks.orchestration.assets import (
+    dag_schedule,
+    triggering_extra,
+    triggering_location,
+    triggering_tolerance,
+)
+from tasks.orchestration.lifecycle import build_lifecycle_dags
 from tasks.spec import UseCaseSpec, catalog
 
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
-TASK_IDS = ("ingest", "preprocess", "train", "evaluate", "gate", "approve", "deploy")
+TASK_IDS = ("ingest", "preprocess", "analyze", "train", "evaluate", "gate", "approve",
+            "deploy")
 
 
 def context_run_key(context: Any) -> str:
@@ -135,6 +142,16 @@ def trigger_params(spec: UseCaseSpec) -> dict[str, Param]:
         description="champion: a passing version serves at once; shadow: it becomes the "
                     "challenger, scored beside the champion until `mlp promote`",
     )
+    params["force_drift"] = Param(
+        False, type="boolean",
+        description="Operator override: train even if the new data drifted past a fail "
+                    "threshold against the champion's data (needs force_drift_reason)",
+    )
+    params["force_drift_reason"] = Param(
+        "", type="string",
+        description="Why training proceeds despite drift; required with force_drift, kept "
+                    "in the model card",
+    )
     params["require_approval"] = Param(
         spec.require_approval, type="boolean",
         description="After a passing gate, wait for an operator to approve or reject "
@@ -185,6 +202,39 @@ def _preprocess(spec: UseCaseSpec, snapshot: Snapshot) -> Dataset:
         rows = {k: v["rows"] for k, v in manifest["splits"].items()}
         out.summary = f"rows {rows}, quarantined {manifest['quarantined_rows']}"
     return Dataset(str(layout.dataset_dir), rows)
+
+
+def _analyze(spec: UseCaseSpec, snapshot: Snapshot, dataset: Dataset) -> dict[str, Any]:
+    """The data-analysis page, then the drift check against the champion's data."""
+    from pathlib import Path
+
+    from tasks.core.files import atomic_dir
+    from tasks.steps.data_analysis import write_data_analysis
+    from tasks.steps.drift_check import check_training_data
+    from tasks.steps.ingest import snapshot_files
+
+    ctx = get_current_context()
+    params = ctx["params"]
+    layout = RunLayout.of(spec.name, snapshot.run_key)
+    with step("analyze", spec, layout.key) as out:
+        with atomic_dir(layout.analysis_dir) as tmp:
+            write_data_analysis(spec, Path(dataset.dataset_dir), tmp, layout.quarantine_file,
+                                layout.key)
+        if spec.model is None or not spec.drift.check_training:
+            out.summary = "data-analysis page written (no drift check)"
+            return {"status": "not checked"}
+        reason = triggering_extra(ctx, spec.name, "force_drift_reason")
+        if params.get("force_drift"):
+            reason = str(params.get("force_drift_reason") or "").strip()
+            if not reason:
+                raise PermanentError("force_drift=true needs force_drift_reason: say why "
+                                     "training proceeds on drifted data (the card keeps it)")
+        verdict = check_training_data(spec, snapshot_files(Path(snapshot.snapshot_dir)),
+                                      Path(dataset.dataset_dir), layout.drift_dir, layout.key,
+                                      reason or None)
+        out.summary = verdict["summary"] + (
+            f"; FORCED by operator: {verdict['force_reason']}" if verdict["forced"] else "")
+    return verdict
 
 
 def _train(spec: UseCaseSpec, snapshot: Snapshot, dataset: Dataset) -> TrainedModel:
@@ -290,6 +340,10 @@ def build_dag(use_case: UseCaseSpec | str) -> DAG:
         def preprocess(snapshot: dict[str, Any]) -> dict[str, Any]:
             return _preprocess(spec, Snapshot.from_xcom(snapshot)).to_xcom()
 
+        @task(task_id="analyze")
+        def analyze(snapshot: dict[str, Any], dataset: dict[str, Any]) -> dict[str, Any]:
+            return _analyze(spec, Snapshot.from_xcom(snapshot), Dataset.from_xcom(dataset))
+
         @task(task_id="train")
         def train(snapshot: dict[str, Any], dataset: dict[str, Any]) -> dict[str, Any]:
             return _train(spec, Snapshot.from_xcom(snapshot), Dataset.from_xcom(dataset)
@@ -315,11 +369,15 @@ def build_dag(use_case: UseCaseSpec | str) -> DAG:
 
         snap = ingest()
         data = preprocess(snap)
+        checked = analyze(snap, data)
         if spec.model is None:  # a data-only use case (model still to come)
             return dag
         trained = train(snap, data)
+        checked >> trained  # a drift past a fail threshold stops the run before training
         verdict = gate(snap, evaluate(snap, data, trained))
         approve = GateApproval(use_case=spec.name)
         verdict >> approve
         deploy(snap, trained, verdict, approve.output)
+    # After deploy: <use case>_score and <use case>_monitor (registered by Airflow too).
+    build_lifecycle_dags(spec)
     return dag

@@ -197,31 +197,35 @@ async def predict(request: Request) -> Response:
     parsed = await _parse(request, served)
     if isinstance(parsed, Response):
         return parsed
-    if isinstance(parsed, TabularRequest):
-        return await _predict_tabular(served, parsed)
-    batch, key = parsed
     runtime: Runtime = request.app.state.runtime
+    champion = "version" not in request.path_params
+    if isinstance(parsed, TabularRequest):
+        return await _predict_tabular(served, parsed, runtime, request.scope, started,
+                                      champion)
+    batch, key = parsed
     out = await _run_model(served, batch, runtime)
     if isinstance(out, Response):
         return out
     # Request log and shadow scoring: samples queued for background threads, no waiting.
-    runtime.answered(request.scope, served, batch, out, started,
-                     champion="version" not in request.path_params)
+    runtime.answered(request.scope, served, batch, out, started, champion=champion)
     # The version header lets clients (and the hot-reload test) see which one answered.
     return Response(await _encode(request, out, key), media_type="application/json",
                     headers={"x-model-version": served.version})
 
 
-async def _predict_tabular(served: Served, req: TabularRequest) -> Response:
+async def _predict_tabular(served: Served, req: TabularRequest, runtime: Runtime,
+                           scope: dict, started: float, champion: bool) -> Response:
     """Answer a tabular model's request: readable or bare, with its schema warnings.
 
     The warnings are counted per model and field (``/metadata``, ``mlp.input_checks``)
-    and their number is sent as the ``x-mlp-input-warnings`` header.
+    and their number is sent as the ``x-mlp-input-warnings`` header. The named inputs
+    join micro-batches, the request log and the shadow like any other batch.
     """
     served.input_checks.add(req.decoded.counts, len(req.decoded))
-    out = await _run_model(served, req.decoded.inputs)
+    out = await _run_model(served, req.decoded.inputs, runtime)
     if isinstance(out, Response):
         return out
+    runtime.answered(scope, served, req.decoded.inputs, out, started, champion=champion)
     assert served.schema is not None
     body = encode_tabular(out, req, served.schema)
     warned = sum(len(w) for w in req.decoded.warnings)

@@ -3,12 +3,14 @@
 - :mod:`tasks.spec.usecase`: the typed spec (``UseCaseSpec`` and its parts: data source
   protocol, preprocessing features, split rule, model, gate, run params); cheap to import
   (no TensorFlow, Beam or I/O) because DAG files build specs at parse time;
+- :mod:`tasks.spec.monitoring`: drift and skew thresholds (``UseCaseSpec.drift``);
 - :mod:`tasks.spec.catalog`: discovery of use cases by module name.
 
 A use case imports from here, from :mod:`tasks.data` (sources) and from
 :mod:`tasks.features`; nothing else of the platform.
 """
 
+from tasks.spec.monitoring import DriftSpec, Threshold
 from tasks.spec.usecase import (
     RATIO,
     AblationSpec,
@@ -29,6 +31,7 @@ __all__ = [
     "RATIO",
     "AblationSpec",
     "DataSource",
+    "DriftSpec",
     "Feature",
     "GateSpec",
     "ModelSpec",
@@ -38,5 +41,6 @@ __all__ = [
     "SmokeTest",
     "SpecError",
     "SplitSpec",
+    "Threshold",
     "UseCaseSpec",
 ]

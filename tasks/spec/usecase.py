@@ -11,11 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tasks.core.errors import PermanentError
-
-
-class SpecError(PermanentError, ValueError):
-    """A use-case spec is inconsistent; raised at DAG parse time, never silently passed."""
+from tasks.spec.errors import SpecError
+from tasks.spec.monitoring import DriftSpec
 
 
 @dataclass(frozen=True)
@@ -426,6 +423,8 @@ class UseCaseSpec:
         require_approval: Default of the ``require_approval`` run param: after a passing
             gate, wait for an operator to approve (Airflow UI or ``mlp approve``) before
             deploying.
+        drift: Drift and skew thresholds and the monitoring schedule
+            (:class:`~tasks.spec.monitoring.DriftSpec`; defaults fit most use cases).
 
     """
 
@@ -442,6 +441,7 @@ class UseCaseSpec:
     catchup: bool = False
     smoke: SmokeTest | None = None
     require_approval: bool = False
+    drift: DriftSpec = field(default_factory=DriftSpec)
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():

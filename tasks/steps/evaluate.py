@@ -39,6 +39,11 @@ from tasks.features.layers import register_all
 from tasks.features.schema import check_columns
 from tasks.objectives import TestRows, predict, reference_model
 from tasks.spec import UseCaseSpec
+from tasks.steps.references import (
+    PREDICTIONS_FILE,
+    log_reference_predictions,
+    reference_predictions,
+)
 from tasks.steps.tabular import model_schema
 from tasks.tracking.loader import load_registered
 from tasks.tracking.registry import champion_run
@@ -305,6 +310,15 @@ def evaluate(spec: UseCaseSpec, dataset_dir: Path, trained: TrainedModel, out_di
             full["input_checks"] = checks
         write_json(tmp / EVALUATION, full)
         log_evaluation(trained.run_id, scalars, full, pngs, s)
+        # The served model's answers on its own test rows: the reference of later
+        # prediction-drift checks (batch scoring, monitoring, the next training runs).
+        answers, why = reference_predictions(spec, served, reader,
+                                             served_out if rows is not None else None)
+        if answers is not None:
+            write_json(tmp / PREDICTIONS_FILE, answers)
+            log_reference_predictions(trained.run_id, answers, s)
+        else:
+            log.info("no prediction reference for %s: %s", spec.name, why)
     log.info("evaluation of %s on %d test rows: %s", spec.name, n_rows,
              {k: round(v, 4) for k, v in scalars.items()
               if not k.startswith(("test_precision_", "test_recall_"))})

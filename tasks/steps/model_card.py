@@ -1,7 +1,8 @@
 """Model card: one Markdown page per registered version, from what the run already knows.
 
 Sources: the raw snapshot (checksum), the dataset manifest (rows and class counts per
-split), the training result (params, MLflow run), the evaluation report (metrics of the
+split), the drift check against the champion's data (and an operator's override), the
+training result (params, MLflow run), the evaluation report (metrics of the
 served model on the test split, the champion's on the same rows, parity), the gate
 verdict, the approval decision and the use case's docstring (intended use). The card is
 the version's registry description and an artifact ``model_card.md`` of its run, and is
@@ -34,10 +35,30 @@ def _fmt(v: Any) -> str:
     return "—" if v is None else str(v)
 
 
+def drift_lines(drift: Mapping[str, Any] | None) -> list[str]:
+    """The card's section on the data drift check before training (pure)."""
+    lines = ["## Data drift before training", ""]
+    if not drift:
+        return lines + ["- Not checked for this run.", ""]
+    if drift.get("champion_version") is None:
+        return lines + [f"- {drift.get('summary', 'no champion yet: nothing to compare')}.",
+                        ""]
+    lines.append(f"- Against champion v{drift['champion_version']}'s training data: "
+                 f"**{drift['status']}** ({drift['summary']})")
+    if drift.get("forced"):
+        lines.append(f"- **FORCED by operator**: trained despite drift past the fail "
+                     f"threshold in {', '.join(drift['failing'])}. Reason: "
+                     f"{drift['force_reason']}")
+    if drift.get("report"):
+        lines.append(f"- Report: `drift/report.md` of the training run ({drift['report']})")
+    return lines + [""]
+
+
 def render_card(spec: UseCaseSpec, version: str, snapshot: Snapshot,
                 manifest: Mapping[str, Any], trained: TrainedModel,
                 evaluation: Mapping[str, Any], verdict: Verdict,
-                approval: Mapping[str, Any] | None) -> str:
+                approval: Mapping[str, Any] | None,
+                drift: Mapping[str, Any] | None = None) -> str:
     """The model card as Markdown (pure)."""
     lines = [f"# Model card: {spec.name} version {version}", ""]
     lines += ["## Intended use", "", spec.description.strip() or spec.name, ""]
@@ -49,6 +70,7 @@ def render_card(spec: UseCaseSpec, version: str, snapshot: Snapshot,
         lines.append(f"| {split} | {info.get('rows')} | {counts or '—'} |")
     quarantined = manifest.get("quarantined_rows", 0)
     lines += ["", f"Quarantined rows: {quarantined}.", ""]
+    lines += drift_lines(drift)
     lines += ["## Training", "", f"- MLflow run `{trained.run_id}`, objective "
               f"`{spec.model.objective}`, {trained.train_seconds:.1f} s of fitting",
               f"- Params: `{json.dumps(trained.params, sort_keys=True)}`"]
@@ -110,8 +132,10 @@ def write_card(spec: UseCaseSpec, deployment: Deployment, snapshot: Snapshot,
 
     manifest = read_json(layout.dataset_dir / "manifest.json")
     evaluation = read_json(layout.evaluation_file)
+    drift_file = layout.drift_dir / "verdict.json"
+    drift = read_json(drift_file) if drift_file.is_file() else None
     card = render_card(spec, deployment.version, snapshot, manifest, trained, evaluation,
-                       verdict, approval)
+                       verdict, approval, drift)
     path = layout.run_dir / CARD_FILE
     path.write_text(card)
     client = configure(s)

@@ -7,8 +7,13 @@ chain, with the two full-pass results broadcast as side inputs:
     read ──► transform, encode, key by (split, shard) ──► group ──► write ──► finalize
                   ▲            ▲                                                 ▲
     read ─► keys ─► split + shuffle plan (side input) ───────────────────────────┤
-    read ─► analyzers per split (side input: min/max/mean/std, quantiles,  ──────┘
-            vocabularies, class counts)
+    read ─► analyzers per split (side input: min/max/mean/std, quantiles,  ──────┤
+            vocabularies, class counts; the training split's histogram bins)        │
+    read ─► histograms of every split on the training split's bins (side input) ───┘
+
+The histograms (:mod:`tasks.features.profile`: deciles of numeric columns, top
+categories, image brightness/contrast/intensity) are stored with the statistics; the
+data-analysis page draws them and drift checks compare new data with them.
 
 There is no fan-out: each branch reads the snapshot itself. Beam 2.77's DaskRunner
 executes just one consumer of a PCollection that has several and gave inconsistent
@@ -46,6 +51,13 @@ from tasks.data.tfrecord import (
     output_spec,
     pack_raw,
     shard_name,
+)
+from tasks.features.profile import (
+    BinSketch,
+    Histogram,
+    ProfileColumn,
+    data_columns,
+    merge_histograms,
 )
 from tasks.features.text import TextFeature, line_ids, tokens, windows
 from tasks.features.transforms import Analyzer, apply_numpy
@@ -340,11 +352,19 @@ class CollectPieces(beam.CombineFn):
         return acc
 
 
-class SplitAnalyzers(beam.CombineFn):
-    """Full-pass analyzers of every split at once: accumulator is {split: accumulator}."""
+_BINS = "_bins"  # accumulator key of the training split's histogram-bin sketch
 
-    def __init__(self, analyzer: Analyzer) -> None:
+
+class SplitAnalyzers(beam.CombineFn):
+    """Full-pass analyzers of every split at once: accumulator is {split: accumulator}.
+
+    With ``bins``, the training split's rows also feed a :class:`BinSketch`, finished as
+    ``stats["train"]["bins"]`` (the histogram bins of every profiled column).
+    """
+
+    def __init__(self, analyzer: Analyzer, bins: BinSketch | None = None) -> None:
         self._a = analyzer
+        self._bins = bins
 
     def create_accumulator(self) -> dict[str, Any]:
         return {}
@@ -353,6 +373,8 @@ class SplitAnalyzers(beam.CombineFn):
                   ) -> dict[str, Any]:
         split, cols = item
         acc[split] = self._a.add(acc.get(split) or self._a.create(), cols)
+        if self._bins is not None and split == "train":
+            acc[_BINS] = self._bins.add(acc.get(_BINS) or self._bins.create(), cols)
         return acc
 
     def merge_accumulators(self, accs: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -360,10 +382,50 @@ class SplitAnalyzers(beam.CombineFn):
         for acc in accs:
             for split, a in acc.items():
                 out.setdefault(split, []).append(a)
-        return {split: self._a.merge(parts) for split, parts in out.items()}
+        merged = {split: self._a.merge(parts) for split, parts in out.items()
+                  if split != _BINS}
+        if _BINS in out and self._bins is not None:
+            merged[_BINS] = self._bins.merge(out[_BINS])
+        return merged
 
     def extract_output(self, acc: dict[str, Any]) -> dict[str, Any]:
-        return {split: self._a.finish(a) for split, a in sorted(acc.items())}
+        out = {split: self._a.finish(a) for split, a in sorted(acc.items()) if split != _BINS}
+        if self._bins is not None and "train" in out:
+            out["train"]["bins"] = self._bins.finish(acc.get(_BINS) or self._bins.create())
+        return out
+
+
+def _histograms(batch: dict[str, Any], plan: dict[str, Any], stats: dict[str, Any],
+                profiled: Sequence[ProfileColumn]) -> Iterator[dict[str, Any]]:
+    """Histograms of one batch's rows per split, on the training split's bins."""
+    bins = (stats.get("train") or {}).get("bins")
+    if not bins:
+        return
+    sources = sorted({c.source for c in profiled})
+    for split, cols in _by_split(batch, plan, sources):
+        h = Histogram(profiled, bins)
+        yield {split: h.finish(h.add(h.create(), cols))}
+
+
+class MergeHistograms(beam.CombineFn):
+    """Sum per-batch histograms into one set per split ({split: {column: histogram}})."""
+
+    def create_accumulator(self) -> dict[str, Any]:
+        return {}
+
+    def add_input(self, acc: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+        for split, hists in item.items():
+            acc[split] = merge_histograms(acc.get(split, {}), hists)
+        return acc
+
+    def merge_accumulators(self, accs: Iterable[dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for acc in accs:
+            out = self.add_input(out, acc)
+        return out
+
+    def extract_output(self, acc: dict[str, Any]) -> dict[str, Any]:
+        return dict(sorted(acc.items()))
 
 
 class WriteShard(beam.DoFn):
@@ -395,12 +457,12 @@ class WriteShard(beam.DoFn):
 
 
 def _finalize(records: list[dict[str, Any]], work_dir: str, stats: dict[str, Any],
-              plan: dict[str, Any]) -> int:
+              plan: dict[str, Any], histograms: dict[str, Any] | None = None) -> int:
     shards = sorted((r for r in records if "file" in r), key=lambda r: r["file"])
     bad = sorted((b for r in records if "bad" in r for b in r["bad"]),
                  key=lambda b: (b["partition"], b["row"], str(b["field"])))
     write_json(Path(work_dir) / "_summary.json", {
-        "shards": shards, "bad": bad, "stats": stats,
+        "shards": shards, "bad": bad, "stats": stats, "histograms": histograms or {},
         "sizes": plan["sizes"], "counts": plan["counts"],
     })
     return len(shards)
@@ -426,6 +488,7 @@ def build_pipeline(
     columns = sorted({f.name for f in prep.features} | ({prep.label} if prep.label else set()))
     analyzer = Analyzer(list(prep.packed) + list(prep.text)
                         + _extra_stats(prep), prep.label, prep.label_dtype == "int64")
+    profiled = data_columns(prep, schema)
     def read(label: str) -> beam.PCollection:
         # Each branch reads the immutable snapshot itself instead of sharing one
         # PCollection: the DaskRunner mishandles fan-out (see the module docstring), and
@@ -446,9 +509,17 @@ def build_pipeline(
     stats = (
         read("ForStats")
         | "BySplit" >> beam.FlatMap(_by_split, plan=plan_si, columns=columns)
-        | "Analyze" >> beam.CombineGlobally(SplitAnalyzers(analyzer))
+        | "Analyze" >> beam.CombineGlobally(
+            SplitAnalyzers(analyzer, BinSketch(profiled) if profiled else None))
     )
     stats_si = beam.pvalue.AsSingleton(stats)
+    extra: dict[str, Any] = {}
+    if profiled:
+        extra["histograms"] = beam.pvalue.AsSingleton(
+            read("ForHistograms")
+            | "CountBySplit" >> beam.FlatMap(_histograms, plan=plan_si, stats=stats_si,
+                                             profiled=profiled)
+            | "Histograms" >> beam.CombineGlobally(MergeHistograms()))
     if prep.text:
         by_part = {part: files[key] for part, fields in source.partitions().items()
                    for key in fields.values()}
@@ -464,7 +535,8 @@ def build_pipeline(
     done = (
         shards
         | "CollectShards" >> beam.combiners.ToList()
-        | "Finalize" >> beam.Map(_finalize, str(work_dir), stats=stats_si, plan=plan_si)
+        | "Finalize" >> beam.Map(_finalize, str(work_dir), stats=stats_si, plan=plan_si,
+                                 **extra)
     )
     return {"plan": plan, "stats": stats, "shards": shards, "done": done}
 
@@ -580,6 +652,9 @@ def preprocess(
                         origins or {})
         files_by_split = _complete_shards(tmp, split)
         stats = summary["stats"]
+        stats.get("train", {}).pop("bins", None)  # kept in each histogram instead
+        for name, hists in summary.get("histograms", {}).items():
+            stats.setdefault(name, {})["histograms"] = hists
         schema = source.schema()
         write_json(tmp / FEATURE_SPEC,
                    output_spec(prep, schema, stats.get("train", {"features": {}}),

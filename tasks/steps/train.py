@@ -245,6 +245,20 @@ def log_training_inputs(spec: UseCaseSpec, params: Mapping[str, Any], digest: st
                              f"{ds_digest}-{split}", context)
 
 
+def log_data_checks(run_dir: Path) -> None:
+    """The run's data-analysis page and drift report (the ``analyze`` step), if written."""
+    import mlflow
+
+    for name in ("analysis", "drift"):
+        if (Path(run_dir) / name).is_dir():
+            mlflow.log_artifacts(str(Path(run_dir) / name), name)
+    verdict = Path(run_dir) / "drift" / "verdict.json"
+    if verdict.is_file():
+        v = read_json(verdict)
+        mlflow.set_tags({"drift.status": v["status"], "drift.forced": str(v["forced"]).lower(),
+                         "drift.summary": v["summary"][:5000]})
+
+
 def log_calibration(calibration: Calibration, out_dir: Path) -> None:
     """Calibration values as params, its reports as artifacts (and files in ``out_dir``)."""
     import mlflow
@@ -367,6 +381,7 @@ def train(spec: UseCaseSpec, params: Mapping[str, Any], dataset_dir: Path, out_d
     with atomic_dir(out_dir) as tmp, mlflow.start_run(
             experiment_id=exp_id, run_name=f"{spec.name}-{snapshot.run_key}", tags=tags) as run:
         log_training_inputs(spec, params, digest, reader)
+        log_data_checks(out_dir.parent)
         hist, seconds = fit(model, reader, spec, objective, params, tmp / "tensorboard")
         check_finite(spec.name, hist, params)
         mlflow.log_metric("train_seconds", seconds)

@@ -44,6 +44,9 @@ PLATFORM_PARAMS = {
     "max_bad_fraction": "largest fraction of bad rows quarantined instead of refused "
                         "(0 to 1)",
     "rollout": "champion (serve at once) or shadow (challenger until mlp promote)",
+    "force_drift": "train even if the new data drifted past a fail threshold (needs "
+                   "force_drift_reason)",
+    "force_drift_reason": "why training proceeds despite drift (kept in the model card)",
 }
 ROLLOUTS = ("champion", "shadow")
 CLASSIFIERS = ("classification",)

@@ -48,17 +48,27 @@ def test_dagbag_parses_every_use_case_without_side_effects():
     result = _parse()
     assert result["errors"] == {}
     assert result["heavy"] == [], f"heavy modules imported at parse time: {result['heavy']}"
+    names = [n for n in catalog.names() if (DAGS / f"{n}.py").exists()]
+    with_model = [n for n in names if catalog.get(n).model is not None]
+    # Each use case with a model also gets its batch-scoring and monitoring DAGs.
     assert sorted(result["dags"]) == sorted(
-        n for n in catalog.names() if (DAGS / f"{n}.py").exists())
+        names + [f"{n}_score" for n in with_model] + [f"{n}_monitor" for n in with_model])
     for dag_id, dag in result["dags"].items():
         assert "mlp" in dag["tags"], dag_id
         assert min(dag["retries"]) >= 1
+        if dag_id.endswith("_monitor") and dag_id.removesuffix("_monitor") in with_model:
+            assert dag["tasks"] == ["skew", "retrain"] and "monitoring" in dag["tags"]
+            continue
+        if dag_id.endswith("_score") and dag_id.removesuffix("_score") in with_model:
+            assert dag["tasks"] == ["score"] and "scoring" in dag["tags"]
+            assert {"source_dir", "version", "alias"} <= set(dag["params"])
+            continue
         assert "source_dir" in dag["params"]
         if catalog.get(dag_id).model is None:  # data-only use case: stops after preprocessing
-            assert dag["tasks"] == ["ingest", "preprocess"]
+            assert dag["tasks"] == ["ingest", "preprocess", "analyze"]
             continue
-        assert dag["tasks"] == ["ingest", "preprocess", "train", "evaluate", "gate", "approve",
-                                "deploy"]
+        assert dag["tasks"] == ["ingest", "preprocess", "analyze", "train", "evaluate", "gate",
+                                "approve", "deploy"]
         assert {"epochs", "batch_size", "require_approval", "rollout"} <= set(dag["params"])
 
 

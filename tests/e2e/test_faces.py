@@ -2,7 +2,8 @@
 
 6 generated photos per person and 3 bad files each (no face, two faces, not an image);
 the books' REST request, a base64 JPEG of a face crop, answers per-person probabilities
-and a name. The real figure is reached by `mlp run faces` (README).
+and a name; batch scoring of a folder of photos answers the same. The real figure is
+reached by `mlp run faces` (README).
 """
 
 import base64
@@ -19,7 +20,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_faces_quarantines_bad_photos_registers_and_answers_the_books_request(airflow_db,
-                                                                              own_mlflow):
+                                                                              own_mlflow,
+                                                                              tmp_path):
     from skimage import data as skdata
 
     from models._face_photos import PEOPLE, encode_jpeg
@@ -60,3 +62,38 @@ def test_faces_quarantines_bad_photos_registers_and_answers_the_books_request(ai
         bad = httpx.post(f"{base}/v1/models/faces:predict",
                          json={"instances": [{"image": {"b64": "%%% not base64"}}]})
         assert bad.status_code == 400 and "base64" in bad.json()["error"]
+
+        # `mlp score faces <folder of JPEGs>`: one person's photos (with the bad files);
+        # each is checked and cropped as in training and sent as the books' JPEG crop.
+        import shutil
+
+        import numpy as np
+        import pyarrow.parquet as pq
+
+        from models.faces import FaceCropInput
+        from tasks.data.faces import FaceCropDecoder
+        from tasks.steps.score import score
+
+        photos = tmp_path / "photos"
+        photos.mkdir()
+        for key, path in spec.source.files(spec.smoke.source).items():
+            if key.startswith(f"{PEOPLE[0]}/"):
+                shutil.copy(path, photos / key.split("/", 1)[1])
+        result = score(spec, str(photos), out_dir=tmp_path / "scored")
+        table = pq.read_table(tmp_path / "scored" / "predictions").to_pandas()
+        assert list(table.columns) == ["file", "probabilities", "class_name", "model",
+                                       "version"]
+        assert result.rows == len(table) >= 4 and result.quarantined >= 2
+        reasons = {json.loads(line)["reason"].split(" (")[0] for line in
+                   (tmp_path / "scored" / "quarantine.jsonl").read_text().splitlines()}
+        assert {"no face", "not an image"} <= reasons, reasons
+        first = table.sort_values("file")[:3]
+        crops = [FaceCropDecoder().decode(f) for f in first["file"]]
+        answers = httpx.post(f"{base}/v1/models/faces:predict", json={"instances": [
+            {"image": {"b64": base64.b64encode(jpeg).decode()}}
+            for jpeg in FaceCropInput().encode(np.stack(crops))]}, timeout=30).json()
+        np.testing.assert_allclose(np.stack(first["probabilities"].map(np.stack)),
+                                   [a["probabilities"] for a in answers["predictions"]],
+                                   atol=1e-5)
+        assert first["class_name"].tolist() == [a["class_name"] for a in
+                                                answers["predictions"]]

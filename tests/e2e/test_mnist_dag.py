@@ -42,7 +42,8 @@ def test_mnist_dag_end_to_end(airflow_db, own_mlflow, source):
     assert str(dr.state) == "success"
     states = {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
     assert states == dict.fromkeys(
-        ["ingest", "preprocess", "train", "evaluate", "gate", "approve", "deploy"], "success")
+        ["ingest", "preprocess", "analyze", "train", "evaluate", "gate", "approve",
+         "deploy"], "success")
 
     client = configure()
     versions = client.search_model_versions("name='mnist'")

@@ -226,7 +226,8 @@ def test_scaled_out_stack_trains_registers_and_serves(stack):
     assert result["deploy"]["version"] == "1" and result["deploy"]["alias"] == "champion"
     states = client.task_states("mnist", result["run_id"])
     assert states == dict.fromkeys(
-        ["ingest", "preprocess", "train", "evaluate", "gate", "approve", "deploy"], "success")
+        ["ingest", "preprocess", "analyze", "train", "evaluate", "gate", "approve",
+         "deploy"], "success")
     run = client.dag_run("mnist", result["run_id"])
     assert run["conf"]["epochs"] == 8 and run["conf"]["variant"] == "softmax"
 

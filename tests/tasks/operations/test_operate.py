@@ -85,12 +85,16 @@ def test_ingest_without_services_records_the_asset_event(airflow_db, mnist_dir, 
     from tasks.core.config import settings
 
     assert main(["ingest", "mnist", str(mnist_dir), "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    # Airflow, imported by the fixture, logs to the stdout pytest captures; the CLI's own
+    # stdout holds only the document (main() sends the rest to stderr).
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index("{\n"):] if not out.startswith("{") else out)
     assert result["via"] == "metadata-db"
     landing = settings().root / "landing" / "mnist"
     assert [str(p) for p in landing.iterdir()] == [result["landing"]]
     manifest = json.loads((landing / result["landing"] / "manifest.json").read_text())
-    assert manifest["facts"] == {"train": {"rows": 300}, "test": {"rows": 100}}
+    assert manifest["facts"] == {"train": {"rows": 300}, "test": {"rows": 100}, "rows": 400,
+                                 "bad_rows": 0}
     with create_session() as session:
         asset = session.scalar(select(AssetModel).where(AssetModel.uri == "mlp://mnist/raw"))
         events = session.scalars(select(AssetEvent).where(AssetEvent.asset_id == asset.id)).all()

@@ -115,8 +115,8 @@ def test_ensure_valid_raises_one_line_per_problem():
         ensure_valid(spec, {"foo": 1, "epochs": 0})
     assert str(err.value).splitlines() == [
         "breast_cancer --param foo: unknown run param; known: batch_size, epochs, "
-        "force_deploy, force_reason, learning_rate, max_bad_fraction, require_approval, "
-        "rollout, source_dir",
+        "force_deploy, force_drift, force_drift_reason, force_reason, learning_rate, "
+        "max_bad_fraction, require_approval, rollout, source_dir",
         "breast_cancer --param epochs: 0 is below the minimum 1",
     ]
 

@@ -1,0 +1,93 @@
+"""Histograms on the training split's bins: deciles, top categories, image statistics."""
+
+import numpy as np
+
+from tasks.features.profile import (
+    CATEGORICAL,
+    OTHER,
+    BinSketch,
+    Histogram,
+    ProfileColumn,
+    bin_labels,
+    bins_of,
+    data_columns,
+    merge_histograms,
+    output_columns,
+    profile,
+)
+from tasks.spec import Feature, PreprocessSpec
+
+
+def test_numeric_bins_are_training_deciles_and_counts_cover_every_row():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=5000)
+    col = ProfileColumn("x", "numeric", "x")
+    hist = profile([col], [{"x": x[:2000]}, {"x": x[2000:]}])["x"]
+    np.testing.assert_allclose(hist["edges"], np.quantile(x, np.arange(1, 10) / 10), atol=0.01)
+    assert hist["counts"] == [500] * 10 and hist["rows"] == 5000
+    # New data on the same bins: values past the training range land in the open ends.
+    new = profile([col], [{"x": np.array([-100.0, 100.0, np.nan])}], bins_of({"x": hist}))
+    assert new["x"]["counts"][0] == 1 and new["x"]["counts"][-1] == 1
+    assert new["x"]["missing"] == 1 and new["x"]["rows"] == 3
+
+
+def test_sketch_and_counts_merge_in_any_order():
+    rng = np.random.default_rng(1)
+    cols = [ProfileColumn("x", "numeric", "x"), ProfileColumn("c", CATEGORICAL, "c")]
+    batches = [{"x": rng.exponential(size=3000), "c": rng.choice(["a", "b", "z"], 3000)}
+               for _ in range(4)]
+    sketch = BinSketch(cols)
+    accs = [sketch.add(sketch.create(), b) for b in batches]
+    bins = sketch.finish(sketch.merge([sketch.merge(accs[:2]), sketch.merge(accs[2:])]))
+    other_order = sketch.finish(sketch.merge(accs[::-1]))
+    # Past 8,192 values the sketch is compressed: edges agree within its rank error.
+    np.testing.assert_allclose(bins["x"]["edges"], other_order["x"]["edges"], atol=0.005)
+    assert bins["c"] == other_order["c"]
+    assert bins["c"]["values"][-1] == OTHER and set(bins["c"]["values"]) == {"a", "b", "z",
+                                                                             OTHER}
+    h = Histogram(cols, bins)
+    parts = [h.finish(h.add(h.create(), b)) for b in batches]
+    total = merge_histograms(merge_histograms(parts[0], parts[1]),
+                             merge_histograms(parts[2], parts[3]))
+    assert total == h.finish(h.merge([h.add(h.create(), b) for b in batches]))
+    assert sum(total["x"]["counts"]) == 12000 and sum(total["c"]["counts"]) == 12000
+    # An unseen category counts as <other>.
+    other = profile(cols, [{"x": np.zeros(2), "c": np.array(["new", "a"])}], bins)["c"]
+    assert other["counts"][-1] == 1
+
+
+def test_images_are_profiled_by_brightness_contrast_and_intensity():
+    prep = PreprocessSpec(features=(Feature("image", "uint8"),), label="label")
+    cols = data_columns(prep, {"image": {"dtype": "uint8", "shape": [28, 28]}})
+    assert [c.name for c in cols] == ["image.mean", "image.std", "image.pixels"]
+    img = np.zeros((10, 28, 28), np.uint8)
+    img[:, :14] = 255
+    hist = profile(cols, [{"image": img}])
+    assert hist["image.pixels"]["counts"][0] == hist["image.pixels"]["counts"][-1] == 3920
+    assert hist["image.pixels"]["rows"] == 10
+    assert hist["image.mean"]["edges"] == [127.5]
+    assert bin_labels(hist["image.pixels"])[0] == "0-15"
+
+
+def test_categorical_columns_follow_the_transform_or_the_string_dtype():
+    prep = PreprocessSpec(features=(Feature("a", "zscore"), Feature("b", "onehot"),
+                                    Feature("c", "identity")), label=None)
+    kinds = {c.name: c.kind for c in data_columns(prep, {"c": {"dtype": "string"}})}
+    assert kinds == {"a": "numeric", "b": "categorical", "c": "categorical"}
+    # Integer-coded categories read alike from CSV ints and JSON floats.
+    h = profile([ProfileColumn("b", CATEGORICAL, "b")], [{"b": np.array([1, 2, 2])}])
+    again = profile([ProfileColumn("b", CATEGORICAL, "b")], [{"b": np.array([1.0, 2.0])}],
+                    bins_of(h))
+    assert again["b"]["counts"][:2] == [1, 1]
+
+
+def test_outputs_are_profiled_as_classes_scores_and_flags():
+    proba = np.array([[0.1, 0.9], [0.8, 0.2]], np.float32)
+    cols = output_columns({"probabilities": proba, "score": np.array([0.5, 2.0]),
+                           "flag": np.array([0, 1]), "class_name": np.array([b"a", b"b"],
+                                                                            object)})
+    assert list(cols["probabilities.class"]) == ["1", "0"]
+    assert cols["score"].dtype == np.float64 and list(cols["flag"]) == ["0", "1"]
+    assert list(cols["class_name"]) == ["a", "b"]
+    recon = output_columns(np.ones((3, 4, 4)))
+    assert list(recon) == ["output.mean"]
