@@ -100,7 +100,7 @@ def trigger_params(spec: UseCaseSpec) -> dict[str, Param]:
     return params
 
 
-def _ingest(spec: UseCaseSpec) -> Snapshot:
+def _ingest(spec: UseCaseSpec, ignore: tuple[str, ...] = ()) -> Snapshot:
     from tasks.steps.ingest import ingest
     from tasks.steps.validate import ensure_valid
 
@@ -110,8 +110,9 @@ def _ingest(spec: UseCaseSpec) -> Snapshot:
         location = triggering_location(ctx, spec.name) or ctx["params"]["source_dir"]
         # Runs triggered from the UI or REST API skip `mlp run`'s check: same check here
         # (unknown conf keys included, which Airflow would drop silently).
-        ensure_valid(spec, getattr(ctx["dag_run"], "conf", None) or {}, location,
-                     dag_file=False)
+        conf = getattr(ctx["dag_run"], "conf", None) or {}
+        ensure_valid(spec, {k: v for k, v in conf.items() if k not in ignore}, location,
+                     dag_file=False)  # ignore: params of the DAG, not of the use case
         manifest = ingest(spec.source, location, layout.raw_dir)
         out.summary = f"snapshot {manifest['checksum'][:12]} {manifest['facts']}"
     return Snapshot(layout.key, str(layout.raw_dir), manifest["checksum"])

@@ -3,12 +3,15 @@
 - :mod:`tasks.spec.usecase`: the typed spec (``UseCaseSpec`` and its parts: data source
   protocol, preprocessing features, split rule, model, gate, run params); cheap to import
   (no TensorFlow, Beam or I/O) because DAG files build specs at parse time;
+- :mod:`tasks.spec.search`: search spaces of hyper-parameter tuning, declared on the run
+  params (``RunParam(search=...)``), and what a trial is judged on (``TuneSpec``);
 - :mod:`tasks.spec.catalog`: discovery of use cases by module name.
 
 A use case imports from here, from :mod:`tasks.data` (sources) and from
 :mod:`tasks.features`; nothing else of the platform.
 """
 
+from tasks.spec.search import Choice, IntRange, LogUniform, TuneSpec, Uniform
 from tasks.spec.usecase import (
     RATIO,
     AblationSpec,
@@ -27,6 +30,11 @@ from tasks.spec.usecase import (
 
 __all__ = [
     "RATIO",
+    "Choice",
+    "IntRange",
+    "LogUniform",
+    "TuneSpec",
+    "Uniform",
     "AblationSpec",
     "DataSource",
     "Feature",

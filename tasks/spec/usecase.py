@@ -62,6 +62,7 @@ class RunParam:
     minimum: float | None = None
     maximum: float | None = None
     enum: tuple[Any, ...] | None = None
+    search: Any = None  # a tasks.spec.search distribution: tuning varies this param
 
     def schema(self) -> dict[str, Any]:
         """JSON-schema keywords for ``airflow.sdk.Param``."""
@@ -408,6 +409,8 @@ class UseCaseSpec:
         require_approval: Default of the ``require_approval`` run param: after a passing
             gate, wait for an operator to approve (Airflow UI or ``mlp approve``) before
             deploying.
+        tune: What hyper-parameter tuning judges a trial on (:class:`~tasks.spec.search.
+            TuneSpec`); the space itself is on the run params (``RunParam.search``).
 
     """
 
@@ -424,6 +427,7 @@ class UseCaseSpec:
     catchup: bool = False
     smoke: SmokeTest | None = None
     require_approval: bool = False
+    tune: Any = None  # tasks.spec.search.TuneSpec; None: val_loss, minimised
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():

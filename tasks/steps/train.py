@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ def params_digest(params: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(dict(params), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _epoch_logger() -> Any:
+def _epoch_logger(lines: bool = True) -> Any:
     import keras
     import mlflow
 
@@ -71,8 +71,9 @@ def _epoch_logger() -> Any:
             logs = {k: float(v) for k, v in (logs or {}).items()}
             mlflow.log_metrics(logs, step=epoch)
             line = " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items()))
-            report("  epoch %d/%d %s (%.1fs)", epoch + 1, self.params["epochs"], line,
-                   time.perf_counter() - self._t)
+            if lines:
+                report("  epoch %d/%d %s (%.1fs)", epoch + 1, self.params["epochs"], line,
+                       time.perf_counter() - self._t)
             if any(not math.isfinite(v) for v in logs.values()):
                 self.model.stop_training = True
 
@@ -80,8 +81,13 @@ def _epoch_logger() -> Any:
 
 
 def fit(model: Any, reader: DatasetReader, spec: UseCaseSpec, objective: Objective,
-        params: Mapping[str, Any], tensorboard_dir: Path) -> tuple[dict[str, list[float]], float]:
-    """Fit on the training split, validating each epoch; returns history and seconds."""
+        params: Mapping[str, Any], tensorboard_dir: Path, callbacks: Sequence[Any] = (),
+        epoch_lines: bool = True) -> tuple[dict[str, list[float]], float]:
+    """Fit on the training split, validating each epoch; returns history and seconds.
+
+    ``callbacks`` run after the epoch's logs are recorded (a tuning trial's pruner);
+    ``epoch_lines=False`` keeps the per-epoch progress lines off the console.
+    """
     import keras
 
     mk = spec.model
@@ -92,8 +98,9 @@ def fit(model: Any, reader: DatasetReader, spec: UseCaseSpec, objective: Objecti
     history = model.fit(
         train_ds, validation_data=val_ds, epochs=int(params["epochs"]), verbose=0,
         callbacks=[*objective.callbacks(params),  # first: they add to the logs recorded
-                   _epoch_logger(),
-                   keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), histogram_freq=0)],
+                   _epoch_logger(epoch_lines),
+                   keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), histogram_freq=0),
+                   *callbacks],
     )
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     return hist, time.perf_counter() - started

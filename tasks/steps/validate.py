@@ -14,7 +14,9 @@ Checks:
   name columns the source yields;
 - model: the objective is a known kind, the class names match the label's classes,
   the gate metric is one the objective (or the use case's declared extra metrics)
-  produces.
+  produces;
+- search space (tuning): each ``RunParam.search`` is a known distribution inside the
+  param's bounds and choices (:func:`tasks.spec.search.problems`).
 """
 
 from __future__ import annotations
@@ -131,6 +133,20 @@ def check_model(spec: UseCaseSpec, schema: Mapping[str, Mapping[str, Any]] | Non
                                 f"{spec.preprocess.label!r} has {classes} classes (the "
                                 "model's output width): give one name per class"))
     return problems
+
+
+def check_search_space(spec: UseCaseSpec) -> list[Problem]:
+    """The tuning search space declared on the run params (pure: no I/O)."""
+    from tasks.spec.search import DIRECTIONS, problems
+
+    where = f"models/{spec.name}.py"
+    out = [Problem(f"{where} params[{name!r}].search", text)
+           for name, p in spec.params.items() for text in problems(name, p)]
+    tune = spec.tune
+    if tune is not None and getattr(tune, "direction", None) not in DIRECTIONS:
+        out.append(Problem(f"{where} tune.direction", f"{tune.direction!r} is not one of "
+                                                      f"{list(DIRECTIONS)}"))
+    return out
 
 
 def _not_a_column(name: str, cols: list[str]) -> str:
@@ -255,7 +271,8 @@ def validate(spec: UseCaseSpec, conf: Mapping[str, Any] | None = None,
     location = location or conf.get("source_dir") or spec.source.default_location
     schema = source_schema(spec)
     return [*check_params(spec, conf), *check_columns(spec, schema),
-            *check_model(spec, schema), *(check_dag_file(spec) if dag_file else []),
+            *check_model(spec, schema), *check_search_space(spec),
+            *(check_dag_file(spec) if dag_file else []),
             *check_source(spec, str(location)), *check_parent(spec, conf)]
 
 
