@@ -48,8 +48,18 @@ def test_dagbag_parses_every_use_case_without_side_effects():
     result = _parse()
     assert result["errors"] == {}
     assert result["heavy"] == [], f"heavy modules imported at parse time: {result['heavy']}"
+    from tasks.orchestration.tuning import tunable
+
+    tuning = {f"{n}_tune" for n in catalog.names() if tunable(catalog.get(n))}
+    assert {"breast_cancer_tune", "mnist_tune"} <= tuning
     assert sorted(result["dags"]) == sorted(
-        n for n in catalog.names() if (DAGS / f"{n}.py").exists())
+        [n for n in catalog.names() if (DAGS / f"{n}.py").exists()] + sorted(tuning))
+    for dag_id in tuning:  # dags/tuning.py: trials as mapped tasks, then the same release
+        dag = result["dags"].pop(dag_id)
+        assert dag["tasks"] == ["ingest", "preprocess", "study", "trial", "best", "train",
+                                "evaluate", "gate", "approve", "deploy"]
+        assert {"tune_trials", "tune_parallel", "tune_timeout", "epochs"} <= set(dag["params"])
+        assert "tuning" in dag["tags"] and min(dag["retries"]) >= 1
     for dag_id, dag in result["dags"].items():
         assert "mlp" in dag["tags"], dag_id
         assert min(dag["retries"]) >= 1
@@ -63,6 +73,7 @@ def test_dagbag_parses_every_use_case_without_side_effects():
 
 
 def test_every_use_case_has_a_thin_dag_file():
+    assert len((DAGS / "tuning.py").read_text().splitlines()) <= 10  # every <name>_tune
     for name in catalog.names():
         dag_file = DAGS / f"{name}.py"
         assert dag_file.is_file(), f"models/{name}.py has no DAG file dags/{name}.py"
