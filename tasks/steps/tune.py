@@ -236,6 +236,8 @@ def fail_orphaned_trials(study: Any, slots: Sequence[int] | None = None,
         study._storage.set_trial_user_attr(t._trial_id, "failed_because", why)
         study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
         failed.append(t.number)
+        if t.user_attrs.get("default"):  # keep the comparison with the defaults
+            study.enqueue_trial(dict(t.params), user_attrs={"default": True})
         run_id = t.user_attrs.get("mlflow_run_id")
         if run_id:
             client = client or tracking.configure(s)
@@ -431,7 +433,9 @@ def finish(spec: UseCaseSpec, run_key: str, started: Mapping[str, Any],
         raise TuningError(f"study {study.study_name}: no trial completed "
                           f"({ {k: v for k, v in states.items() if v} }); nothing to train")
     best = study.best_trial
-    default = next((t for t in trials if t.user_attrs.get("default")), None)
+    defaults = [t for t in trials if t.user_attrs.get("default")]  # a killed one is re-asked
+    default = next((t for t in defaults if t.state == TrialState.COMPLETE),
+                   defaults[0] if defaults else None)
     ts = tune_spec(spec)
     summary = {
         "study": study.study_name, "storage": started.get("storage"),
