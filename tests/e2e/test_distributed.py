@@ -10,7 +10,9 @@ single-process training with the same global batch size and seed.
 from __future__ import annotations
 
 import json
-import threading
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 
@@ -36,41 +38,52 @@ def _worker(index):
 
 
 def test_two_workers_train_like_one_and_a_killed_worker_fails_the_task_until_the_retry(
-        airflow_db, own_mlflow, mnist_dir, monkeypatch, tmp_path):
+        airflow_db, own_mlflow, mnist_dir, tmp_path):
     import numpy as np
 
     from tasks.core import progress
     from tasks.core.run import RunLayout, Snapshot, run_key
     from tasks.data.tfrecord import DatasetReader
-    from tasks.orchestration.dag_factory import build_dag
     from tasks.spec import catalog
     from tasks.steps.train import train
     from tasks.tracking import configure
 
     progress_file = tmp_path / "run.progress"
-    monkeypatch.setenv(progress.ENV, str(progress_file))
-    monkeypatch.setenv("MLP_DISTRIBUTE", "multi_worker")
-    monkeypatch.setenv("MLP_TRAIN_WORKERS", "2")
     when = datetime(2026, 8, 1, tzinfo=UTC)
-    box = {}
-    runner = threading.Thread(target=lambda: box.update(run=build_dag("mnist").test(
-        logical_date=when, run_conf={**CONF, "source_dir": str(mnist_dir)})))
-    runner.start()
+    env = {**os.environ, progress.ENV: str(progress_file), "MLP_DISTRIBUTE": "multi_worker",
+           "MLP_TRAIN_WORKERS": "2"}
+    # As `mlp run` starts it (Airflow's task runner needs its own main thread).
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tasks.operations.local", "mnist",
+         json.dumps({**CONF, "source_dir": str(mnist_dir)}), when.isoformat()],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     killed = None
-    deadline = time.monotonic() + 600
-    while killed is None and runner.is_alive():
-        assert time.monotonic() < deadline, "the two workers did not start training in time"
-        text = progress_file.read_text() if progress_file.exists() else ""
-        if "epoch 3/" in text and (worker := _worker(1)) is not None:
-            worker.kill()
-            killed = worker.pid
-        time.sleep(0.2)
-    assert killed is not None, "the run ended before a worker could be killed"
-    runner.join(900)
-    dag_run = box["run"]
-    assert str(dag_run.state) == "success"
-    train_ti = next(ti for ti in dag_run.get_task_instances() if ti.task_id == "train")
-    assert train_ti.try_number == 2  # the killed attempt failed, its retry trained
+    try:
+        deadline = time.monotonic() + 600
+        while killed is None and child.poll() is None:
+            assert time.monotonic() < deadline, "the two workers did not train in time"
+            text = progress_file.read_text() if progress_file.exists() else ""
+            if "epoch 3/" in text and (worker := _worker(1)) is not None:
+                worker.kill()
+                killed = worker.pid
+            time.sleep(0.2)
+        assert killed is not None, "the run ended before a worker could be killed"
+        assert child.wait(900) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        run = session.query(DagRun).filter(DagRun.dag_id == "mnist",
+                                           DagRun.logical_date == when).one()
+        assert str(run.state) == "success"
+        train_ti = session.query(TaskInstance).filter(
+            TaskInstance.run_id == run.run_id, TaskInstance.dag_id == "mnist",
+            TaskInstance.task_id == "train").one()
+        assert train_ti.try_number == 2  # the killed attempt failed, its retry trained
     text = progress_file.read_text()
     assert f"worker 1 of 2 (pid {killed}) was killed by SIGKILL" in text
     assert "nothing was registered" in text
@@ -85,7 +98,6 @@ def test_two_workers_train_like_one_and_a_killed_worker_fails_the_task_until_the
     assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]  # killed + retry
 
     # Single-process training, same data, global batch and seed.
-    monkeypatch.delenv("MLP_DISTRIBUTE")
     layout = RunLayout.of("mnist", key)
     spec = catalog.get("mnist")
     params = {**{k: p.default for k, p in spec.params.items()}, **CONF}
