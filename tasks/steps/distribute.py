@@ -105,8 +105,19 @@ def is_default(strat: Any) -> bool:
     return strat is None or type(strat).__name__ == "_DefaultDistributionStrategy"
 
 
+def _sharded(ds: Any, files: int, strat: Any) -> Any:
+    """Shard by file when every worker gets one, else by record (tf.data auto-sharding)."""
+    import tensorflow as tf
+
+    policy = tf.data.experimental.AutoShardPolicy
+    opts = tf.data.Options()
+    opts.experimental_distribute.auto_shard_policy = (
+        policy.FILE if files >= strat.num_replicas_in_sync else policy.DATA)
+    return ds.with_options(opts)
+
+
 def fit_loop(model: Any, train_ds: Any, val_ds: Any, epochs: int, callbacks: Sequence[Any],
-             strat: Any) -> dict[str, list[float]]:
+             strat: Any, train_files: int = 1) -> dict[str, list[float]]:
     """``Model.fit`` for a distributed strategy: Keras' train/test steps via ``strategy.run``.
 
     Every worker runs this same sequence (the steps and the metric reads are collective);
@@ -120,8 +131,8 @@ def fit_loop(model: Any, train_ds: Any, val_ds: Any, epochs: int, callbacks: Seq
         # What Model.fit does first (a symbolic build of metrics and optimizer variables),
         # on a local batch: Keras' own reduction of a distributed batch fails here.
         model._symbolic_build(data_batch=first)
-    dist_train = strat.experimental_distribute_dataset(train_ds)
-    dist_val = strat.experimental_distribute_dataset(val_ds)
+    dist_train = strat.experimental_distribute_dataset(_sharded(train_ds, train_files, strat))
+    dist_val = strat.experimental_distribute_dataset(_sharded(val_ds, 1, strat))
 
     @tf.function
     def train_step(batch: Any) -> Any:

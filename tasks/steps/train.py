@@ -106,8 +106,10 @@ def fit(model: Any, reader: DatasetReader, spec: UseCaseSpec, objective: Objecti
                 *callbacks]
     started = time.perf_counter()
     if not distribute.is_default(strategy):
+        from tasks.data.tfrecord import split_files
+
         hist = distribute.fit_loop(model, train_ds, val_ds, int(params["epochs"]), cbs,
-                                   strategy)
+                                   strategy, len(split_files(reader.dataset_dir, "train")))
         return hist, time.perf_counter() - started
     history = model.fit(train_ds, validation_data=val_ds, epochs=int(params["epochs"]),
                         verbose=0, callbacks=cbs)
