@@ -298,11 +298,7 @@ def run_trial(spec: UseCaseSpec, params: Mapping[str, Any], dataset_dir: str | P
         TuningError: The tuning metric is not logged by the model.
 
     """
-    import keras
-    import mlflow
     from optuna.trial import TrialState
-
-    from tasks.steps.train import ModelBuilder, fit, resolve_params
 
     s = s or settings()
     seed = int(params.get("seed", 42))
@@ -316,6 +312,12 @@ def run_trial(spec: UseCaseSpec, params: Mapping[str, Any], dataset_dir: str | P
     if started.get("deadline") and time.time() > float(started["deadline"]):
         return {"slot": slot, "state": "SKIPPED", "number": None, "value": None,
                 "params": {}, "reason": "the tuning timeout had passed before it started"}
+    # TensorFlow only now: a rerun whose slot already finished needs none of it.
+    import keras
+    import mlflow
+
+    from tasks.steps.train import ModelBuilder, fit, resolve_params
+
     _limit_threads(int(started.get("parallel", 1)))
     trial = study.ask(distributions(spec))
     for key, value in {"slot": slot, "attempt": attempt, "pid": os.getpid(),

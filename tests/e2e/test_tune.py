@@ -1,10 +1,12 @@
 """``mlp tune`` for real: trials as mapped Airflow tasks in parallel, one killed with SIGKILL.
 
-The tuning DAG runs exactly as ``mlp tune breast_cancer --trials 3 --parallel 2`` runs it
-(LocalExecutor processes, the study in the platform's SQLite database). While the trials
-train, the test kills one trial's process with SIGKILL: the study must stay consistent
-(that trial FAIL), Airflow's retry of that mapped task must run a new trial, and the tune
-must end with 3 finished trials, then train, gate and deploy the best params.
+The tuning DAG runs exactly as ``mlp tune breast_cancer --trials 2 --parallel 2`` runs it
+(LocalExecutor processes, the study in the platform's SQLite database). While the two
+trials train side by side, the test kills one trial's process with SIGKILL once it has
+reported an epoch: the study must stay consistent (that trial FAIL), Airflow's retry of
+that mapped task must run a new trial, and the tune must end with 2 finished trials, then
+train, gate and deploy the best params. The smallest use case and budget that exercise
+all of it (breast_cancer, 2 trials of 10 epochs): the subject is the mechanics.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-# Forced deploy: 40 epochs on 341 rows may miss the 0.95 gate; the subject is the mechanics.
-CONF = {"epochs": 40, "force_deploy": True, "force_reason": "tuning test: mechanics"}
-TRIALS = 3
+# Forced deploy: 10 epochs on 341 rows may miss the 0.95 gate; the subject is the mechanics.
+CONF = {"epochs": 10, "force_deploy": True, "force_reason": "tuning test: mechanics"}
+TRIALS = 2
 
 
 def _study(name):
@@ -49,17 +51,20 @@ def test_tune_runs_trials_as_mapped_tasks_survives_a_killed_trial_and_deploys_th
     runner = threading.Thread(target=lambda: box.update(summary=run_tune(
         "breast_cancer", tune_conf(CONF, TRIALS, 2, None), 2, when, echo=lambda _: None)))
     runner.start()
-    killed = None
-    deadline = time.monotonic() + 900
+    killed, study = None, None
+    deadline = time.monotonic() + 600
     while killed is None and runner.is_alive():
-        assert time.monotonic() < deadline, "no trial reached its second epoch in time"
-        time.sleep(0.3)
-        try:
-            running = _study(name).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        except Exception:  # the study does not exist yet
-            continue
+        assert time.monotonic() < deadline, "no trial reached its first epoch in time"
+        time.sleep(0.1)
+        if study is None:
+            try:
+                study = _study(name)  # then read again through the same storage
+            except Exception:  # the study does not exist yet
+                continue
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         for t in running:
-            if len(t.intermediate_values) >= 2 and "pid" in t.user_attrs:
+            # Mid-training: it has reported an epoch (so its MLflow run is open).
+            if t.intermediate_values and "pid" in t.user_attrs:
                 os.kill(t.user_attrs["pid"], signal.SIGKILL)
                 killed = t
                 break
@@ -128,7 +133,7 @@ def test_tune_runs_trials_as_mapped_tasks_survives_a_killed_trial_and_deploys_th
     # A rerun of the run continues the study: finished slots are reused, not retrained.
     layout = RunLayout.of("breast_cancer", key)
     again = run_trial(catalog.get("breast_cancer"), {**{k: p.default for k, p in
-                      catalog.get("breast_cancer").params.items()}, "epochs": 40},
+                      catalog.get("breast_cancer").params.items()}, **CONF},
                       layout.dataset_dir, key, 0, {"metric": "val_loss"})
     assert again["reused"] is True
     assert len(_study(name).get_trials(deepcopy=False)) == TRIALS + 1
