@@ -11,6 +11,7 @@ divergence) fails the task at once: a retry could not fix it.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,15 @@ from tasks.spec import UseCaseSpec, catalog
 
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 TASK_IDS = ("ingest", "preprocess", "train", "evaluate", "gate", "approve", "deploy")
+RETRY_DELAY_ENV = "MLP_RETRY_DELAY"
+
+
+def retry_delay() -> timedelta:
+    """How long a failed task waits for its retry (``MLP_RETRY_DELAY`` seconds, default 30).
+
+    Read when the DAG is parsed.
+    """
+    return timedelta(seconds=max(0.0, float(os.environ.get(RETRY_DELAY_ENV) or "30")))
 
 
 def context_run_key(context: Any) -> str:
@@ -232,7 +242,7 @@ def build_dag(use_case: UseCaseSpec | str) -> DAG:
         max_active_runs=1,
         params=trigger_params(spec),
         tags=["mlp", *spec.tags],
-        default_args={"owner": "mlp", "retries": 1, "retry_delay": timedelta(seconds=30)},
+        default_args={"owner": "mlp", "retries": 1, "retry_delay": retry_delay()},
     ) as dag:
 
         @task(task_id="ingest")

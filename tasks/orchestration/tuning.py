@@ -34,6 +34,7 @@ from tasks.orchestration.dag_factory import (
     _gate,
     _ingest,
     _preprocess,
+    retry_delay,
     step,
     trigger_params,
 )
@@ -159,7 +160,7 @@ def build_tuning_dag(use_case: UseCaseSpec | str) -> DAG:
         raise SpecError(f"{spec.name} has no search space to tune: declare one on its run "
                         "params, e.g. RunParam(..., search=LogUniform(1e-4, 1e-1))")
     objectives.get(spec.model.objective)
-    default_args = {"owner": "mlp", "retries": 1, "retry_delay": timedelta(seconds=30)}
+    default_args = {"owner": "mlp", "retries": 1, "retry_delay": retry_delay()}
     with DAG(
         dag_id=tuning_dag_id(spec.name),
         description=f"Hyper-parameter tuning of {spec.name} (Optuna; trials as mapped tasks)",
