@@ -80,3 +80,16 @@ def test_every_use_case_has_a_thin_dag_file():
         text = dag_file.read_text()
         assert len(text.splitlines()) <= 10, name
         assert f'build_dag("{name}")' in text
+
+
+def test_the_retry_delay_comes_from_the_environment(monkeypatch):
+    from datetime import timedelta
+
+    from tasks.orchestration import build_dag
+    from tasks.orchestration.tuning import build_tuning_dag
+
+    monkeypatch.delenv("MLP_RETRY_DELAY", raising=False)
+    assert build_dag("breast_cancer").task_dict["train"].retry_delay == timedelta(seconds=30)
+    monkeypatch.setenv("MLP_RETRY_DELAY", "7")
+    for dag in (build_dag("breast_cancer"), build_tuning_dag("breast_cancer")):
+        assert dag.task_dict["train"].retry_delay == timedelta(seconds=7)
