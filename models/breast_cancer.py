@@ -15,8 +15,10 @@ from typing import Any
 from tasks.data.sources import Column, TabularSource
 from tasks.spec import (
     RATIO,
+    Choice,
     Feature,
     GateSpec,
+    LogUniform,
     ModelSpec,
     PreprocessSpec,
     RunParam,
@@ -83,10 +85,13 @@ SPEC = UseCaseSpec(
     gate=GateSpec(metric="test_accuracy", min_value=0.95, max_regression=0.02),
     params={
         "epochs": RunParam(60, "integer", "Training epochs", minimum=1, maximum=1000),
-        "batch_size": RunParam(16, "integer", "Mini-batch size", minimum=1, maximum=4096),
+        "batch_size": RunParam(16, "integer", "Mini-batch size", minimum=1, maximum=4096,
+                               search=Choice((8, 16, 32, 64))),
         "learning_rate": RunParam(0.01, "number", "Adam learning rate", minimum=1e-6,
-                                  maximum=10.0),
+                                  maximum=10.0, search=LogUniform(1e-3, 0.3)),
     },
+    # `mlp tune breast_cancer` varies the two params above; trials are judged on the
+    # validation loss (the default TuneSpec): finer than accuracy on 114 rows.
     # The tiny end-to-end test's run (tests/e2e/test_use_cases.py).
     smoke=SmokeTest("bundled:569:0", {"epochs": 20}),
     tags=("tabular", "classification", "books"),

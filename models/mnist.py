@@ -13,13 +13,16 @@ from typing import Any
 
 from tasks.data.sources import IdxImageSource
 from tasks.spec import (
+    Choice,
     Feature,
     GateSpec,
+    LogUniform,
     ModelSpec,
     PreprocessSpec,
     RunParam,
     SmokeTest,
     SplitSpec,
+    TuneSpec,
     UseCaseSpec,
 )
 
@@ -104,9 +107,10 @@ SPEC = UseCaseSpec(
         "variant": RunParam("cnn", "string", "Model variant from the books", enum=VARIANTS),
         "epochs": RunParam(0, "integer", "Training epochs; 0 = the variant's default "
                            "(softmax 30, dnn 20, cnn 8)", minimum=0, maximum=200),
-        "batch_size": RunParam(128, "integer", "Mini-batch size", minimum=1, maximum=8192),
+        "batch_size": RunParam(128, "integer", "Mini-batch size", minimum=1, maximum=8192,
+                               search=Choice((32, 64, 128, 256))),
         "learning_rate": RunParam(1e-3, "number", "Adam learning rate", minimum=1e-6,
-                                  maximum=1.0),
+                                  maximum=1.0, search=LogUniform(1e-4, 1e-2)),
         "validation_size": RunParam(5000, "integer", "Rows carved from train for validation",
                                     minimum=1),
     },
@@ -117,4 +121,6 @@ SPEC = UseCaseSpec(
     smoke=SmokeTest(None, {"variant": "softmax", "epochs": 2, "batch_size": 32,
                            "validation_size": 50}, covered_by="tests/e2e/test_mnist_dag.py"),
     tags=("images", "classification", "books"),
+    # `mlp tune mnist --variant dnn`: trials judged on validation accuracy (5,000 rows).
+    tune=TuneSpec(metric="val_accuracy", direction="maximize", warmup_epochs=3),
 )

@@ -235,6 +235,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if summary["state"] == "success" else 1
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    """``mlp tune``: an Optuna search as parallel mapped tasks, then train/gate/deploy."""
+    from tasks.operations.tune import tune, tuning_lines
+
+    conf, logical = run_conf(args), parse_date(args.logical_date)
+    use_case = validated(args.use_case, conf)
+    if not any(p.search for p in known_spec(use_case).params.values()):
+        raise UsageError(f"{use_case} declares no search space: add search=... to its run "
+                         f"params in models/{use_case}.py (e.g. LogUniform(1e-4, 1e-1))")
+    if args.trials < 1 or args.parallel < 1 or (args.timeout is not None and args.timeout <= 0):
+        raise UsageError("--trials and --parallel must be >= 1, --timeout > 0 seconds")
+    apply_env()
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    summary = tune(use_case, conf, args.trials, args.parallel, args.timeout, logical)
+    emit(args, summary, lambda: "\n".join(
+        (summary_lines(summary, settings()) if summary["via"] == "in-process"
+         else [format_outcome(summary)]) + tuning_lines(summary.get("tuning") or {})))
+    return 0 if summary["state"] == "success" else 1
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """``mlp validate``: the spec against its source and params, in seconds (exit 2 if not)."""
     conf = run_conf(args)
@@ -636,6 +656,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant")
     p.add_argument("--source", help="directory with the raw input files")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("tune", help="tune a use case's search space with Optuna (trials "
+                       "as parallel Airflow mapped tasks), then train, gate and deploy the best")
+    _run_flags(p)
+    p.add_argument("--variant")
+    p.add_argument("--source", help="directory with the raw input files")
+    p.add_argument("--trials", type=int, default=8, help="trials of the study (default 8)")
+    p.add_argument("--parallel", type=int, default=2, help="trials at once (default 2)")
+    p.add_argument("--timeout", type=float, help="no new trial starts after S seconds")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("validate", help="check a use case's spec, params and source "
                        "files in seconds, without starting anything")

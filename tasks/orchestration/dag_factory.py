@@ -11,6 +11,7 @@ divergence) fails the task at once: a retry could not fix it.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -44,6 +45,15 @@ from tasks.spec import UseCaseSpec, catalog
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 TASK_IDS = ("ingest", "preprocess", "analyze", "train", "evaluate", "gate", "approve",
             "deploy")
+RETRY_DELAY_ENV = "MLP_RETRY_DELAY"
+
+
+def retry_delay() -> timedelta:
+    """How long a failed task waits for its retry (``MLP_RETRY_DELAY`` seconds, default 30).
+
+    Read when the DAG is parsed.
+    """
+    return timedelta(seconds=max(0.0, float(os.environ.get(RETRY_DELAY_ENV) or "30")))
 
 
 def context_run_key(context: Any) -> str:
@@ -160,7 +170,7 @@ def trigger_params(spec: UseCaseSpec) -> dict[str, Param]:
     return params
 
 
-def _ingest(spec: UseCaseSpec) -> Snapshot:
+def _ingest(spec: UseCaseSpec, ignore: tuple[str, ...] = ()) -> Snapshot:
     from tasks.steps.ingest import ingest
     from tasks.steps.validate import ensure_valid
 
@@ -170,8 +180,9 @@ def _ingest(spec: UseCaseSpec) -> Snapshot:
         location = triggering_location(ctx, spec.name) or ctx["params"]["source_dir"]
         # Runs triggered from the UI or REST API skip `mlp run`'s check: same check here
         # (unknown conf keys included, which Airflow would drop silently).
-        ensure_valid(spec, getattr(ctx["dag_run"], "conf", None) or {}, location,
-                     dag_file=False)
+        conf = getattr(ctx["dag_run"], "conf", None) or {}
+        ensure_valid(spec, {k: v for k, v in conf.items() if k not in ignore}, location,
+                     dag_file=False)  # ignore: params of the DAG, not of the use case
         # Media decoding is the row check of media sources: preprocessing does it next.
         manifest = ingest(spec.source, location, layout.raw_dir, max_bad_fraction(spec, ctx),
                           decode=False)
@@ -329,7 +340,7 @@ def build_dag(use_case: UseCaseSpec | str) -> DAG:
         max_active_runs=1,
         params=trigger_params(spec),
         tags=["mlp", *spec.tags],
-        default_args={"owner": "mlp", "retries": 1, "retry_delay": timedelta(seconds=30)},
+        default_args={"owner": "mlp", "retries": 1, "retry_delay": retry_delay()},
     ) as dag:
 
         @task(task_id="ingest")

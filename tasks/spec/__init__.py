@@ -4,6 +4,8 @@
   protocol, preprocessing features, split rule, model, gate, run params); cheap to import
   (no TensorFlow, Beam or I/O) because DAG files build specs at parse time;
 - :mod:`tasks.spec.monitoring`: drift and skew thresholds (``UseCaseSpec.drift``);
+- :mod:`tasks.spec.search`: search spaces of hyper-parameter tuning, declared on the run
+  params (``RunParam(search=...)``), and what a trial is judged on (``TuneSpec``);
 - :mod:`tasks.spec.catalog`: discovery of use cases by module name.
 
 A use case imports from here, from :mod:`tasks.data` (sources) and from
@@ -11,6 +13,7 @@ A use case imports from here, from :mod:`tasks.data` (sources) and from
 """
 
 from tasks.spec.monitoring import DriftSpec, Threshold
+from tasks.spec.search import Choice, IntRange, LogUniform, TuneSpec, Uniform
 from tasks.spec.usecase import (
     RATIO,
     AblationSpec,
@@ -29,6 +32,11 @@ from tasks.spec.usecase import (
 
 __all__ = [
     "RATIO",
+    "Choice",
+    "IntRange",
+    "LogUniform",
+    "TuneSpec",
+    "Uniform",
     "AblationSpec",
     "DataSource",
     "DriftSpec",

@@ -59,6 +59,7 @@ class RunParam:
     minimum: float | None = None
     maximum: float | None = None
     enum: tuple[Any, ...] | None = None
+    search: Any = None  # a tasks.spec.search distribution: tuning varies this param
 
     def schema(self) -> dict[str, Any]:
         """JSON-schema keywords for ``airflow.sdk.Param``."""
@@ -425,6 +426,8 @@ class UseCaseSpec:
             deploying.
         drift: Drift and skew thresholds and the monitoring schedule
             (:class:`~tasks.spec.monitoring.DriftSpec`; defaults fit most use cases).
+        tune: What hyper-parameter tuning judges a trial on (:class:`~tasks.spec.search.
+            TuneSpec`); the space itself is on the run params (``RunParam.search``).
 
     """
 
@@ -442,6 +445,7 @@ class UseCaseSpec:
     smoke: SmokeTest | None = None
     require_approval: bool = False
     drift: DriftSpec = field(default_factory=DriftSpec)
+    tune: Any = None  # tasks.spec.search.TuneSpec; None: val_loss, minimised
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():

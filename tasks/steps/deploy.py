@@ -108,7 +108,9 @@ def deploy(model_name: str, trained: TrainedModel, verdict: Verdict, snapshot: S
     client = tracking.configure(s)
     tags = version_tags(verdict, snapshot.run_key, snapshot.checksum,
                         layout.stats_file.as_uri(), trained.run_id, tracking.git_commit())
-    tags.update(parent_tags(client.get_run(trained.run_id).data.tags))  # built on a parent
+    run_tags = client.get_run(trained.run_id).data.tags
+    tags.update(parent_tags(run_tags))  # built on a parent
+    tags.update({k: v for k, v in run_tags.items() if k.startswith("tune_")})  # from a study
     mv, created = register_version(client, model_name, trained, tags)
     version = str(mv.version)
     try:

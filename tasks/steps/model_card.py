@@ -58,8 +58,9 @@ def render_card(spec: UseCaseSpec, version: str, snapshot: Snapshot,
                 manifest: Mapping[str, Any], trained: TrainedModel,
                 evaluation: Mapping[str, Any], verdict: Verdict,
                 approval: Mapping[str, Any] | None,
-                drift: Mapping[str, Any] | None = None) -> str:
-    """The model card as Markdown (pure)."""
+                drift: Mapping[str, Any] | None = None,
+                tuning: Mapping[str, Any] | None = None) -> str:
+    """The model card as Markdown (pure); ``tuning`` is the run's search, if it had one."""
     lines = [f"# Model card: {spec.name} version {version}", ""]
     lines += ["## Intended use", "", spec.description.strip() or spec.name, ""]
     lines += ["## Data", "",
@@ -76,6 +77,8 @@ def render_card(spec: UseCaseSpec, version: str, snapshot: Snapshot,
               f"- Params: `{json.dumps(trained.params, sort_keys=True)}`"]
     if trained.calibration:
         lines.append(f"- Calibrated on validation: `{json.dumps(trained.calibration)}`")
+    if tuning:
+        lines += ["", *search_lines(tuning)]
     data = evaluation.get("data") or {}
     champ = evaluation.get("champion") or {}
     scored = evaluation.get("scored") or "the served model on raw test inputs"
@@ -124,6 +127,30 @@ def render_card(spec: UseCaseSpec, version: str, snapshot: Snapshot,
     return "\n".join(lines) + "\n"
 
 
+def search_lines(tuning: Mapping[str, Any]) -> list[str]:
+    """The card's section on the hyper-parameter search the params came from (pure)."""
+    best, default = tuning["best"], tuning.get("default") or {}
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in tuning["counts"].items())
+    lines = ["## Hyper-parameter search", "",
+             f"- Optuna study `{tuning['study']}` ({tuning.get('storage')}), tuning run "
+             f"`{tuning['parent_run_id']}`: {len(tuning['trials'])} trials ({counts}), "
+             f"judged on `{tuning['metric']}` ({tuning['direction']})",
+             "- Search space: " + ", ".join(f"`{k}` {v}" for k, v in
+                                            tuning["search_space"].items()),
+             f"- These params are trial {best['number']}'s: {tuning['metric']} "
+             f"{_fmt(best['value'])}"
+             + (f" (the run's default params, trial {default['number']}: "
+                f"{_fmt(default.get('value'))})" if default else ""), "",
+             "| trial | state | " + tuning["metric"] + " | epochs | params |",
+             "|---:|---|---:|---:|---|"]
+    for t in tuning["trials"]:
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in t["params"].items())
+        mark = " (default)" if t.get("default") else ""
+        lines.append(f"| {t['number']}{mark} | {t['state']} | {_fmt(t['value'])} | "
+                     f"{t['epochs']} | {params} |")
+    return lines
+
+
 def write_card(spec: UseCaseSpec, deployment: Deployment, snapshot: Snapshot,
                trained: TrainedModel, verdict: Verdict, layout: RunLayout,
                approval: Mapping[str, Any] | None = None, s: Settings | None = None) -> Path:
@@ -134,8 +161,11 @@ def write_card(spec: UseCaseSpec, deployment: Deployment, snapshot: Snapshot,
     evaluation = read_json(layout.evaluation_file)
     drift_file = layout.drift_dir / "verdict.json"
     drift = read_json(drift_file) if drift_file.is_file() else None
+    tuning_file = layout.run_dir / "tune" / "summary.json"  # tasks.steps.tune writes it
+    tuning = read_json(tuning_file) if tuning_file.is_file() and \
+        trained.params_digest and _tuned(trained, s) else None
     card = render_card(spec, deployment.version, snapshot, manifest, trained, evaluation,
-                       verdict, approval, drift)
+                       verdict, approval, drift, tuning)
     path = layout.run_dir / CARD_FILE
     path.write_text(card)
     client = configure(s)
@@ -145,6 +175,11 @@ def write_card(spec: UseCaseSpec, deployment: Deployment, snapshot: Snapshot,
     log.info("model card of %s v%s written (%d lines)", deployment.model, deployment.version,
              card.count("\n"))
     return path
+
+
+def _tuned(trained: TrainedModel, s: Settings | None) -> bool:
+    """Whether the training run was trained with a study's best params."""
+    return "tune_study" in configure(s).get_run(trained.run_id).data.tags
 
 
 def read_card(ref: str, s: Settings | None = None) -> str:

@@ -12,8 +12,10 @@ import hashlib
 import json
 import logging
 import math
+import sys
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ from tasks.features.schema import KEY as INPUT_SCHEMA_KEY
 from tasks.objectives import plots
 from tasks.objectives.base import Calibration, Objective
 from tasks.spec import UseCaseSpec
+from tasks.steps import distribute
 from tasks.steps.infra_validation import SERVING_EXAMPLE, write_serving_example
 from tasks.steps.tabular import model_schema
 
@@ -61,7 +64,7 @@ def params_digest(params: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(dict(params), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _epoch_logger() -> Any:
+def _epoch_logger(lines: bool = True) -> Any:
     import keras
     import mlflow
 
@@ -75,8 +78,9 @@ def _epoch_logger() -> Any:
             logs = {k: float(v) for k, v in (logs or {}).items()}
             mlflow.log_metrics(logs, step=epoch)
             line = " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items()))
-            report("  epoch %d/%d %s (%.1fs)", epoch + 1, self.params["epochs"], line,
-                   time.perf_counter() - self._t)
+            if lines:
+                report("  epoch %d/%d %s (%.1fs)", epoch + 1, self.params["epochs"], line,
+                       time.perf_counter() - self._t)
             if any(not math.isfinite(v) for v in logs.values()):
                 self.model.stop_training = True
 
@@ -84,21 +88,35 @@ def _epoch_logger() -> Any:
 
 
 def fit(model: Any, reader: DatasetReader, spec: UseCaseSpec, objective: Objective,
-        params: Mapping[str, Any], tensorboard_dir: Path) -> tuple[dict[str, list[float]], float]:
-    """Fit on the training split, validating each epoch; returns history and seconds."""
+        params: Mapping[str, Any], tensorboard_dir: Path, callbacks: Sequence[Any] = (),
+        epoch_lines: bool = True, strategy: Any = None) -> tuple[dict[str, list[float]], float]:
+    """Fit on the training split, validating each epoch; returns history and seconds.
+
+    ``callbacks`` run after the epoch's logs are recorded (a tuning trial's pruner);
+    ``epoch_lines=False`` keeps the per-epoch progress lines off the console. Under a
+    distributed ``strategy`` (:mod:`tasks.steps.distribute`) the batch size is the global
+    batch and only the chief records the logs.
+    """
     import keras
 
     mk = spec.model
     seed = int(params.get("seed", 42))
     train_ds = objective.dataset(reader, mk, "train", int(params["batch_size"]), seed)
     val_ds = objective.dataset(reader, mk, "validation", 1024)
+    cbs = [*objective.callbacks(params)]  # first: they add to the logs recorded
+    if distribute.is_chief():
+        cbs += [_epoch_logger(epoch_lines),
+                keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), histogram_freq=0),
+                *callbacks]
     started = time.perf_counter()
-    history = model.fit(
-        train_ds, validation_data=val_ds, epochs=int(params["epochs"]), verbose=0,
-        callbacks=[*objective.callbacks(params),  # first: they add to the logs recorded
-                   _epoch_logger(),
-                   keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), histogram_freq=0)],
-    )
+    if not distribute.is_default(strategy):
+        from tasks.data.tfrecord import split_files
+
+        hist = distribute.fit_loop(model, train_ds, val_ds, int(params["epochs"]), cbs,
+                                   strategy, len(split_files(reader.dataset_dir, "train")))
+        return hist, time.perf_counter() - started
+    history = model.fit(train_ds, validation_data=val_ds, epochs=int(params["epochs"]),
+                        verbose=0, callbacks=cbs)
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     return hist, time.perf_counter() - started
 
@@ -340,7 +358,7 @@ def cached_result(out_dir: Path, digest: str) -> TrainedModel | None:
 
 
 def train(spec: UseCaseSpec, params: Mapping[str, Any], dataset_dir: Path, out_dir: Path,
-          snapshot: Snapshot, s: Settings | None = None) -> TrainedModel:
+          snapshot: Snapshot, s: Settings | None = None) -> TrainedModel | None:
     """Train the use case's model on the preprocessed dataset and track it in MLflow.
 
     Idempotent per run: when ``out_dir`` already holds a result for the same params, that
@@ -353,6 +371,9 @@ def train(spec: UseCaseSpec, params: Mapping[str, Any], dataset_dir: Path, out_d
         out_dir: The run's train folder (appears atomically).
         snapshot: The run's raw snapshot (run key and checksum are tagged for lineage).
         s: Settings (default: from the environment).
+
+    Returns:
+        The result (None in a non-chief worker of a distributed training).
 
     Raises:
         TrainingDiverged: The loss became NaN or infinite.
@@ -369,11 +390,21 @@ def train(spec: UseCaseSpec, params: Mapping[str, Any], dataset_dir: Path, out_d
         log.info("training for run %s already done (MLflow run %s); reusing it",
                  snapshot.run_key, cached.run_id)
         return cached
+    if workers := distribute.local_workers():  # MLP_DISTRIBUTE=multi_worker, no TF_CONFIG
+        distribute.launch_local_cluster(workers, {
+            "use_case": spec.name, "params": params, "dataset_dir": str(dataset_dir),
+            "out_dir": str(out_dir), "snapshot": snapshot.to_xcom()}, out_dir)
+        return cached_result(out_dir, digest)  # the chief's result
     reader = DatasetReader.open(dataset_dir)
     objective = objectives.get(spec.model.objective)
     keras.utils.set_random_seed(int(params.get("seed", 42)))
     build = ModelBuilder(spec, reader.stats, s)
-    model = build(params)
+    strategy = distribute.strategy()  # TensorFlow's default one unless configured
+    with strategy.scope():
+        model = build(params)
+    if not distribute.is_chief():  # another worker of the cluster: fit only, log nothing
+        fit(model, reader, spec, objective, params, Path(tempfile.mkdtemp()), strategy=strategy)
+        return None
     exp_id = tracking.experiment_id(spec.name, s)
     tags = {"use_case": spec.name, "run_key": snapshot.run_key,
             "data_checksum": snapshot.checksum, "git_commit": tracking.git_commit(),
@@ -382,7 +413,9 @@ def train(spec: UseCaseSpec, params: Mapping[str, Any], dataset_dir: Path, out_d
             experiment_id=exp_id, run_name=f"{spec.name}-{snapshot.run_key}", tags=tags) as run:
         log_training_inputs(spec, params, digest, reader)
         log_data_checks(out_dir.parent)
-        hist, seconds = fit(model, reader, spec, objective, params, tmp / "tensorboard")
+        hist, seconds = fit(model, reader, spec, objective, params, tmp / "tensorboard",
+                            strategy=strategy)
+        model = distribute.plain_copy(model, build, params, strategy)  # exported as usual
         check_finite(spec.name, hist, params)
         mlflow.log_metric("train_seconds", seconds)
         mlflow.log_artifacts(str(tmp / "tensorboard"), "tensorboard")
@@ -407,3 +440,18 @@ def train(spec: UseCaseSpec, params: Mapping[str, Any], dataset_dir: Path, out_d
     log.info("trained %s in %.1fs: %s (MLflow run %s)", spec.name, seconds,
              {k: v[-1] for k, v in hist.items()}, result.run_id)
     return result
+
+
+def _worker(job_file: str) -> int:
+    """One worker process of a distributed training (:mod:`tasks.steps.distribute`)."""
+    from tasks.spec import catalog
+
+    logging.basicConfig(level=logging.INFO)
+    job = json.loads(Path(job_file).read_text())
+    train(catalog.get(job["use_case"]), job["params"], Path(job["dataset_dir"]),
+          Path(job["out_dir"]), Snapshot.from_xcom(job["snapshot"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker(sys.argv[1]))

@@ -22,6 +22,8 @@ Checks:
   cells, non-numbers, out-of-range and unknown values, with file, line and field),
   sampled for big files; more bad rows than ``max_bad_fraction`` is a problem, fewer are
   reported as the rows the run will quarantine.
+- search space (tuning): each ``RunParam.search`` is a known distribution inside the
+  param's bounds and choices (:func:`tasks.spec.search.problems`).
 """
 
 from __future__ import annotations
@@ -176,6 +178,20 @@ def check_model(spec: UseCaseSpec, schema: Mapping[str, Mapping[str, Any]] | Non
                                 f"{spec.preprocess.label!r} has {classes} classes (the "
                                 "model's output width): give one name per class"))
     return problems
+
+
+def check_search_space(spec: UseCaseSpec) -> list[Problem]:
+    """The tuning search space declared on the run params (pure: no I/O)."""
+    from tasks.spec.search import DIRECTIONS, problems
+
+    where = f"models/{spec.name}.py"
+    out = [Problem(f"{where} params[{name!r}].search", text)
+           for name, p in spec.params.items() for text in problems(name, p)]
+    tune = spec.tune
+    if tune is not None and getattr(tune, "direction", None) not in DIRECTIONS:
+        out.append(Problem(f"{where} tune.direction", f"{tune.direction!r} is not one of "
+                                                      f"{list(DIRECTIONS)}"))
+    return out
 
 
 def _not_a_column(name: str, cols: list[str]) -> str:
@@ -360,7 +376,8 @@ def validate(spec: UseCaseSpec, conf: Mapping[str, Any] | None = None,
     schema = source_schema(spec)
     return [*check_params(spec, conf), *check_columns(spec, schema),
             *check_transforms(spec, schema),
-            *check_model(spec, schema), *(check_dag_file(spec) if dag_file else []),
+            *check_model(spec, schema), *check_search_space(spec),
+            *(check_dag_file(spec) if dag_file else []),
             *check_source(spec, str(location)), *check_parent(spec, conf)]
 
 

@@ -48,11 +48,22 @@ def test_dagbag_parses_every_use_case_without_side_effects():
     result = _parse()
     assert result["errors"] == {}
     assert result["heavy"] == [], f"heavy modules imported at parse time: {result['heavy']}"
+    from tasks.orchestration.tuning import tunable
+
     names = [n for n in catalog.names() if (DAGS / f"{n}.py").exists()]
     with_model = [n for n in names if catalog.get(n).model is not None]
+    tuning = {f"{n}_tune" for n in catalog.names() if tunable(catalog.get(n))}
+    assert {"breast_cancer_tune", "mnist_tune"} <= tuning
     # Each use case with a model also gets its batch-scoring and monitoring DAGs.
     assert sorted(result["dags"]) == sorted(
-        names + [f"{n}_score" for n in with_model] + [f"{n}_monitor" for n in with_model])
+        names + [f"{n}_score" for n in with_model] + [f"{n}_monitor" for n in with_model]
+        + sorted(tuning))
+    for dag_id in tuning:  # dags/tuning.py: trials as mapped tasks, then the same release
+        dag = result["dags"].pop(dag_id)
+        assert dag["tasks"] == ["ingest", "preprocess", "study", "trial", "best", "train",
+                                "evaluate", "gate", "approve", "deploy"]
+        assert {"tune_trials", "tune_parallel", "tune_timeout", "epochs"} <= set(dag["params"])
+        assert "tuning" in dag["tags"] and min(dag["retries"]) >= 1
     for dag_id, dag in result["dags"].items():
         assert "mlp" in dag["tags"], dag_id
         assert min(dag["retries"]) >= 1
@@ -73,9 +84,23 @@ def test_dagbag_parses_every_use_case_without_side_effects():
 
 
 def test_every_use_case_has_a_thin_dag_file():
+    assert len((DAGS / "tuning.py").read_text().splitlines()) <= 10  # every <name>_tune
     for name in catalog.names():
         dag_file = DAGS / f"{name}.py"
         assert dag_file.is_file(), f"models/{name}.py has no DAG file dags/{name}.py"
         text = dag_file.read_text()
         assert len(text.splitlines()) <= 10, name
         assert f'build_dag("{name}")' in text
+
+
+def test_the_retry_delay_comes_from_the_environment(monkeypatch):
+    from datetime import timedelta
+
+    from tasks.orchestration import build_dag
+    from tasks.orchestration.tuning import build_tuning_dag
+
+    monkeypatch.delenv("MLP_RETRY_DELAY", raising=False)
+    assert build_dag("breast_cancer").task_dict["train"].retry_delay == timedelta(seconds=30)
+    monkeypatch.setenv("MLP_RETRY_DELAY", "7")
+    for dag in (build_dag("breast_cancer"), build_tuning_dag("breast_cancer")):
+        assert dag.task_dict["train"].retry_delay == timedelta(seconds=7)

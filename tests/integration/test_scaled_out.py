@@ -115,6 +115,7 @@ def stack(tmp_path_factory):
     home = tmp_path_factory.mktemp("mlp-scaled")
     tag = secrets.token_hex(4)
     airflow_db, mlflow_db = f"mlp_it_{tag}_airflow", f"mlp_it_{tag}_mlflow"
+    optuna_db = f"mlp_it_{tag}_optuna"
     redis_db = _free_redis_db()
     ports = {k: _free_port() for k in ("airflow", "mlflow", "serve", "logs")}
     env = _clean_env()
@@ -125,6 +126,7 @@ def stack(tmp_path_factory):
         "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://{PG}/{airflow_db}",
         "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:6379/{redis_db}",
         "MLP_MLFLOW_BACKEND_STORE_URI": f"postgresql+psycopg2://{PG}/{mlflow_db}",
+        "MLP_OPTUNA_STORAGE": f"postgresql+psycopg2://{PG}/{optuna_db}",
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{ports['mlflow']}",
         "MLP_MLFLOW_PORT": str(ports["mlflow"]),
         "MLP_AIRFLOW_PORT": str(ports["airflow"]),
@@ -135,7 +137,7 @@ def stack(tmp_path_factory):
     })
     cluster = None
     try:
-        for db in (airflow_db, mlflow_db):
+        for db in (airflow_db, mlflow_db, optuna_db):
             _pg(f"CREATE DATABASE {db}")
         cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                                dashboard_address=None)
@@ -144,7 +146,8 @@ def stack(tmp_path_factory):
         source = write_mnist_dir(home / "digits", digits_as_mnist(400, 150))
         new_data = write_mnist_dir(home / "new-digits", digits_as_mnist(400, 150, seed=1))
         yield {"env": env, "home": home, "ports": ports, "cluster": cluster,
-               "airflow_db": airflow_db, "mlflow_db": mlflow_db, "source": source,
+               "airflow_db": airflow_db, "mlflow_db": mlflow_db, "optuna_db": optuna_db,
+               "source": source,
                "new_data": new_data}
     finally:
         pids = [int(p.read_text()) for p in (home / "logs").glob("*.pid")] \
@@ -161,7 +164,7 @@ def stack(tmp_path_factory):
         finally:
             if cluster is not None:
                 cluster.close()
-            for db in (airflow_db, mlflow_db):
+            for db in (airflow_db, mlflow_db, optuna_db):
                 _pg(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
             import redis
 
@@ -293,6 +296,33 @@ def test_scaled_out_stack_trains_registers_and_serves(stack):
     assert manifest["checksum"] == landed["manifest"]["checksum"]
     # The rest of that run (default params: a CNN) is not this test's subject.
     client.set_run_state("mnist", run_id, "failed")
+
+
+def test_scaled_out_tune_runs_its_trials_on_the_celery_worker_with_the_study_in_postgres(
+        stack):
+    """``mlp tune`` over REST: 4 trials as mapped tasks on Celery, the study in PostgreSQL."""
+    env = stack["env"]
+    cmd = [str(MLP), "tune", "breast_cancer", "--trials", "4", "--parallel", "2",
+           "--epochs", "5", "--json"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
+    result = json.loads(out.stdout)
+    assert result["via"] == "rest" and result["state"] == "success"
+    assert result["gate"]["passed"] is True and result["deploy"]["alias"] == "champion"
+    # The trials were mapped task instances run by Celery, recorded in PostgreSQL.
+    rows = _pg("SELECT map_index, state, executor FROM task_instance WHERE "
+               "dag_id = 'breast_cancer_tune' AND task_id = 'trial' ORDER BY map_index",
+               stack["airflow_db"])
+    assert [(r[0], r[1]) for r in rows] == [(i, "success") for i in range(4)], rows
+    assert _pg("SELECT count(*) FROM celery_taskmeta WHERE status = 'SUCCESS'",
+               stack["airflow_db"])[0][0] >= 10
+    # Optuna's RDB storage in PostgreSQL holds the study: 4 finished trials.
+    study = f"breast_cancer-{result['run_key']}"
+    states = dict(_pg("SELECT t.state, count(*) FROM trials t JOIN studies s USING "
+                      f"(study_id) WHERE s.study_name = '{study}' GROUP BY t.state",
+                      stack["optuna_db"]))
+    assert states.get("COMPLETE", 0) + states.get("PRUNED", 0) == 4, states
+    assert result["tuning"]["study"] == study
 
 
 def _try(fn):
