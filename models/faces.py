@@ -1,7 +1,9 @@
 """Face recognition (the books' PubFig system): detect, crop 96 x 96, CNN, base64 JPEG REST.
 
 **Data.** A folder of photos per person, ``root/<person>/<file>.jpg`` (PubFig-style), via
-``--source DIR``; or, by default, a seeded generator of per-person face photos in that
+``--source DIR``: the people are the folders (sorted; recorded with the run, named in the
+answers, the metadata and the model card), so any set of people needs no edit; or, by
+default, a seeded generator of per-person face photos in that
 layout (:mod:`models._face_photos`: parametric faces with identity-specific head shape,
 skin, hair, eyes, brows, nose and mouth, varied per photo in pose, tilt, lighting,
 expression, exposure and background, plus per person one photo with no face, one with two
@@ -45,6 +47,7 @@ from tasks.spec import (
     SmokeTest,
     SplitSpec,
     UseCaseSpec,
+    data_class_names,
 )
 
 SPLIT_COUNTS = {"train": 40, "validation": 5, "test": 10}
@@ -62,7 +65,8 @@ def build_model(params: Mapping[str, Any], stats: Mapping[str, Any]) -> Any:
 
     Args:
         params: Run params (``learning_rate``, ``augment``).
-        stats: Preprocessing statistics (unused: pixels are scaled by 1/255).
+        stats: Preprocessing statistics: the run's people (``stats["classes"]``); pixels
+            are scaled by 1/255.
 
     Returns:
         A compiled ``keras.Model`` taking ``pixels`` (96, 96, 3) float32 and returning
@@ -87,7 +91,8 @@ def build_model(params: Mapping[str, Any], stats: Mapping[str, Any]) -> Any:
     x = layers.Dense(512, activation="relu", name="fc1")(x)
     x = layers.Dense(1024, activation="relu", name="fc2")(x)
     x = layers.Dropout(0.3, name="dropout")(x)  # keep_prob 0.7
-    out = layers.Dense(len(PEOPLE), activation="softmax", name="probabilities")(x)
+    people = len(data_class_names(stats)) or len(PEOPLE)  # the run's folders
+    out = layers.Dense(people, activation="softmax", name="probabilities")(x)
     model = keras.Model(inp, out, name="faces_cnn")
     model.compile(optimizer=keras.optimizers.Adam(float(params.get("learning_rate", 1e-3))),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -135,7 +140,7 @@ class FaceCropInput:
 
 SOURCE = MediaFolderSource(
     decoder=FaceCropDecoder(),
-    classes=PEOPLE,
+    classes=(),  # the people are the data's: its folders
     # 84 single-face photos per person: the detector misses some (quarantined as "no
     # face"), and 55 per person are kept.
     default_location="synthetic:84:0",
@@ -157,8 +162,7 @@ SPEC = UseCaseSpec(
         stratify_by="label", seed=42, shards={"train": 2, "validation": 1, "test": 1},
     ),
     model=ModelSpec(build=build_model, input_key="image", label_key="label",
-                    objective="classification", class_names=PEOPLE,
-                    serving_input=FaceCropInput()),
+                    objective="classification", serving_input=FaceCropInput()),
     gate=GateSpec(metric="test_accuracy", min_value=0.90, higher_is_better=True,
                   max_regression=0.02),
     params={

@@ -225,8 +225,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """``mlp validate``: the spec against its source and params, in seconds (exit 2 if not)."""
     conf = run_conf(args)
     use_case = validated(args.use_case, conf)
-    where = conf.get("source_dir") or known_spec(use_case).source.default_location
+    spec = known_spec(use_case)
+    where = conf.get("source_dir") or spec.source.default_location
     print(f"{use_case}: valid (spec, params, source {where})")
+    gate = spec.gate_for(conf)
+    if gate is not None and gate.bars():
+        print(f"  gate: {gate.bars()}")
     return 0
 
 

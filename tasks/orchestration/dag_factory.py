@@ -177,7 +177,7 @@ def _gate(spec: UseCaseSpec, snapshot: Snapshot, evaluation: Evaluation) -> Verd
     params = get_current_context()["params"]
     layout = RunLayout.of(spec.name, snapshot.run_key)
     with step("gate", spec, layout.key) as out:
-        verdict = run_gate(spec.name, spec.gate, evaluation,
+        verdict = run_gate(spec.name, spec.gate_for(params), evaluation,
                            force_deploy=bool(params.get("force_deploy", False)),
                            force_reason=params.get("force_reason", ""), out_dir=layout.gate_dir)
         write_json(layout.gate_file, verdict.to_dict())

@@ -228,7 +228,8 @@ async def metadata(request: Request) -> Response:
         "model_spec": {"name": served.name, "signature_name": "serving_default",
                        "version": served.version},
         "metadata": {"signature_def": served.signature.to_tf_serving()},
-        "mlp": {"run_id": served.run_id, "class_names": served.class_names},
+        "mlp": {"run_id": served.run_id, "class_names": served.class_names,
+                **({"label_map": served.label_map} if served.label_map else {})},
     })
 
 

@@ -42,6 +42,7 @@ class Served:
         predict: ``np.ndarray -> np.ndarray`` for a validated batch.
         run_id: MLflow run the version came from.
         class_names: Class labels from the run's evaluation report, if any.
+        label_map: Detectors: ``detection_classes`` id (as text) -> class name.
 
     """
 
@@ -51,6 +52,7 @@ class Served:
     predict: Any
     run_id: str | None = None
     class_names: list[str] = field(default_factory=list)
+    label_map: dict[str, str] = field(default_factory=dict)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.predict(batch)
@@ -98,13 +100,15 @@ def load_version(name: str, version: str, s: Settings | None = None) -> Served:
         if sig.input_dtype != "string":
             raise
     class_names: list[str] = []
+    label_map: dict[str, str] = {}
     if loaded.run_id:
         try:
             report = mlflow.artifacts.load_dict(f"runs:/{loaded.run_id}/{EVALUATION_ARTIFACT}")
             class_names = [str(c) for c in report.get("class_names", [])]
+            label_map = {str(k): str(v) for k, v in (report.get("label_map") or {}).items()}
         except Exception:  # models logged outside the pipeline have no evaluation report
             class_names = []
-    return Served(name, str(version), sig, predict, loaded.run_id, class_names)
+    return Served(name, str(version), sig, predict, loaded.run_id, class_names, label_map)
 
 
 class ModelStore:

@@ -10,6 +10,7 @@ A use case imports from here, from :mod:`tasks.data` (sources) and from
 """
 
 from tasks.spec.usecase import (
+    CLASSES_STATS_KEY,
     RATIO,
     AblationSpec,
     DataSource,
@@ -23,9 +24,11 @@ from tasks.spec.usecase import (
     SpecError,
     SplitSpec,
     UseCaseSpec,
+    data_class_names,
 )
 
 __all__ = [
+    "CLASSES_STATS_KEY",
     "RATIO",
     "AblationSpec",
     "DataSource",
@@ -39,4 +42,5 @@ __all__ = [
     "SpecError",
     "SplitSpec",
     "UseCaseSpec",
+    "data_class_names",
 ]

@@ -18,8 +18,8 @@ from typing import Any
 
 from tasks.core.config import Settings
 from tasks.core.files import read_json
-from tasks.core.run import Deployment, RunLayout, Snapshot, TrainedModel, Verdict
-from tasks.spec import UseCaseSpec
+from tasks.core.run import STATS, Deployment, RunLayout, Snapshot, TrainedModel, Verdict
+from tasks.spec import CLASSES_STATS_KEY, UseCaseSpec
 from tasks.tracking import configure
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,28 @@ def _fmt(v: Any) -> str:
     return "—" if v is None else str(v)
 
 
+def render_classes(spec: UseCaseSpec, stats: Mapping[str, Any] | None) -> list[str]:
+    """The card's class table: id -> name, and where the names came from."""
+    names = spec.model.classes(stats)
+    if not names:
+        return []
+    origin = "the use case's spec" if spec.model.class_names else (
+        ((stats or {}).get(CLASSES_STATS_KEY) or {}).get("origin") or "the data")
+    detection = spec.model.objective == "detection"
+    first = 1 if detection else 0
+    what = ("`detection_classes` ids of the answers" if detection
+            else "output index (probability position)")
+    lines = ["## Classes", "", f"{len(names)} classes, from {origin}; id = {what}.", "",
+             "| id | class |", "|---:|---|"]
+    lines += [f"| {i} | {n} |" for i, n in enumerate(names, first)]
+    return [*lines, ""]
+
+
 def render_card(spec: UseCaseSpec, version: str, snapshot: Snapshot,
                 manifest: Mapping[str, Any], trained: TrainedModel,
                 evaluation: Mapping[str, Any], verdict: Verdict,
-                approval: Mapping[str, Any] | None) -> str:
+                approval: Mapping[str, Any] | None,
+                stats: Mapping[str, Any] | None = None) -> str:
     """The model card as Markdown (pure)."""
     lines = [f"# Model card: {spec.name} version {version}", ""]
     lines += ["## Intended use", "", spec.description.strip() or spec.name, ""]
@@ -48,6 +66,7 @@ def render_card(spec: UseCaseSpec, version: str, snapshot: Snapshot,
         lines.append(f"| {split} | {info.get('rows')} | {counts or '—'} |")
     quarantined = manifest.get("quarantined_rows", 0)
     lines += ["", f"Quarantined rows: {quarantined}.", ""]
+    lines += render_classes(spec, stats)
     lines += ["## Training", "", f"- MLflow run `{trained.run_id}`, objective "
               f"`{spec.model.objective}`, {trained.train_seconds:.1f} s of fitting",
               f"- Params: `{json.dumps(trained.params, sort_keys=True)}`"]
@@ -106,8 +125,10 @@ def write_card(spec: UseCaseSpec, deployment: Deployment, snapshot: Snapshot,
 
     manifest = read_json(layout.dataset_dir / "manifest.json")
     evaluation = read_json(layout.evaluation_file)
+    stats_file = layout.dataset_dir / STATS
+    stats = read_json(stats_file) if stats_file.is_file() else None
     card = render_card(spec, deployment.version, snapshot, manifest, trained, evaluation,
-                       verdict, approval)
+                       verdict, approval, stats)
     path = layout.run_dir / CARD_FILE
     path.write_text(card)
     client = configure(s)

@@ -150,7 +150,7 @@ def serving_model(spec: UseCaseSpec, trained: Any, stats: Mapping[str, Any],
     # training=True when a model is called without the flag.
     out = trained(x, training=False)
     if hasattr(spec.model.serving_input, "outputs"):
-        out = spec.model.serving_input.outputs(out, list(spec.model.class_names))
+        out = spec.model.serving_input.outputs(out, list(spec.model.classes(stats)))
     head = objective.head(x, out, calibration)
     if head is None and raw is x:
         return trained  # nothing to add: the trained model is what is served
