@@ -398,6 +398,18 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     return 0 if result["state"] in ("success", "queued", "running") else 1
 
 
+def cmd_tensorboard(args: argparse.Namespace) -> int:
+    """``mlp tensorboard``: TensorBoard on a use case's training logs (weight histograms)."""
+    from tasks.operations.tensorboard import NoLogs, open_tensorboard
+
+    known_use_case(args.use_case)
+    try:
+        open_tensorboard(args.use_case, args.run, args.host, args.port)
+    except NoLogs as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     """``mlp list``: the use cases."""
     from tasks.spec import catalog
@@ -511,6 +523,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="follow the run to its end, then print gate verdict and version")
     p.add_argument("--timeout", type=float, help="give up waiting after N seconds")
     p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("tensorboard", help="open TensorBoard on a use case's training logs "
+                       "(scalars, weight histograms)")
+    p.add_argument("use_case")
+    p.add_argument("--run", help="a run key or MLflow run id (default: every run)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=6006)
+    p.set_defaults(func=cmd_tensorboard)
 
     sub.add_parser("list", help="list use cases").set_defaults(func=cmd_list)
     sub.add_parser("env", help="print the environment the platform uses").set_defaults(

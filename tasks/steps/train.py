@@ -34,6 +34,7 @@ from tasks.core.run import (
 from tasks.data.tfrecord import PACKED, DatasetReader
 from tasks.objectives import plots
 from tasks.objectives.base import Calibration, Objective
+from tasks.objectives.pictures import training_pictures
 from tasks.spec import UseCaseSpec
 from tasks.steps.infra_validation import SERVING_EXAMPLE, write_serving_example
 
@@ -93,7 +94,8 @@ def fit(model: Any, reader: DatasetReader, spec: UseCaseSpec, objective: Objecti
         train_ds, validation_data=val_ds, epochs=int(params["epochs"]), verbose=0,
         callbacks=[*objective.callbacks(params),  # first: they add to the logs recorded
                    _epoch_logger(),
-                   keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), histogram_freq=0)],
+                   # Weight histograms per epoch, as the books show (`mlp tensorboard`).
+                   keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), histogram_freq=1)],
     )
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     return hist, time.perf_counter() - started
@@ -351,6 +353,9 @@ def train(spec: UseCaseSpec, params: Mapping[str, Any], dataset_dir: Path, out_d
         check_finite(spec.name, hist, params)
         mlflow.log_metric("train_seconds", seconds)
         mlflow.log_artifacts(str(tmp / "tensorboard"), "tensorboard")
+        for png in training_pictures(spec.name, model, reader, spec.model, objective,
+                                     tmp / "pictures"):
+            mlflow.log_artifact(str(png), "plots")
         write_json(tmp / TRAIN_HISTORY, hist)
         mlflow.log_artifact(str(plots.learning_curves([("", hist)],
                                                       tmp / "learning_curves.png")), "plots")
