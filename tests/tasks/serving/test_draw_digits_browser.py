@@ -84,7 +84,7 @@ def test_drawn_digits_come_back_from_the_digits_model(airflow_db, own_mlflow, tm
         wait_for(lambda: driver.find_element(By.TAG_NAME, "body").get_attribute(
             "data-ready") == "true", what="the page")
         assert driver.find_element(By.ID, "model-name").text == "digits"
-        assert driver.find_element(By.ID, "model-version").text == champion.version
+        assert driver.find_element(By.ID, "model-version").text == str(champion.version)
         labels = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#bars .label")]
         assert labels == [str(i) for i in range(10)]  # the data's classes: plain digits
         pad = driver.find_element(By.ID, "pad")
