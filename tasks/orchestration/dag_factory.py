@@ -88,8 +88,10 @@ def trigger_params(spec: UseCaseSpec) -> dict[str, Param]:
         False, type="boolean",
         description="Operator override: deploy even if the gate fails (needs force_reason)",
     )
+    # Optional in the form (null allowed): a required empty string would keep the UI's
+    # Trigger button disabled until an operator typed a reason for no override at all.
     params["force_reason"] = Param(
-        "", type="string",
+        None, type=["null", "string"],
         description="Why the gate is overridden; required with force_deploy, kept on the version",
     )
     params["require_approval"] = Param(

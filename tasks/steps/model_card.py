@@ -61,8 +61,14 @@ def render_card(spec: UseCaseSpec, version: str, snapshot: Snapshot,
     lines += ["## Data", "",
               f"- Raw snapshot: run `{snapshot.run_key}`, checksum `{snapshot.checksum}`", ""]
     lines += ["| split | rows | class counts |", "|---|---:|---|"]
+    names = spec.model.classes(stats) if spec.model.objective != "detection" else ()
+
+    def named(k: str) -> str:  # a label id with its class name
+        return f"{k} {names[int(k)]}" if k.isdigit() and int(k) < len(names) else k
+
     for split, info in manifest.get("splits", {}).items():
-        counts = ", ".join(f"{k}: {v}" for k, v in (info.get("class_counts") or {}).items())
+        counts = ", ".join(f"{named(k)}: {v}"
+                           for k, v in (info.get("class_counts") or {}).items())
         lines.append(f"| {split} | {info.get('rows')} | {counts or '—'} |")
     quarantined = manifest.get("quarantined_rows", 0)
     lines += ["", f"Quarantined rows: {quarantined}.", ""]
