@@ -259,8 +259,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """``mlp validate``: the spec against its source and params, in seconds (exit 2 if not)."""
     conf = run_conf(args)
     use_case = validated(args.use_case, conf)
-    where = conf.get("source_dir") or known_spec(use_case).source.default_location
+    spec = known_spec(use_case)
+    where = conf.get("source_dir") or spec.source.default_location
     print(f"{use_case}: valid (spec, params, source {where})")
+    gate = spec.gate_for(conf)
+    if gate is not None and gate.bars():
+        print(f"  gate: {gate.bars()}")
     return 0
 
 
@@ -616,6 +620,18 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     return 0 if result["state"] in ("success", "queued", "running") else 1
 
 
+def cmd_tensorboard(args: argparse.Namespace) -> int:
+    """``mlp tensorboard``: TensorBoard on a use case's training logs (weight histograms)."""
+    from tasks.operations.tensorboard import NoLogs, open_tensorboard
+
+    known_use_case(args.use_case)
+    try:
+        open_tensorboard(args.use_case, args.run, args.host, args.port)
+    except NoLogs as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     """``mlp list``: the use cases."""
     from tasks.spec import catalog
@@ -798,6 +814,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="follow the run to its end, then print gate verdict and version")
     p.add_argument("--timeout", type=float, help="give up waiting after N seconds")
     p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("tensorboard", help="open TensorBoard on a use case's training logs "
+                       "(scalars, weight histograms)")
+    p.add_argument("use_case")
+    p.add_argument("--run", help="a run key or MLflow run id (default: every run)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=6006)
+    p.set_defaults(func=cmd_tensorboard)
 
     sub.add_parser("list", help="list use cases").set_defaults(func=cmd_list)
     sub.add_parser("env", help="print the environment the platform uses").set_defaults(

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks.data.classes import ClassList
 from tasks.data.sources import GENERATED, SourceError, _cached, generated_location
 
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -175,14 +176,21 @@ class CifarSource:
                 rows += len(images)
             facts[part] = {"rows": rows}
         if META in files:
-            d = load_pickle(files[META])
-            names = _field(d, "label_names", files[META]) if isinstance(d, dict) else None
-            if not isinstance(names, list) or len(names) != self.num_classes:
-                raise SourceError(f"{files[META]}: 'label_names' must list "
-                                  f"{self.num_classes} names")
-            facts["label_names"] = [n.decode() if isinstance(n, bytes) else str(n)
-                                    for n in names]
+            facts["label_names"] = self._label_names(files[META])
         return facts
+
+    def _label_names(self, path: str) -> list[str]:
+        d = load_pickle(path)
+        names = _field(d, "label_names", path) if isinstance(d, dict) else None
+        if not isinstance(names, list) or len(names) != self.num_classes:
+            raise SourceError(f"{path}: 'label_names' must list {self.num_classes} names")
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+    def class_list(self, files: Mapping[str, str]) -> ClassList:
+        """``batches.meta``'s ``label_names`` when the folder has one, else the label values."""
+        if META in files:
+            return ClassList(tuple(self._label_names(files[META])), META)
+        return ClassList(tuple(str(i) for i in range(self.num_classes)), "label values")
 
     def partitions(self) -> dict[str, dict[str, str]]:
         """Partition -> {batch file: file key}."""

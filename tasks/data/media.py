@@ -77,6 +77,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from tasks.data.classes import ClassList
 from tasks.data.sources import GENERATED, SourceError, generated_location
 
 log = logging.getLogger(__name__)
@@ -221,7 +222,9 @@ class MediaFolderSource:
 
     Attributes:
         decoder: Decodes and checks one file; builds column batches.
-        classes: Class labels in label-index order.
+        classes: Class labels in label-index order, fixed by the use case (other label
+            folders are ignored); empty: the data's, every label folder (or manifest
+            label) in sorted order (:meth:`class_list`).
         default_location: Directory read when a run names none, or
             ``synthetic:<per class>:<seed>`` for the use case's generator.
         generator: ``generator(out_dir, per_class, seed)`` writing the folder layout.
@@ -246,8 +249,8 @@ class MediaFolderSource:
     decodes_rows: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        if not self.classes or len(set(self.classes)) != len(self.classes):
-            raise SourceError(f"classes must be distinct and non-empty: {self.classes}")
+        if len(set(self.classes)) != len(self.classes):
+            raise SourceError(f"classes must be distinct: {self.classes}")
         bad = [c for c in self.classes if not _safe_label(c)]
         if bad:
             raise SourceError(f"class labels must be plain names (no '/'): {bad}")
@@ -282,11 +285,15 @@ class MediaFolderSource:
         if self.manifest is not None:
             return self._manifest_files(base)
         out: dict[str, str] = {}
-        for label in self.classes:
+        labels = self.classes or tuple(sorted(
+            p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")))
+        if not labels:
+            raise SourceError(f"{base}: no label folders (expected {base}/<label>/<file>)")
+        for label in labels:
             folder = base / label
             if not folder.is_dir():
                 raise SourceError(f"{folder}: missing folder of class {label!r} "
-                                  f"(expected {base}/<label>/<file> for {list(self.classes)})")
+                                  f"(expected {base}/<label>/<file> for {list(labels)})")
             for path in sorted(folder.iterdir()):
                 if path.is_file() and path.name.lower().endswith(self.decoder.suffixes):
                     out[f"{label}/{path.name}"] = str(path)
@@ -324,17 +331,26 @@ class MediaFolderSource:
         name = getattr(self.generator, "__module__", "media").rsplit(".", 1)[-1]
         return generated_location(location, self.generator, name, unit="files per class")
 
+    def class_list(self, files: Mapping[str, str]) -> ClassList:
+        """The classes: the spec's, else every label of the files, sorted."""
+        if self.classes:
+            return ClassList(tuple(self.classes), "spec")
+        labels = sorted({k.split("/", 1)[0] for k in files if k != MANIFEST_KEY})
+        return ClassList(tuple(labels), "manifest labels" if self.manifest else "folders")
+
     def validate(self, files: Mapping[str, str]) -> dict[str, Any]:
         """Structural checks (every class has files); per-file checks happen in Beam.
 
         Returns:
-            ``{"files", "bytes", "per_class": {label: n}, "unknown_labels": {label: n}}``.
+            ``{"files", "bytes", "per_class": {label: n}, "unknown_labels": {label: n},
+            "class_names", "class_origin"}``.
 
         Raises:
             SourceError: A declared class has no file.
 
         """
-        per_class = dict.fromkeys(self.classes, 0)
+        classes = self.class_list(files)
+        per_class = dict.fromkeys(classes.names, 0)
         unknown: dict[str, int] = {}
         total = 0
         for key, path in files.items():
@@ -351,7 +367,8 @@ class MediaFolderSource:
             raise SourceError(f"no {'/'.join(self.decoder.suffixes)} files for class(es) "
                               f"{empty}; found {per_class}")
         return {"files": sum(per_class.values()) + sum(unknown.values()), "bytes": total,
-                "per_class": per_class, "unknown_labels": unknown}
+                "per_class": per_class, "unknown_labels": unknown,
+                "class_names": list(classes.names), "class_origin": classes.origin}
 
     def partitions(self) -> dict[str, dict[str, str]]:
         """One partition per ``split_counts`` entry, else ``all``."""
@@ -361,8 +378,10 @@ class MediaFolderSource:
 
     def schema(self) -> dict[str, dict[str, Any]]:
         """The decoder's columns plus the int64 ``label``."""
-        return {**self.decoder.schema(),
-                "label": {"dtype": "int64", "shape": [], "num_classes": len(self.classes)}}
+        label: dict[str, Any] = {"dtype": "int64", "shape": []}
+        if self.classes:  # else the data's: stats.json "classes"
+            label["num_classes"] = len(self.classes)
+        return {**self.decoder.schema(), "label": label}
 
     def read_batches(self, files: Mapping[str, str], partition: str, batch_size: int
                      ) -> Iterator[dict[str, Any]]:
@@ -401,8 +420,9 @@ class MediaFolderSource:
         return _CACHE[key]
 
     def _decode_uncached(self, files: Mapping[str, str], media: list[str]) -> dict[str, Any]:
-        index = {c: i for i, c in enumerate(self.classes)}
-        by_class: dict[str, list[tuple[int, str]]] = {c: [] for c in self.classes}
+        classes = self.class_list(files).names
+        index = {c: i for i, c in enumerate(classes)}
+        by_class: dict[str, list[tuple[int, str]]] = {c: [] for c in classes}
         bad: list[dict[str, Any]] = []
 
         def reject(row: int, k: str, reason: str) -> None:
@@ -412,7 +432,7 @@ class MediaFolderSource:
         for row, k in enumerate(media):
             label = k.split("/", 1)[0]
             if label not in index:
-                reject(row, k, f"label {label!r} is not one of {list(self.classes)}")
+                reject(row, k, f"label {label!r} is not one of {list(classes)}")
             else:
                 by_class[label].append((row, k))
         kept: list[tuple[int, str, int, Any]] = []  # row, key, label index, decoded item
@@ -432,7 +452,7 @@ class MediaFolderSource:
                 n += 1
         if capped:
             log.info("per-class cap %d: %d files beyond it were not read", self.cap, capped)
-        parts = self._deal([lab for _, _, lab, _ in kept])
+        parts = self._deal([lab for _, _, lab, _ in kept], classes)
         columns: dict[str, np.ndarray] = {}
         step = 64  # decode-to-columns in chunks: feature extraction is vectorised per chunk
         chunks = [self.decoder.columns([it for *_, it in kept[i:i + step]])
@@ -452,19 +472,19 @@ class MediaFolderSource:
             "bad": sorted(bad, key=lambda b: b["row"]),
         }
 
-    def _deal(self, labels: list[int]) -> np.ndarray:
+    def _deal(self, labels: list[int], classes: tuple[str, ...]) -> np.ndarray:
         """Partition name of every kept file (seeded, per class)."""
         labels_arr = np.asarray(labels, np.int64)
         out = np.full(len(labels_arr), ALL, dtype=object)
         if not self.split_counts:
             return out
         rng = np.random.default_rng(self.seed)
-        for c in range(len(self.classes)):
+        for c in range(len(classes)):
             members = rng.permutation(np.flatnonzero(labels_arr == c))
             counts = _apportion(len(members), self.split_counts)
             if len(members) < sum(self.split_counts.values()):
                 log.warning("class %r has %d valid files, fewer than %s: dealt %s",
-                            self.classes[c], len(members), dict(self.split_counts), counts)
+                            classes[c], len(members), dict(self.split_counts), counts)
             start = 0
             for name, n in counts.items():
                 out[members[start:start + n]] = name

@@ -100,10 +100,13 @@ class IdxImageSource:
     """MNIST-format images and labels (IDX, raw or gzip), one pair per partition.
 
     Attributes:
-        default_location: Directory searched when a run names no source.
+        default_location: Directory searched when a run names no source, or
+            ``bundled:<images>:<seed>``/``synthetic:...`` for ``generator``'s files.
         image_shape: Expected (rows, cols) of every image.
         num_classes: Labels must lie in ``[0, num_classes)``.
         layout: partition -> {field: file stem}; ``.gz`` is tried after the raw name.
+        generator: ``generator(out_dir, images, seed)`` writing the IDX files (e.g.
+            scikit-learn's bundled digits made into MNIST's format).
 
     """
 
@@ -116,9 +119,14 @@ class IdxImageSource:
             "test": {"image": "t10k-images-idx3-ubyte", "label": "t10k-labels-idx1-ubyte"},
         }
     )
+    generator: Callable[[Path, int, int], None] | None = None
 
     def files(self, location: str) -> dict[str, str]:
         """Map ``<partition>.<field>`` to the file found under ``location``."""
+        if location.startswith(GENERATED):
+            name = getattr(self.generator, "__module__", "idx").rsplit(".", 1)[-1]
+            location = str(generated_location(location, self.generator, name,
+                                              unit="images", minimum=2))
         base = Path(location)
         if not base.is_dir():
             raise SourceError(f"{base}: source directory does not exist")

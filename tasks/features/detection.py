@@ -197,7 +197,8 @@ class DetectorInput:
             the Object Detection API's ``fixed_shape_resizer``; boxes are normalised, so
             they stretch with it).
         stride: Pixels per cell of the output map.
-        num_classes: Number of classes.
+        num_classes: Number of classes when the use case fixes them; None (default): the
+            run's classes (read from the data by preprocessing).
         max_detections: Detections answered per image (by score).
         input_name: Name of the served input.
 
@@ -205,7 +206,7 @@ class DetectorInput:
 
     size: int
     stride: int
-    num_classes: int
+    num_classes: int | None = None
     max_detections: int = 20
     input_name: str = "image"
 
@@ -221,9 +222,9 @@ class DetectorInput:
         return image_input(self.size, self.input_name)
 
     def outputs(self, raw: Any, class_names: list[str]) -> dict[str, Any]:
-        """The Object Detection API's outputs of the raw map."""
+        """The Object Detection API's outputs of the raw map (``class_names``: the run's)."""
         return detection_classes()["DetectionOutputs"](
-            self.num_classes, self.max_detections, name="detections")(raw)
+            len(class_names) or self.num_classes, self.max_detections, name="detections")(raw)
 
     def example(self) -> Any:
         """Two JPEGs as a client sends them (scikit-image's coffee and rocket photos)."""

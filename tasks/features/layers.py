@@ -166,6 +166,49 @@ def image_augmentation_layer() -> type:
     return ImageAugmentation
 
 
+_WEIGHT_DROPOUT: list[type] = []
+
+
+def weight_dropout_dense_layer() -> type:
+    """The registered ``WeightDropoutDense`` Keras layer class (created on first use)."""
+    if _WEIGHT_DROPOUT:
+        return _WEIGHT_DROPOUT[0]
+    import keras
+
+    @keras.saving.register_keras_serializable(package="mlp")
+    class WeightDropoutDense(keras.layers.Dense):
+        """A dense layer whose **weights** are dropped out while training.
+
+        The book's GTZAN network drops the first layer's weight matrix, not its
+        activations: ``h = relu(x @ dropout(W, keep_prob) + b)`` (``tf.nn.dropout`` on
+        ``W``: each weight kept with probability ``1 - rate`` and scaled by ``1 / (1 -
+        rate)``, one mask per training step). Outside training it is a plain dense layer.
+        """
+
+        def __init__(self, units: int, weight_dropout: float = 0.5,
+                     seed: int | None = None, **kwargs: Any) -> None:
+            super().__init__(units, **kwargs)
+            self.weight_dropout = float(weight_dropout)
+            self.seed = seed
+            self._gen = keras.random.SeedGenerator(seed)
+
+        def call(self, inputs: Any, training: bool | None = None) -> Any:
+            kernel = self.kernel
+            if training and self.weight_dropout > 0:
+                kernel = keras.random.dropout(kernel, self.weight_dropout, seed=self._gen)
+            x = keras.ops.matmul(inputs, kernel)
+            if self.use_bias:
+                x = x + self.bias
+            return self.activation(x) if self.activation is not None else x
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "weight_dropout": self.weight_dropout,
+                    "seed": self.seed}
+
+    _WEIGHT_DROPOUT.append(WeightDropoutDense)
+    return WeightDropoutDense
+
+
 def register_all() -> None:
     """Register every custom layer with Keras (call before loading a saved model)."""
     from tasks.features.audio import audio_layers
@@ -183,3 +226,4 @@ def register_all() -> None:
     packed_columns_layer()
     tabular_transform_layer()
     text_layers()
+    weight_dropout_dense_layer()

@@ -50,7 +50,7 @@ class Classification(Objective):
     def score(self, outputs: Any, rows: TestRows, model: ModelSpec,
               out_dir: Path | None = None) -> EvalOutput:
         proba = np.asarray(outputs)
-        report = classification_metrics(rows.labels, proba, model.class_names)
+        report = classification_metrics(rows.labels, proba, model.classes(rows.stats))
         if out_dir is None:
             return EvalOutput(report)
         pngs = [plots.confusion_matrices([("test", report)], out_dir / "confusion_matrix.png")]

@@ -27,6 +27,7 @@ import contextlib
 import io
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,17 +47,20 @@ PLOT_IMAGES = 8
 PLOT_MIN_SCORE = 0.3
 
 
-def _geometry(model: ModelSpec) -> Any:
+def _geometry(model: ModelSpec, reader: DatasetReader) -> Any:
+    """The detector's input geometry, with the number of classes of this run's data."""
     front = model.serving_input
     if front is None or not all(hasattr(front, a) for a in ("size", "stride", "num_classes")):
         raise SpecError("a detection model declares its input geometry as "
-                        "ModelSpec.serving_input=DetectorInput(size, stride, num_classes)")
-    return front
+                        "ModelSpec.serving_input=DetectorInput(size, stride)")
+    names = class_names(reader, model)
+    return replace(front, num_classes=len(names)) if names else front
 
 
 def class_names(reader: DatasetReader, model: ModelSpec) -> list[str]:
-    """The label map (id = position + 1), as the records' feature spec names it."""
-    return list(reader.feature_spec[model.input_key].get("class_names", ()))
+    """The run's label map (id = position + 1), as the records' feature spec names it."""
+    return list(reader.feature_spec[model.input_key].get("class_names", ())
+                or model.classes(reader.stats))
 
 
 def detection_dataset(reader: DatasetReader, model: ModelSpec, split: str, batch_size: int,
@@ -64,7 +68,7 @@ def detection_dataset(reader: DatasetReader, model: ModelSpec, split: str, batch
     """Batched ``(pixels, target)`` of one split; shuffled and flipped when seeded."""
     import tensorflow as tf
 
-    geo = _geometry(model)
+    geo = _geometry(model, reader)
     files = split_files(reader.dataset_dir, split)
     if not files:
         raise FileNotFoundError(f"{reader.dataset_dir}/{split}: no TFRecord shards")
@@ -100,7 +104,7 @@ def split_images(reader: DatasetReader, model: ModelSpec, split: str
     """
     import tensorflow as tf
 
-    geo = _geometry(model)
+    geo = _geometry(model, reader)
     pixels, truth = [], []
     for record in tf.data.TFRecordDataset(split_files(reader.dataset_dir, split)):
         ex = parse(record)
@@ -114,10 +118,17 @@ def split_images(reader: DatasetReader, model: ModelSpec, split: str
     return (np.stack(pixels) if pixels else np.zeros((0, size, size, 3), np.float32)), truth
 
 
-def detect(trained: Any, pixels: np.ndarray, model: ModelSpec, batch_size: int = 64
+def detect(trained: Any, pixels: np.ndarray, geo: Any, batch_size: int = 64
            ) -> dict[str, np.ndarray]:
-    """The served model's decoding of the trained network's maps, batch by batch."""
-    geo = _geometry(model)
+    """The served model's decoding of the trained network's maps, batch by batch.
+
+    Args:
+        trained: The trained network (pixels -> raw map).
+        pixels: Images resized for it.
+        geo: The run's geometry (``num_classes``, ``max_detections``).
+        batch_size: Images per call.
+
+    """
     outs: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(pixels), batch_size):
         raw = trained.predict_on_batch(pixels[start:start + batch_size])
@@ -252,16 +263,18 @@ class Detection(Objective):
                         split: str) -> dict[str, float]:
         """mAP@0.5 of one split (the ablation step compares arms on it)."""
         pixels, truth = split_images(reader, model, split)
-        report = coco_map(truth, detect(trained, pixels, model), class_names(reader, model))
+        report = coco_map(truth, detect(trained, pixels, _geometry(model, reader)),
+                          class_names(reader, model))
         return {"map_50": report["test_map_50"], "map": report["test_map"]}
 
     def evaluate(self, trained: Any, reader: DatasetReader, model: ModelSpec,
                  calibration: Mapping[str, Any], out_dir: Path) -> EvalOutput:
         names = class_names(reader, model)
         pixels, truth = split_images(reader, model, "test")
-        dets = detect(trained, pixels, model)
+        dets = detect(trained, pixels, _geometry(model, reader))
         report = coco_map(truth, dets, names)
         report["class_names"] = names
+        report["label_map"] = {str(i): n for i, n in enumerate(names, 1)}  # detection_classes
         report["examples"] = [
             {"source_id": t["source_id"],
              "detections": [{"class": names[int(c) - 1], "score": round(float(s), 4),

@@ -13,6 +13,7 @@ the operator skips deploy, so nothing is registered.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -34,7 +35,14 @@ def approval_body(use_case: str, key: str, run_id: str) -> str:
             f"`gate/report.md`, with the confusion matrices and learning curves).\n\n"
             "Approve to register and deploy the candidate; Reject (with a reason) to stop "
             "here: nothing is registered and the reason is kept on the MLflow run.\n\n---\n\n")
-    return head + (report.read_text() if report.is_file() else "(no gate report found)")
+    if not report.is_file():
+        return head + "(no gate report found)"
+    # The report's images are files beside it, which the Airflow UI cannot show (they
+    # render as broken images): name where they are instead.
+    body = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)",
+                  lambda m: f"- `{m.group(2)}` in `{report.parent}` (MLflow: `gate/{m.group(2)}`)",
+                  report.read_text())
+    return head + body
 
 
 def record_decision(run_id: str, decision: dict[str, Any]) -> None:
@@ -62,7 +70,9 @@ class GateApproval(ApprovalOperator):
             task_id=TASK_ID,
             subject=f"Deploy the {use_case} candidate? (gate passed)",
             body="",
-            params={"reason": Param("", type="string",
+            # Optional (null allowed): a required field would keep the UI's Approve
+            # button disabled until a reason was typed, where `mlp approve` needs none.
+            params={"reason": Param(None, type=["null", "string"],
                                     description="Why (kept on the MLflow run)")},
             **kwargs,
         )
@@ -99,7 +109,7 @@ class GateApproval(ApprovalOperator):
                          else "rejected"),
             "by": (who.get("name") or who.get("id")) if isinstance(who, dict) else str(who),
             "at": at.isoformat() if hasattr(at, "isoformat") else at,
-            "reason": (event.get("params_input") or {}).get("reason", ""),
+            "reason": (event.get("params_input") or {}).get("reason") or "",
         }
         record_decision(context["ti"].xcom_pull(task_ids="train")["run_id"], decision)
         (log.info if decision["decision"] == "approved" else log.warning)(

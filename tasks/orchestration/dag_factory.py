@@ -138,8 +138,10 @@ def trigger_params(spec: UseCaseSpec) -> dict[str, Param]:
         False, type="boolean",
         description="Operator override: deploy even if the gate fails (needs force_reason)",
     )
+    # Optional in the form (null allowed): a required empty string would keep the UI's
+    # Trigger button disabled until an operator typed a reason for no override at all.
     params["force_reason"] = Param(
-        "", type="string",
+        None, type=["null", "string"],
         description="Why the gate is overridden; required with force_deploy, kept on the version",
     )
     params["max_bad_fraction"] = Param(
@@ -285,7 +287,7 @@ def _gate(spec: UseCaseSpec, snapshot: Snapshot, evaluation: Evaluation) -> Verd
     params = get_current_context()["params"]
     layout = RunLayout.of(spec.name, snapshot.run_key)
     with step("gate", spec, layout.key) as out:
-        verdict = run_gate(spec.name, spec.gate, evaluation,
+        verdict = run_gate(spec.name, spec.gate_for(params), evaluation,
                            force_deploy=bool(params.get("force_deploy", False)),
                            force_reason=params.get("force_reason", ""), out_dir=layout.gate_dir)
         write_json(layout.gate_file, verdict.to_dict())

@@ -291,7 +291,7 @@ async def metadata(request: Request) -> Response:
         "model_spec": {"name": served.name, "signature_name": SIGNATURE_NAME,
                        "version": served.version},
         "metadata": {"signature_def": served.signature.to_tf_serving(aliases)},
-        "mlp": mlp,
+        "mlp": {**mlp, **({"label_map": served.label_map} if served.label_map else {})},
     })
 
 

@@ -47,6 +47,7 @@ class Served:
         class_names: Class labels from the run's evaluation report, if any.
         schema: A tabular model's named inputs, limits and answer form (else None).
         input_checks: Schema warnings counted per field over the version's requests.
+        label_map: Detectors: ``detection_classes`` id (as text) -> class name.
 
     """
 
@@ -58,6 +59,7 @@ class Served:
     class_names: list[str] = field(default_factory=list)
     schema: InputSchema | None = None
     input_checks: InputChecks = field(default_factory=lambda: InputChecks())
+    label_map: dict[str, str] = field(default_factory=dict)
 
     def __call__(self, batch: Any) -> Any:
         return self.predict(batch)
@@ -137,13 +139,16 @@ def load_version(name: str, version: str, s: Settings | None = None) -> Served:
         if sig.input_dtype != "string":
             raise
     class_names: list[str] = list(schema.class_names) if schema is not None else []
+    label_map: dict[str, str] = {}
     if loaded.run_id and not class_names:
         try:
             report = mlflow.artifacts.load_dict(f"runs:/{loaded.run_id}/{EVALUATION_ARTIFACT}")
             class_names = [str(c) for c in report.get("class_names", [])]
+            label_map = {str(k): str(v) for k, v in (report.get("label_map") or {}).items()}
         except Exception:  # models logged outside the pipeline have no evaluation report
             class_names = []
-    return Served(name, str(version), sig, predict, loaded.run_id, class_names, schema)
+    return Served(name, str(version), sig, predict, loaded.run_id, class_names, schema,
+                  label_map=label_map)
 
 
 class ModelStore:

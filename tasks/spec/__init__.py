@@ -15,6 +15,7 @@ A use case imports from here, from :mod:`tasks.data` (sources) and from
 from tasks.spec.monitoring import DriftSpec, Threshold
 from tasks.spec.search import Choice, IntRange, LogUniform, TuneSpec, Uniform
 from tasks.spec.usecase import (
+    CLASSES_STATS_KEY,
     RATIO,
     AblationSpec,
     DataSource,
@@ -28,9 +29,11 @@ from tasks.spec.usecase import (
     SpecError,
     SplitSpec,
     UseCaseSpec,
+    data_class_names,
 )
 
 __all__ = [
+    "CLASSES_STATS_KEY",
     "RATIO",
     "Choice",
     "IntRange",
@@ -51,4 +54,5 @@ __all__ = [
     "SplitSpec",
     "Threshold",
     "UseCaseSpec",
+    "data_class_names",
 ]

@@ -29,6 +29,8 @@ class GateSpec:
         baseline: Another metric of the same evaluation, a reference model measured in
             the same run on the same split (e.g. ``baseline_kn_perplexity``), that the
             candidate must beat strictly in the metric's direction (if set).
+        note: Where the value bars come from, shown beside them in the verdict (e.g.
+            ``the books' bar for the dnn variant``).
 
     """
 
@@ -38,6 +40,19 @@ class GateSpec:
     higher_is_better: bool = True
     max_regression: float | None = 0.0
     baseline: str | None = None
+    note: str = ""
+
+    def bars(self) -> str:
+        """The value thresholds in words, e.g. ``test_accuracy >= 0.88``."""
+        out = []
+        if self.min_value is not None:
+            out.append(f"{self.metric} >= {self.min_value:g}")
+        if self.max_value is not None:
+            out.append(f"{self.metric} <= {self.max_value:g}")
+        if self.baseline is not None:
+            out.append(f"{self.metric} {'>' if self.higher_is_better else '<'} "
+                       f"{self.baseline}")
+        return ", ".join(out) + (f" ({self.note})" if self.note else "")
 
     def __post_init__(self) -> None:
         if self.min_value is None and self.max_value is None and self.baseline is None:
@@ -257,6 +272,10 @@ class DataSource(Protocol):
         """Column name -> {dtype, shape} of the batches :meth:`read_batches` yields."""
         ...
 
+    # Optional: ``class_list(files) -> tasks.data.classes.ClassList``, the class names
+    # read from the data (a label map, annotations, folders); without it, integer
+    # labels are named by their values. Preprocessing records them in stats.json.
+
 
 @dataclass(frozen=True)
 class AblationSpec:
@@ -332,7 +351,10 @@ class ModelSpec:
             ``regression``, ``autoencoder`` (reconstructs its input) or ``anomaly``
             (autoencoder whose reconstruction error scores rows against a threshold
             chosen on validation; the label says which rows are anomalies).
-        class_names: Human-readable class labels (classification).
+        class_names: Human-readable class labels (classification), fixed by the spec.
+            Empty (the default): the classes come from the run's data (a label map, the
+            annotations' or folders' names, the label values), recorded by preprocessing
+            in ``stats["classes"]``; :meth:`classes` gives the run's list either way.
         target: Optional ``target(x, y, stats)`` in TensorFlow ops giving the training
             target (default: the objective's: the label, or the input for autoencoders).
         extra_metrics: Optional ``extra_metrics(serving_model, stats) -> {name: value}``
@@ -383,6 +405,29 @@ class ModelSpec:
     parent: ParentModel | None = None
     strict_inputs: bool = False
 
+    def classes(self, stats: Mapping[str, Any] | None) -> tuple[str, ...]:
+        """The run's class names: the spec's when it fixes them, else the data's.
+
+        Args:
+            stats: The run's preprocessing statistics (``stats.json``), or None.
+
+        """
+        return tuple(self.class_names) or data_class_names(stats)
+
+
+# Key of stats.json under which preprocessing records the run's classes
+# ({"names": [...], "origin": "..."}; see tasks.data.classes).
+CLASSES_STATS_KEY = "classes"
+
+
+def data_class_names(stats: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """The class names preprocessing read from the run's data (empty if none).
+
+    A model builder whose output size follows the data (``len(data_class_names(stats))``)
+    adapts to new classes without an edit.
+    """
+    return tuple(((stats or {}).get(CLASSES_STATS_KEY) or {}).get("names") or ())
+
 
 @dataclass(frozen=True)
 class SmokeTest:
@@ -428,6 +473,11 @@ class UseCaseSpec:
             (:class:`~tasks.spec.monitoring.DriftSpec`; defaults fit most use cases).
         tune: What hyper-parameter tuning judges a trial on (:class:`~tasks.spec.search.
             TuneSpec`); the space itself is on the run params (``RunParam.search``).
+        variant_gates: A gate per model variant (value of the run param
+            ``variant_param``), e.g. the books' bar of each MNIST model; ``gate`` applies
+            to variants without one. Every gate judges the same metric in the same
+            direction (the champion comparison and the registry rely on it).
+        variant_param: The run param choosing the variant.
 
     """
 
@@ -446,6 +496,16 @@ class UseCaseSpec:
     require_approval: bool = False
     drift: DriftSpec = field(default_factory=DriftSpec)
     tune: Any = None  # tasks.spec.search.TuneSpec; None: val_loss, minimised
+    variant_gates: Mapping[str, GateSpec] = field(default_factory=dict)
+    variant_param: str = "variant"
+
+    def gate_for(self, params: Mapping[str, Any] | None = None) -> GateSpec | None:
+        """The gate of a run with these params: its variant's, else the use case's."""
+        if not self.variant_gates:
+            return self.gate
+        p = self.params.get(self.variant_param)
+        variant = (params or {}).get(self.variant_param, p.default if p else None)
+        return self.variant_gates.get(variant, self.gate)
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -467,7 +527,26 @@ class UseCaseSpec:
         for required in ("epochs", "batch_size") if self.model else ():
             if required not in self.params:
                 raise SpecError(f"use case {self.name!r} lacks the run param {required!r}")
+        self._check_variant_gates()
         if self.smoke is not None and set(self.smoke.params) - set(self.params):
             raise SpecError(f"use case {self.name!r}: smoke params "
                             f"{sorted(set(self.smoke.params) - set(self.params))} are not "
                             f"run params; known: {sorted(self.params)}")
+
+    def _check_variant_gates(self) -> None:
+        if not self.variant_gates:
+            return
+        where = f"use case {self.name!r}: variant_gates"
+        p = self.params.get(self.variant_param)
+        if p is None or p.enum is None:
+            raise SpecError(f"{where} need a run param {self.variant_param!r} with an enum "
+                            "of the variants")
+        unknown = sorted(set(self.variant_gates) - set(p.enum))
+        if unknown:
+            raise SpecError(f"{where} name {unknown}, which are not variants; "
+                            f"variants: {list(p.enum)}")
+        for variant, g in self.variant_gates.items():
+            if self.gate is None or (g.metric, g.higher_is_better) != (
+                    self.gate.metric, self.gate.higher_is_better):
+                raise SpecError(f"{where}: the {variant!r} gate must judge the use case's "
+                                "gate metric in the same direction")

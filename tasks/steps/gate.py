@@ -63,11 +63,12 @@ def decide(gate: GateSpec, metrics: dict[str, float], champion: float | None,
                        f"{sorted(metrics)}")
     value = float(metrics[gate.metric])
     checks: list[dict[str, Any]] = []
+    note = f" ({gate.note})" if gate.note else ""
     if gate.min_value is not None:
-        checks.append({"check": f"{gate.metric} >= {gate.min_value}",
+        checks.append({"check": f"{gate.metric} >= {gate.min_value}{note}",
                        "passed": value >= gate.min_value})
     if gate.max_value is not None:
-        checks.append({"check": f"{gate.metric} <= {gate.max_value}",
+        checks.append({"check": f"{gate.metric} <= {gate.max_value}{note}",
                        "passed": value <= gate.max_value})
     if gate.baseline is not None:
         if gate.baseline not in metrics:

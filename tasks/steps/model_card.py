@@ -19,8 +19,8 @@ from typing import Any
 
 from tasks.core.config import Settings
 from tasks.core.files import read_json
-from tasks.core.run import Deployment, RunLayout, Snapshot, TrainedModel, Verdict
-from tasks.spec import UseCaseSpec
+from tasks.core.run import STATS, Deployment, RunLayout, Snapshot, TrainedModel, Verdict
+from tasks.spec import CLASSES_STATS_KEY, UseCaseSpec
 from tasks.steps.gate_report import input_checks_lines
 from tasks.tracking import configure
 
@@ -54,23 +54,48 @@ def drift_lines(drift: Mapping[str, Any] | None) -> list[str]:
     return lines + [""]
 
 
+def render_classes(spec: UseCaseSpec, stats: Mapping[str, Any] | None) -> list[str]:
+    """The card's class table: id -> name, and where the names came from."""
+    names = spec.model.classes(stats)
+    if not names:
+        return []
+    origin = "the use case's spec" if spec.model.class_names else (
+        ((stats or {}).get(CLASSES_STATS_KEY) or {}).get("origin") or "the data")
+    detection = spec.model.objective == "detection"
+    first = 1 if detection else 0
+    what = ("`detection_classes` ids of the answers" if detection
+            else "output index (probability position)")
+    lines = ["## Classes", "", f"{len(names)} classes, from {origin}; id = {what}.", "",
+             "| id | class |", "|---:|---|"]
+    lines += [f"| {i} | {n} |" for i, n in enumerate(names, first)]
+    return [*lines, ""]
+
+
 def render_card(spec: UseCaseSpec, version: str, snapshot: Snapshot,
                 manifest: Mapping[str, Any], trained: TrainedModel,
                 evaluation: Mapping[str, Any], verdict: Verdict,
                 approval: Mapping[str, Any] | None,
                 drift: Mapping[str, Any] | None = None,
-                tuning: Mapping[str, Any] | None = None) -> str:
+                tuning: Mapping[str, Any] | None = None,
+                stats: Mapping[str, Any] | None = None) -> str:
     """The model card as Markdown (pure); ``tuning`` is the run's search, if it had one."""
     lines = [f"# Model card: {spec.name} version {version}", ""]
     lines += ["## Intended use", "", spec.description.strip() or spec.name, ""]
     lines += ["## Data", "",
               f"- Raw snapshot: run `{snapshot.run_key}`, checksum `{snapshot.checksum}`", ""]
     lines += ["| split | rows | class counts |", "|---|---:|---|"]
+    names = spec.model.classes(stats) if spec.model.objective != "detection" else ()
+
+    def named(k: str) -> str:  # a label id with its class name
+        return f"{k} {names[int(k)]}" if k.isdigit() and int(k) < len(names) else k
+
     for split, info in manifest.get("splits", {}).items():
-        counts = ", ".join(f"{k}: {v}" for k, v in (info.get("class_counts") or {}).items())
+        counts = ", ".join(f"{named(k)}: {v}"
+                           for k, v in (info.get("class_counts") or {}).items())
         lines.append(f"| {split} | {info.get('rows')} | {counts or '—'} |")
     quarantined = manifest.get("quarantined_rows", 0)
     lines += ["", f"Quarantined rows: {quarantined}.", ""]
+    lines += render_classes(spec, stats)
     lines += drift_lines(drift)
     lines += ["## Training", "", f"- MLflow run `{trained.run_id}`, objective "
               f"`{spec.model.objective}`, {trained.train_seconds:.1f} s of fitting",
@@ -164,8 +189,10 @@ def write_card(spec: UseCaseSpec, deployment: Deployment, snapshot: Snapshot,
     tuning_file = layout.run_dir / "tune" / "summary.json"  # tasks.steps.tune writes it
     tuning = read_json(tuning_file) if tuning_file.is_file() and \
         trained.params_digest and _tuned(trained, s) else None
+    stats_file = layout.dataset_dir / STATS
+    stats = read_json(stats_file) if stats_file.is_file() else None
     card = render_card(spec, deployment.version, snapshot, manifest, trained, evaluation,
-                       verdict, approval, drift, tuning)
+                       verdict, approval, drift, tuning, stats)
     path = layout.run_dir / CARD_FILE
     path.write_text(card)
     client = configure(s)

@@ -39,6 +39,7 @@ from apache_beam.metrics import Metrics
 from tasks.core.errors import PermanentError
 from tasks.core.files import atomic_dir, read_json, write_json
 from tasks.core.run import DATASET_MANIFEST, FEATURE_SPEC, STATS, quarantine_file_for
+from tasks.data.classes import ClassList
 from tasks.data.rows import bad_rows_message
 from tasks.data.tfrecord import (
     PACKED,
@@ -61,7 +62,7 @@ from tasks.features.profile import (
 )
 from tasks.features.text import TextFeature, line_ids, tokens, windows
 from tasks.features.transforms import Analyzer, apply_numpy
-from tasks.spec import RATIO, DataSource, Feature, PreprocessSpec, SplitSpec
+from tasks.spec import CLASSES_STATS_KEY, RATIO, DataSource, Feature, PreprocessSpec, SplitSpec
 from tasks.steps.beam_runner import make_pipeline
 
 log = logging.getLogger(__name__)
@@ -555,6 +556,37 @@ def _extra_stats(prep: PreprocessSpec) -> list[Any]:
     return extra
 
 
+def run_classes(source: DataSource, files: Mapping[str, str], prep: PreprocessSpec,
+                stats: Mapping[str, Any]) -> ClassList | None:
+    """The run's classes: the source's reading of the data, else its integer label values.
+
+    Sources that can read class names (a label map, annotations, folders, a CIFAR
+    ``batches.meta``) implement ``class_list(files) -> ClassList``; for the others the
+    names of integer class labels are their values (``"0"`` .. ``"K-1"``, K from the
+    source's declared ``num_classes`` or the largest value counted in any split). None
+    without classes.
+    """
+    if hasattr(source, "class_list"):
+        return source.class_list(files)
+    if not prep.label or prep.label_dtype != "int64":
+        return None
+    declared = source.schema().get(prep.label, {}).get("num_classes")
+    if declared:
+        return ClassList(tuple(str(i) for i in range(int(declared))), "label values")
+    seen = {k for split in SPLITS for k in (stats.get(split) or {}).get("class_counts", {})}
+    return ClassList.from_values(seen)
+
+
+def with_classes(schema: Mapping[str, Mapping[str, Any]], classes: ClassList | None
+                 ) -> dict[str, dict[str, Any]]:
+    """The source's schema with the run's class names on its detection columns."""
+    out = {k: dict(v) for k, v in schema.items()}
+    for col in out.values():
+        if col.get("detection") and classes is not None:
+            col["class_names"] = list(classes.names)
+    return out
+
+
 def _run_beam(source: DataSource, files: Mapping[str, str], prep: PreprocessSpec,
               split: SplitSpec, work_dir: Path, runner: str, runner_options: Sequence[str]
               ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -656,9 +688,14 @@ def preprocess(
         for name, hists in summary.get("histograms", {}).items():
             stats.setdefault(name, {})["histograms"] = hists
         schema = source.schema()
+        text_classes = label_classes(prep, schema, stats)  # a text label's, in index order
+        classes = (ClassList(tuple(text_classes), "label values") if text_classes is not None
+                   else run_classes(source, files, prep, stats))
+        if classes is not None:
+            stats[CLASSES_STATS_KEY] = classes.to_stats()
         write_json(tmp / FEATURE_SPEC,
-                   output_spec(prep, schema, stats.get("train", {"features": {}}),
-                               label_classes(prep, schema, stats)))
+                   output_spec(prep, with_classes(schema, classes),
+                               stats.get("train", {"features": {}}), text_classes))
         write_json(tmp / STATS, stats)
         manifest = {
             "splits": {name: {"rows": summary["sizes"][name],
@@ -674,6 +711,8 @@ def preprocess(
             "stats": STATS,
         }
         write_json(tmp / DATASET_MANIFEST, manifest)
+    if classes is not None:
+        log.info("classes (%s): %s", classes.origin, list(classes.names))
     log.info("dataset %s: %s; classes %s", out_dir,
              {k: v["rows"] for k, v in manifest["splits"].items()},
              {k: v["class_counts"] for k, v in manifest["splits"].items()})

@@ -354,6 +354,32 @@ def _label_metrics(spec: UseCaseSpec, out_dir: Path, label: str, files: list[str
             if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
+def source_with_classes(spec: UseCaseSpec, version: str, s: Settings) -> Any:
+    """The use case's source, its classes those of the version scored with.
+
+    A source whose classes come from the data (image folders) declares none in the spec:
+    label folders of the scoring input are then read against the classes the version was
+    trained on (its evaluation report), so their ids are the model's.
+    """
+    src = spec.source
+    if not hasattr(src, "classes") or src.classes:
+        return src
+    from dataclasses import replace
+
+    import mlflow
+
+    from tasks.core.run import EVALUATION_ARTIFACT
+    from tasks.tracking import configure
+
+    try:
+        run_id = configure(s).get_model_version(spec.name, version).run_id
+        names = mlflow.artifacts.load_dict(f"runs:/{run_id}/{EVALUATION_ARTIFACT}"
+                                           ).get("class_names") or []
+    except Exception:  # a version logged outside the pipeline: flat folders only
+        return src
+    return replace(src, classes=tuple(str(n) for n in names)) if names else src
+
+
 def score(spec: UseCaseSpec, location: str, *, version: str | None = None,
           alias: str | None = None, out_dir: Path | None = None, run_key: str | None = None,
           origins: Mapping[str, str] | None = None, batch_size: int | None = None,
@@ -385,8 +411,8 @@ def score(spec: UseCaseSpec, location: str, *, version: str | None = None,
     origins = dict(origins or {})
     batch_size = batch_size or spec.preprocess.batch_size or BATCH
     label_col = spec.preprocess.label
-    source = scoring_input(spec.source, location, label_col)
     version = resolve_version(spec.name, version, alias, s)
+    source = scoring_input(source_with_classes(spec, version, s), location, label_col)
     key = safe_key(run_key or new_key())
     out_dir = Path(out_dir) if out_dir else scores_root(spec.name, s) / key
     if (out_dir / SUMMARY).is_file():

@@ -37,6 +37,7 @@ from tasks.data.tfrecord import PACKED, DatasetReader
 from tasks.features.schema import KEY as INPUT_SCHEMA_KEY
 from tasks.objectives import plots
 from tasks.objectives.base import Calibration, Objective
+from tasks.objectives.pictures import training_pictures
 from tasks.spec import UseCaseSpec
 from tasks.steps import distribute
 from tasks.steps.infra_validation import SERVING_EXAMPLE, write_serving_example
@@ -106,7 +107,8 @@ def fit(model: Any, reader: DatasetReader, spec: UseCaseSpec, objective: Objecti
     cbs = [*objective.callbacks(params)]  # first: they add to the logs recorded
     if distribute.is_chief():
         cbs += [_epoch_logger(epoch_lines),
-                keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), histogram_freq=0),
+                # Weight histograms per epoch, as the books show (`mlp tensorboard`).
+                keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), histogram_freq=1),
                 *callbacks]
     started = time.perf_counter()
     if not distribute.is_default(strategy):
@@ -179,7 +181,7 @@ def serving_model(spec: UseCaseSpec, trained: Any, stats: Mapping[str, Any],
     # training=True when a model is called without the flag.
     out = trained(x, training=False)
     if hasattr(spec.model.serving_input, "outputs"):
-        out = spec.model.serving_input.outputs(out, list(spec.model.class_names))
+        out = spec.model.serving_input.outputs(out, list(spec.model.classes(stats)))
     head = objective.head(x, out, calibration)
     if head is None and raw is x:
         return trained  # nothing to add: the trained model is what is served
@@ -419,6 +421,9 @@ def train(spec: UseCaseSpec, params: Mapping[str, Any], dataset_dir: Path, out_d
         check_finite(spec.name, hist, params)
         mlflow.log_metric("train_seconds", seconds)
         mlflow.log_artifacts(str(tmp / "tensorboard"), "tensorboard")
+        for png in training_pictures(spec.name, model, reader, spec.model, objective,
+                                     tmp / "pictures"):
+            mlflow.log_artifact(str(png), "plots")
         write_json(tmp / TRAIN_HISTORY, hist)
         mlflow.log_artifact(str(plots.learning_curves([("", hist)],
                                                       tmp / "learning_curves.png")), "plots")

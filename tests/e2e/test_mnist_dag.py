@@ -71,7 +71,7 @@ def test_mnist_dag_end_to_end(airflow_db, own_mlflow, source):
     assert len(client.search_model_versions("name='mnist'")) == 1
 
     # A gate the candidate cannot pass stops the run before deployment.
-    strict = replace(spec, gate=replace(spec.gate, min_value=0.9999))
+    strict = replace(spec, gate=replace(spec.gate, min_value=0.9999), variant_gates={})
     dr3 = build_dag(strict).test(logical_date=datetime(2026, 3, 2, tzinfo=UTC), run_conf=conf)
     states3 = {ti.task_id: str(ti.state) for ti in dr3.get_task_instances()}
     assert states3["gate"] == "success" and states3["deploy"] == "skipped"

@@ -5,7 +5,8 @@ import pytest
 
 from models import object_detection as od
 
-STATS = {"train": {"features": {"image": {"min": 0.0, "max": 255.0}}}}
+STATS = {"train": {"features": {"image": {"min": 0.0, "max": 255.0}}},
+         "classes": {"names": list(od.CLASS_NAMES), "origin": "label map label_map.pbtxt"}}
 
 
 @pytest.fixture(scope="module")

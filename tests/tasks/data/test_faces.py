@@ -12,6 +12,11 @@ import pytest
 
 from tasks.data.media import MediaError
 
+# The people of the generated folders, as preprocessing records them (sorted folder names).
+NAMES = sorted(("Jessica_Alba", "Angelina_Jolie", "Nicole_Kidman", "Sulhyun",
+                "Victoria_Beckham"))
+STATS = {"classes": {"names": NAMES, "origin": "folders"}}
+
 
 def _png(rgb: np.ndarray) -> bytes:
     from PIL import Image
@@ -134,8 +139,8 @@ def _models(photos):
 
     root, written = photos
     keras.utils.set_random_seed(0)
-    trained = build_model({"learning_rate": 1e-3}, {})
-    served = serving_model(SPEC, trained, {}, objectives.get("classification"), {})
+    trained = build_model({"learning_rate": 1e-3}, STATS)
+    served = serving_model(SPEC, trained, STATS, objectives.get("classification"), {})
     rgbs, crops = [], []
     for path in sorted(root.glob("*/*.jpg")):
         if str(path.relative_to(root)) in written["bad"]:
@@ -168,9 +173,7 @@ def test_served_model_computes_what_training_computed(photos, tmp_path):
     out = served(tf.constant([_png(c) for c in crops]))
     np.testing.assert_allclose(out["probabilities"].numpy(), want, rtol=0, atol=1e-6)
     names = [n.decode() for n in out["class_name"].numpy()]
-    from models._face_photos import PEOPLE
-
-    assert names == [PEOPLE[i] for i in want.argmax(1)]
+    assert names == [NAMES[i] for i in want.argmax(1)]
 
     # a crop sent at its native size is resized inside the model exactly as in training
     native = [rgb[y:y + h, x:x + w] for rgb, (x, y, w, h) in rgbs]
@@ -203,7 +206,7 @@ def test_rest_answers_the_books_base64_jpeg_request(photos):
     """POST {"instances": [{"image": {"b64": JPEG}}]} -> probabilities and names; 400s."""
     from starlette.testclient import TestClient
 
-    from models._face_photos import PEOPLE, encode_jpeg
+    from models._face_photos import encode_jpeg
     from tasks.serving.app import create_app
     from tasks.serving.signature import signature_of
     from tasks.serving.store import ModelStore, Served
@@ -231,7 +234,7 @@ def test_rest_answers_the_books_base64_jpeg_request(photos):
     assert len(preds) == 2 and set(preds[0]) == {"probabilities", "class_name"}
     p = np.asarray(preds[0]["probabilities"])
     assert p.shape == (5,) and abs(p.sum() - 1) < 1e-5
-    assert preds[0]["class_name"] == PEOPLE[int(p.argmax())]
+    assert preds[0]["class_name"] == NAMES[int(p.argmax())]
 
     r = client.post("/v1/models/faces:predict",
                     json={"instances": [{"image": {"b64": "not base64!!"}}]})

@@ -1,5 +1,7 @@
 """Scoring inputs: the use case's raw format, label optional, same row checks, row keys."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -94,10 +96,13 @@ def test_media_files_flat_or_in_label_folders(tmp_path):
     assert si.label is None and si.files() == [str(flat / "not-a-photo.jpg")]
     (batch,) = _read_all(si)
     assert len(batch["row"]) == 0 and "not an image" in batch["_bad"][0]["reason"]
-    person = FACES.classes[1]
-    (tmp_path / "byname" / person).mkdir(parents=True)
-    (tmp_path / "byname" / person / "x.jpg").write_bytes(b"nope")
-    assert scoring_input(FACES, str(tmp_path / "byname")).label == "label"
+    # Classes come from the data: scoring reads label folders against the version's
+    # classes (tasks.steps.score.source_with_classes gives them to the source).
+    assert scoring_input(FACES, str(flat)).label is None
+    trained = replace(FACES, classes=("Ada_Lovelace", "Alan_Turing"))
+    (tmp_path / "byname" / "Alan_Turing").mkdir(parents=True)
+    (tmp_path / "byname" / "Alan_Turing" / "x.jpg").write_bytes(b"nope")
+    assert scoring_input(trained, str(tmp_path / "byname")).label == "label"
 
 
 def test_landing_view_checks_the_copies(tmp_path):

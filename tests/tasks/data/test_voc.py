@@ -30,16 +30,11 @@ OBJ = """<object><name>{cls}</name><pose>Left</pose><truncated>0</truncated>
   </object>"""
 
 
-def _voc(tmp_path, layout="voc"):
+def _voc(tmp_path):
     """Six train images (four with a problem) and one test image."""
-    if layout == "voc":
-        ann, img, lists = tmp_path / "Annotations", tmp_path / "JPEGImages", \
-            tmp_path / "ImageSets" / "Main"
-        names = {"train": "trainval.txt", "test": "test.txt"}
-    else:
-        ann, img, lists = tmp_path / "annotations" / "xmls", tmp_path / "images", \
-            tmp_path / "annotations"
-        names = {"train": "trainval.txt", "test": "test.txt"}
+    ann, img, lists = tmp_path / "Annotations", tmp_path / "JPEGImages", \
+        tmp_path / "ImageSets" / "Main"
+    names = {"train": "trainval.txt", "test": "test.txt"}
     for d in (ann, img, lists):
         d.mkdir(parents=True, exist_ok=True)
 
@@ -59,17 +54,17 @@ def _voc(tmp_path, layout="voc"):
     xml("noimage", 50, 40, [("cat", (1, 1, 10, 10), 0)])
     xml("test1", 50, 40, [("cat", (2, 3, 30, 30), 0)])
     train = ["good1", "good2", "broken", "outside", "unknown", "noimage"]
-    extra = " 1 1 1" if layout == "pets" else ""  # the pets lists add class columns
-    (lists / names["train"]).write_text("".join(f"{n}{extra}\n" for n in train))
-    (lists / names["test"]).write_text(f"test1{extra}\n")
+    (lists / names["train"]).write_text("".join(f"{n}\n" for n in train))
+    (lists / names["test"]).write_text("test1\n")
     return tmp_path
 
 
-@pytest.mark.parametrize("layout", ["voc", "pets"])
-def test_reads_boxes_and_quarantines_each_bad_image_with_file_and_reason(tmp_path, layout):
-    src = VocDetectionSource(CLASSES, default_location=str(tmp_path))
-    files = src.files(str(_voc(tmp_path, layout)))
+def test_reads_boxes_and_quarantines_each_bad_image_with_file_and_reason(tmp_path):
+    # (the pets layout as the real data ships it: tests/tasks/data/test_real_formats.py)
+    src = VocDetectionSource(class_names=CLASSES, default_location=str(tmp_path))
+    files = src.files(str(_voc(tmp_path)))
     facts = src.validate(files)
+    assert facts["class_names"] == ["cat", "dog"] and facts["class_origin"] == "spec"
     assert facts["train"] == {"rows": 6, "with_annotation": 6, "with_image": 5}
     assert facts["test"]["rows"] == 1
     (batch,) = list(src.read_batches(files, "train", 100))
@@ -97,7 +92,7 @@ def test_size_mismatch_and_non_image_files_are_quarantined(tmp_path):
     root = _voc(tmp_path)
     (root / "JPEGImages" / "good2.jpg").write_bytes(b"not a jpeg at all")
     _jpeg(root / "JPEGImages" / "good1.jpg", 64, 40)
-    src = VocDetectionSource(CLASSES, default_location=str(root))
+    src = VocDetectionSource(class_names=CLASSES, default_location=str(root))
     files = src.files(str(root))
     (batch,) = list(src.read_batches(files, "train", 100))
     bad = {b["value"]: b["reason"] for b in batch["_bad"]}
@@ -109,7 +104,7 @@ def test_size_mismatch_and_non_image_files_are_quarantined(tmp_path):
 def test_missing_split_list_or_layout_fails_naming_it(tmp_path):
     root = _voc(tmp_path)
     (root / "ImageSets" / "Main" / "test.txt").unlink()
-    src = VocDetectionSource(CLASSES, default_location=str(root))
+    src = VocDetectionSource(class_names=CLASSES, default_location=str(root))
     with pytest.raises(SourceError, match="missing the test split list ImageSets/Main/test.txt"):
         src.files(str(root))
     with pytest.raises(SourceError, match="not a Pascal VOC folder"):
@@ -122,7 +117,7 @@ def test_train_and_val_lists_are_read_when_there_is_no_trainval(tmp_path):
     (main / "trainval.txt").unlink()
     (main / "train.txt").write_text("good1\n")
     (main / "val.txt").write_text("good2\n")
-    src = VocDetectionSource(CLASSES, default_location=str(root))
+    src = VocDetectionSource(class_names=CLASSES, default_location=str(root))
     (batch,) = list(src.read_batches(src.files(str(root)), "train", 100))
     assert [s.source_id for s in batch["scene"]] == ["good1", "good2"]
 
@@ -138,7 +133,7 @@ def test_annotation_writer_round_trips_through_the_parser(tmp_path):
 
 def test_bytes_of_the_snapshot_are_what_the_record_keeps(tmp_path):
     root = _voc(tmp_path)
-    src = VocDetectionSource(CLASSES, default_location=str(root))
+    src = VocDetectionSource(class_names=CLASSES, default_location=str(root))
     (batch,) = list(src.read_batches(src.files(str(root)), "test", 100))
     scene = batch["scene"][0]
     assert scene.encoded == (root / "JPEGImages" / "test1.jpg").read_bytes()

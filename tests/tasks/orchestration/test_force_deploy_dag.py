@@ -40,10 +40,11 @@ def test_force_deploy_needs_a_reason_then_tags_the_version(airflow_db, mnist_dir
     from tasks.tracking import configure
 
     base = catalog.get("mnist")
-    spec = replace(base, name="mnist_forced", gate=replace(base.gate, min_value=0.9999))
+    spec = replace(base, name="mnist_forced", gate=replace(base.gate, min_value=0.9999),
+                   variant_gates={})
     dag = build_dag(spec)
     _register_dag(dag, tmp_path / "empty")
-    assert dag.params["force_deploy"] is False and dag.params["force_reason"] == ""
+    assert dag.params["force_deploy"] is False and dag.params["force_reason"] is None
     when = datetime(2026, 4, 1, tzinfo=UTC)
     conf = {**CONF, "source_dir": str(mnist_dir), "force_deploy": True}
 

@@ -33,7 +33,8 @@ def test_card_holds_data_params_same_data_metrics_gate_approval_and_intended_use
     assert card.startswith("# Model card: breast_cancer version 4\n")
     assert SPEC.description.strip().splitlines()[0] in card  # intended use
     assert f"checksum `{'ab' * 32}`" in card
-    assert "| train | 341 | 0: 127, 1: 214 |" in card and "| test | 114 | 0: 43, 1: 71 |" in card
+    assert "| train | 341 | 0 malignant: 127, 1 benign: 214 |" in card
+    assert "| test | 114 | 0 malignant: 43, 1 benign: 71 |" in card
     assert '`{"epochs": 20, "lr": 0.1}`' in card
     assert "114 rows; champion v3 on the same rows" in card
     assert "| test_accuracy | 0.9737 | 0.9561 |" in card

@@ -39,7 +39,7 @@ def voc(tmp_path):
 
 
 def test_voc_folder_becomes_od_records_and_bad_images_are_quarantined(voc, tmp_path):
-    src = VocDetectionSource(CLASSES, default_location=str(voc))
+    src = VocDetectionSource(class_names=CLASSES, default_location=str(voc))
     snap = tmp_path / "raw"
     ingest(src, str(voc), snap)
     out = tmp_path / "dataset"
@@ -67,9 +67,28 @@ def test_voc_folder_becomes_od_records_and_bad_images_are_quarantined(voc, tmp_p
 def test_too_many_bad_images_fail_naming_the_first(voc, tmp_path):
     for i in (0, 1, 2):
         (voc / "Annotations" / f"im{i}.xml").write_text("<annotation>")
-    src = VocDetectionSource(CLASSES, default_location=str(voc))
+    src = VocDetectionSource(class_names=CLASSES, default_location=str(voc))
     snap = tmp_path / "raw"
     ingest(src, str(voc), snap)
     with pytest.raises(PreprocessError, match=r"4 of 12 rows are bad.*im0\.xml.*malformed XML"):
         preprocess(src, snapshot_files(snap), PREP, SPLIT, tmp_path / "dataset",
                    origins=snapshot_origins(snap))
+
+
+def test_classes_read_from_the_annotations_are_recorded_with_the_run(voc, tmp_path):
+    """No class list in the spec: the annotations' names (bird included), sorted."""
+    src = VocDetectionSource(default_location=str(voc))
+    snap = tmp_path / "raw"
+    manifest = ingest(src, str(voc), snap)
+    assert manifest["facts"]["class_names"] == ["bird", "cat", "dog"]
+    out = tmp_path / "dataset"
+    manifest = preprocess(src, snapshot_files(snap), PREP, SPLIT, out)
+    assert manifest["quarantined_rows"] == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["classes"] == {"names": ["bird", "cat", "dog"], "origin": "annotations"}
+    spec = json.loads((out / "feature_spec.json").read_text())
+    assert spec["scene"]["class_names"] == ["bird", "cat", "dog"]
+    scenes = {decode(r.numpy()).source_id: decode(r.numpy())
+              for split in ("train", "validation", "test")
+              for r in tf.data.TFRecordDataset(split_files(out, split))}
+    assert scenes["im3"].labels == (1,) and scenes["im5"].labels == (3,)
