@@ -69,9 +69,11 @@ def step(name: str, spec: UseCaseSpec, key: str) -> Iterator[progress.StepOutcom
     """Clean up after killed attempts, report progress; permanent errors are not retried."""
     from airflow.sdk.exceptions import AirflowFailException
 
+    from tasks.core.timing import phase
+
     clean_orphans(spec, RunLayout.of(spec.name, key))
     try:
-        with progress.step(name, spec.name, key) as outcome:
+        with phase(f"task {name}"), progress.step(name, spec.name, key) as outcome:
             yield outcome
     except PermanentError as exc:
         raise AirflowFailException(str(exc)) from exc
