@@ -240,12 +240,19 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--only", choices=["mlp", "mlflow"],
                         help="measure one server only (no comparison)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a few requests (make test runs it so the script cannot rot); "
+                             "the target is printed but does not set the exit code")
     parser.add_argument("--drive", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--payload", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.drive:
         args.url = args.drive
         drive_main(args)
+        return 0
+    if args.smoke:
+        args.requests, args.warmup, args.concurrency = 40, 5, 2
+        bench(args)
         return 0
     return bench(args)
 
