@@ -104,13 +104,16 @@ data-text:
 	  fi; \
 	fi
 
-# The books' CNN for 5 epochs on all of Fashion-MNIST: >= 0.90 test accuracy (8 epochs reach
-# the 0.916 tutorial bar: `mlp run mnist`; README, "Use cases"). The summary splits the wall
-# time into install, start-up, steps (of which the fit) and the rest.
+# The books' CNN for 5 epochs on all of Fashion-MNIST, Adam warmed up to 2e-3 then cosine
+# to 0 (models/mnist.py, lr_schedule): bench/schedule.py measured test accuracy 0.9111
+# after epoch 3 and 0.9196 after epoch 5 (issue 23 measured the constant 1e-3 rate at 0.9117
+# after 5). The summary splits the wall time into install, start-up, steps (of which the
+# fit) and the rest.
 run:
 	@start=$$(date +%s.%N); $(MAKE) --no-print-directory install data && \
 	MLP_INSTALL_SECONDS=$$(awk "BEGIN {printf \"%.1f\", $$(date +%s.%N) - $$start}") \
-	  $(BIN)/mlp run mnist --variant cnn --epochs 5
+	  $(BIN)/mlp run mnist --variant cnn --epochs 5 \
+	    --param lr_schedule=warmup_cosine --param learning_rate=0.002
 
 # Long-running services (Airflow api-server/scheduler/dag-processor/triggerer, MLflow
 # server + UI, model serving) on 127.0.0.1; logs and pids in $MLP_HOME/logs. A profile
