@@ -180,7 +180,8 @@ def main() -> None:
     parser.add_argument("--variant", default="cnn", choices=("softmax", "dnn", "cnn"),
                         help="mnist model")
     parser.add_argument("--repeats", type=int, default=2, help="best of N for each side")
-    parser.add_argument("--tiny", action="store_true", help="500 rows, softmax, 1 repeat")
+    parser.add_argument("--smoke", "--tiny", dest="tiny", action="store_true",
+                        help="500 rows, softmax, 1 repeat")
     args = parser.parse_args()
     if args.tiny:
         args.rows, args.variant, args.repeats = 500, "softmax", 1

@@ -432,7 +432,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternating rounds per server and concurrency")
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--tiny", action="store_true",
+    parser.add_argument("--smoke", "--tiny", dest="tiny", action="store_true",
                         help="smoke run: every comparison, few requests, one round")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     parser.add_argument("--drive", metavar="URL", help=argparse.SUPPRESS)

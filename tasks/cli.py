@@ -173,6 +173,8 @@ def summary_lines(summary: dict[str, Any], s: Settings) -> list[str]:
         lines.append("  registered      nothing (the run stopped before deployment)")
     if "log_file" in summary:
         lines.append(f"  full log        {summary['log_file']}")
+    if wall := summary.get("wall_time"):
+        lines.append(f"  wall time       {wall_time_line(wall)}")
     if summary["state"] == "success":
         lines += [
             f"  MLflow UI       .venv/bin/mlflow ui --backend-store-uri {s.tracking_uri} "
@@ -184,6 +186,20 @@ def summary_lines(summary: dict[str, Any], s: Settings) -> list[str]:
                          f"{s.serve_port}/v1/models/{name}:predict -H 'Content-Type: "
                          f"application/json' -d @{summary['request']}")
     return [*lines, ""]
+
+
+def wall_time_line(wall: dict[str, Any]) -> str:
+    """``install 95s + start-up 9s + steps 480s (fit 430s) + between steps 6s = 590s``."""
+    parts = []
+    if "install" in wall:
+        parts.append(f"install {wall['install']:.0f}s")
+    steps = f"steps {wall['steps']:.0f}s"
+    if "fit" in wall:
+        steps += f" (fit {wall['fit']:.0f}s)"
+    parts += [f"start-up {wall['start_up']:.1f}s", steps,
+              f"between steps and exit {wall['other']:.1f}s"]
+    total = wall.get("total", wall["run"])
+    return " + ".join(parts) + f" = {total:.0f}s ({total / 60:.1f} min)"
 
 
 def format_outcome(result: dict[str, Any]) -> str:

@@ -25,10 +25,32 @@ from tasks.core import progress
 from tasks.core.config import Settings, apply_env
 from tasks.core.files import read_json
 from tasks.core.run import ABLATION, TRAIN_RESULT, RunLayout, run_key
+from tasks.core.timing import mark, phase
+
+
+def airflow_db_current() -> bool:
+    """Whether the metadata database exists at the schema this Airflow expects.
+
+    Asked in-process (Airflow's own alembic check, a few milliseconds once Airflow is
+    imported) so that a run on a current database skips ``airflow db migrate``, a
+    separate Python process that costs seconds.
+    """
+    conn = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
+    if conn.startswith("sqlite:///") and not Path(conn.removeprefix("sqlite:///")).is_file():
+        return False  # a new data root: nothing to check
+    try:
+        from airflow.utils.db import check_migrations
+
+        check_migrations(timeout=0)  # raises when the heads differ (after a 1 s wait)
+    except Exception:  # noqa: BLE001 - missing tables, older schema, no database: migrate
+        return False
+    return True
 
 
 def migrate_airflow_db() -> None:
     """Create or upgrade the Airflow metadata database (idempotent)."""
+    if airflow_db_current():
+        return
     out = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"],
                          capture_output=True, text=True, env=os.environ.copy())
     if out.returncode != 0:
@@ -91,6 +113,66 @@ def summarise(use_case: str, key: str, state: str, log_file: Path | None = None,
     return out
 
 
+class WallClock:
+    """Where a local run's wall time goes: start-up, steps (of which fitting), the rest.
+
+    Fed the progress lines as they arrive: the first step start ends the start-up (from
+    the ``mlp`` process's creation), each step end line carries its duration.
+    """
+
+    def __init__(self) -> None:
+        self.started = _process_start()
+        self.first_task: float | None = None
+        self.steps: dict[str, float] = {}
+
+    def line(self, text: str) -> None:
+        """Note one progress line (``HH:MM:SS <mark> <step> ...``)."""
+        _, _, rest = text.partition(" ")
+        if rest.startswith("▶") and self.first_task is None:
+            self.first_task = time.time()
+        elif rest.startswith("✓"):
+            parts = rest[1:].split()
+            if len(parts) >= 2 and parts[1].endswith("s"):
+                try:
+                    self.steps[parts[0]] = float(parts[1][:-1])
+                except ValueError:
+                    pass
+
+    def split(self, fit_seconds: float | None, install_seconds: float | None
+              ) -> dict[str, float]:
+        """Seconds per part; ``other`` is Airflow between the steps and the exit."""
+        total = time.time() - self.started
+        startup = (self.first_task or time.time()) - self.started
+        steps = sum(self.steps.values())
+        out = {"start_up": startup, "steps": steps, "other": max(0.0, total - startup - steps),
+               "run": total}
+        if fit_seconds is not None:
+            out["fit"] = fit_seconds
+        out["per_step"] = dict(self.steps)
+        if install_seconds is not None:
+            out["install"] = install_seconds
+            out["total"] = total + install_seconds
+        return out
+
+
+def _process_start() -> float:
+    """When this process was created (epoch seconds), else now."""
+    try:
+        import psutil
+
+        return float(psutil.Process().create_time())
+    except Exception:  # noqa: BLE001 - psutil missing or /proc unreadable: from here
+        return time.time()
+
+
+def _install_seconds() -> float | None:
+    """``make run``'s install time, handed over in ``MLP_INSTALL_SECONDS``."""
+    try:
+        return float(os.environ["MLP_INSTALL_SECONDS"])
+    except (KeyError, ValueError):
+        return None
+
+
 def _tail(path: Path, offset: int, echo: Callable[[str], None]) -> int:
     if not path.is_file():
         return offset
@@ -116,7 +198,13 @@ def run_pipeline(use_case: str, conf: dict[str, Any], logical_date: datetime | N
 
     """
     s = apply_env()
-    echo = echo or (lambda line: print(line, flush=True))
+    clock = WallClock()
+    out = echo or (lambda line: print(line, flush=True))
+
+    def echo(line: str) -> None:
+        clock.line(line)
+        out(line)
+
     logical = (logical_date or datetime.now(UTC)).replace(microsecond=0)
     key = run_key(logical)
     logs = s.root / "logs"
@@ -126,6 +214,7 @@ def run_pipeline(use_case: str, conf: dict[str, Any], logical_date: datetime | N
     progress_file = log_file.with_suffix(".progress")
     echo(f"{use_case} run {key}: full logs in {log_file}")
     env = {**os.environ, progress.ENV: str(progress_file)}
+    mark("child spawn")
     cmd = [sys.executable, "-m", "tasks.operations.local", use_case, json.dumps(conf),
            logical.isoformat()]
     offset = 0
@@ -133,24 +222,31 @@ def run_pipeline(use_case: str, conf: dict[str, Any], logical_date: datetime | N
         child = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, env=env)
         while child.poll() is None:
             offset = _tail(progress_file, offset, echo)
-            time.sleep(0.5)
+            time.sleep(0.2)
     _tail(progress_file, offset, echo)
     state = "success" if child.returncode == 0 else "failed"
-    return summarise(use_case, key, state, log_file, progress_file, s)
+    summary = summarise(use_case, key, state, log_file, progress_file, s)
+    summary["wall_time"] = clock.split(summary.get("train_seconds"), _install_seconds())
+    return summary
 
 
 def _child(use_case: str, conf_json: str, logical_iso: str) -> int:
     """The child process: migrate the metadata DB, run the DAG, exit 0 on success."""
     import logging
 
+    mark("child main")
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     apply_env()
-    migrate_airflow_db()
-    from tasks.orchestration import build_dag
+    with phase("db migrate"):
+        migrate_airflow_db()
+    with phase("DAG parse"):
+        from tasks.orchestration import build_dag
 
-    dag_run = build_dag(use_case).test(logical_date=datetime.fromisoformat(logical_iso),
-                                       run_conf=json.loads(conf_json))
+        dag = build_dag(use_case)
+    with phase("dag.test"):
+        dag_run = dag.test(logical_date=datetime.fromisoformat(logical_iso),
+                           run_conf=json.loads(conf_json))
     state = str(dag_run.state)
     logging.getLogger(__name__).info("DAG run %s of %s ended: %s", logical_iso, use_case, state)
     if state != "success":
@@ -158,7 +254,9 @@ def _child(use_case: str, conf_json: str, logical_iso: str) -> int:
     from tasks.operations.examples import write_example_request
 
     # Here, where TensorFlow is loaded already: the parent stays free of it.
-    write_example_request(use_case, RunLayout.of(use_case, run_key(dag_run.logical_date)))
+    with phase("example request"):
+        write_example_request(use_case, RunLayout.of(use_case, run_key(dag_run.logical_date)))
+    mark("child end")
     return 0
 
 

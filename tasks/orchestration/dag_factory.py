@@ -92,10 +92,12 @@ def step(name: str, spec: UseCaseSpec, key: str) -> Iterator[progress.StepOutcom
 
     from airflow.sdk.exceptions import AirflowFailException
 
+    from tasks.core.timing import phase
+
     clean_orphans(spec, RunLayout.of(spec.name, key))
     started = time.time()
     try:
-        with progress.step(name, spec.name, key) as outcome:
+        with phase(f"task {name}"), progress.step(name, spec.name, key) as outcome:
             yield outcome
     except Exception as exc:
         _tag_failed_runs(spec, key, name, exc, started)

@@ -212,21 +212,36 @@ def _tuned(trained: TrainedModel, s: Settings | None) -> bool:
 def read_card(ref: str, s: Settings | None = None) -> str:
     """The card of ``NAME[/VERSION]`` (default: the champion) from the registry.
 
+    Read through the registry's read-only view on the embedded store (no MLflow import),
+    through MLflow's client elsewhere.
+
     Raises:
         LookupError: No such model or version, or the version has no card.
 
     """
-    from mlflow.exceptions import MlflowException
+    from tasks.tracking.registry_view import open_view
 
     name, _, version = ref.partition("/")
-    client = configure(s)
-    try:
-        mv = (client.get_model_version(name, version) if version
-              else client.get_model_version_by_alias(name, "champion"))
-    except MlflowException as exc:
-        raise LookupError(f"{ref}: no such registered model version "
-                          f"({str(exc).splitlines()[0]})") from None
-    if not (mv.description or "").startswith("# Model card"):
-        raise LookupError(f"{name} version {mv.version} has no model card (registered "
+    view = open_view(s)
+    if view is not None:
+        found = view.version(name, version or None, alias=None if version else "champion")
+        if found is None:
+            what = f"version {version}" if version else "champion alias"
+            raise LookupError(f"{ref}: no such registered model version (no {what} of "
+                              f"{name!r})")
+        number, description = found["version"], found["description"]
+    else:
+        from mlflow.exceptions import MlflowException
+
+        client = configure(s)
+        try:
+            mv = (client.get_model_version(name, version) if version
+                  else client.get_model_version_by_alias(name, "champion"))
+        except MlflowException as exc:
+            raise LookupError(f"{ref}: no such registered model version "
+                              f"({str(exc).splitlines()[0]})") from None
+        number, description = mv.version, mv.description or ""
+    if not description.startswith("# Model card"):
+        raise LookupError(f"{name} version {number} has no model card (registered "
                           "before model cards were written)")
-    return mv.description
+    return description

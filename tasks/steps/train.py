@@ -33,6 +33,7 @@ from tasks.core.run import (
     Snapshot,
     TrainedModel,
 )
+from tasks.core.timing import phase
 from tasks.data.tfrecord import PACKED, DatasetReader
 from tasks.features.schema import KEY as INPUT_SCHEMA_KEY
 from tasks.objectives import plots
@@ -77,7 +78,9 @@ def _epoch_logger(lines: bool = True) -> Any:
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             logs = {k: float(v) for k, v in (logs or {}).items()}
-            mlflow.log_metrics(logs, step=epoch)
+            # Off the critical path: MLflow's queue writes them while the next epoch
+            # trains, and the run's end waits for it (a database commit per epoch).
+            mlflow.log_metrics(logs, step=epoch, synchronous=False)
             line = " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items()))
             if lines:
                 report("  epoch %d/%d %s (%.1fs)", epoch + 1, self.params["epochs"], line,
@@ -301,9 +304,10 @@ def export_and_log(spec: UseCaseSpec, trained: Any, reader: DatasetReader,
     import mlflow
     from mlflow.models import infer_signature
 
-    trained.save(out_dir / TRAINED_MODEL)
-    served = serving_model(spec, trained, reader.stats, objective, calibration.values)
-    served.save(out_dir / SERVED_MODEL)
+    with phase("export"):
+        trained.save(out_dir / TRAINED_MODEL)
+        served = serving_model(spec, trained, reader.stats, objective, calibration.values)
+        served.save(out_dir / SERVED_MODEL)
     example = objective.serving_example(spec.model, reader)
     if example is None:
         example = serving_example(spec, reader)
@@ -327,14 +331,15 @@ def export_and_log(spec: UseCaseSpec, trained: Any, reader: DatasetReader,
     # MLflow would feed a bytes example back as base64 text: text and numbers only.
     has_bytes = not isinstance(example, dict) and example.dtype == object and any(
         isinstance(v, bytes) for v in example)
-    info = mlflow.tensorflow.log_model(
-        served, name="model", signature=signature, metadata=metadata,
-        input_example=None if has_bytes else example,
-        code_paths=[str(Path(__file__).parents[1] / "features" / name)
-                    for name in ("layers.py", "text_layers.py", "audio.py", "images.py",
-                                 "detection.py", "tabular_layers.py")],
-        pip_requirements=serving_requirements(),
-    )
+    with phase("MLflow log_model"):
+        info = mlflow.tensorflow.log_model(
+            served, name="model", signature=signature, metadata=metadata,
+            input_example=None if has_bytes else example,
+            code_paths=[str(Path(__file__).parents[1] / "features" / name)
+                        for name in ("layers.py", "text_layers.py", "audio.py", "images.py",
+                                     "detection.py", "tabular_layers.py")],
+            pip_requirements=serving_requirements(),
+        )
     return info.model_uri
 
 
@@ -413,27 +418,31 @@ def train(spec: UseCaseSpec, params: Mapping[str, Any], dataset_dir: Path, out_d
             **build.lineage_tags(params)}
     with atomic_dir(out_dir) as tmp, mlflow.start_run(
             experiment_id=exp_id, run_name=f"{spec.name}-{snapshot.run_key}", tags=tags) as run:
-        log_training_inputs(spec, params, digest, reader)
-        log_data_checks(out_dir.parent)
-        hist, seconds = fit(model, reader, spec, objective, params, tmp / "tensorboard",
-                            strategy=strategy)
+        with phase("MLflow params + datasets"):
+            log_training_inputs(spec, params, digest, reader)
+            log_data_checks(out_dir.parent)
+        with phase("fit"):
+            hist, seconds = fit(model, reader, spec, objective, params, tmp / "tensorboard",
+                                strategy=strategy)
         model = distribute.plain_copy(model, build, params, strategy)  # exported as usual
         check_finite(spec.name, hist, params)
-        mlflow.log_metric("train_seconds", seconds)
-        mlflow.log_artifacts(str(tmp / "tensorboard"), "tensorboard")
-        for png in training_pictures(spec.name, model, reader, spec.model, objective,
-                                     tmp / "pictures"):
-            mlflow.log_artifact(str(png), "plots")
-        write_json(tmp / TRAIN_HISTORY, hist)
-        mlflow.log_artifact(str(plots.learning_curves([("", hist)],
-                                                      tmp / "learning_curves.png")), "plots")
+        with phase("MLflow artifacts + plots"):
+            mlflow.log_metric("train_seconds", seconds)
+            mlflow.log_artifacts(str(tmp / "tensorboard"), "tensorboard")
+            for png in training_pictures(spec.name, model, reader, spec.model, objective,
+                                         tmp / "pictures"):
+                mlflow.log_artifact(str(png), "plots")
+            write_json(tmp / TRAIN_HISTORY, hist)
+            mlflow.log_artifact(str(plots.learning_curves([("", hist)],
+                                                          tmp / "learning_curves.png")), "plots")
         if spec.model.ablation is not None and params.get("ablation", True):
             from tasks.steps.ablation import run_ablation
 
             write_json(tmp / ABLATION, run_ablation(spec, params, model, hist, seconds,
                                                     reader, objective, tmp, fit, build))
-        calibration = objective.calibrate(model, reader, spec.model)
-        log_calibration(calibration, tmp)
+        with phase("calibrate"):
+            calibration = objective.calibrate(model, reader, spec.model)
+            log_calibration(calibration, tmp)
         result = TrainedModel(
             run_id=run.info.run_id, experiment_id=exp_id,
             model_uri=export_and_log(spec, model, reader, objective, calibration, tmp),

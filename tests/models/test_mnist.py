@@ -41,3 +41,32 @@ def test_normalisation_is_inside_the_model():
 def test_unknown_variant():
     with pytest.raises(ValueError, match="unknown mnist variant"):
         build_model({"variant": "rnn"}, STATS)
+
+
+def test_constant_learning_rate_is_the_param():
+    from models.mnist import learning_rate
+
+    assert learning_rate({"learning_rate": 3e-3}, {}) == pytest.approx(3e-3)
+
+
+def test_warmup_cosine_rises_to_the_peak_then_decays_to_zero():
+    from models.mnist import WARMUP_FRACTION, learning_rate
+
+    # 1,000 rows at batch 100 for 5 epochs: 50 steps, the first 5 warming up
+    params = {"learning_rate": 2e-3, "lr_schedule": "warmup_cosine", "epochs": 5,
+              "batch_size": 100}
+    schedule = learning_rate(params, {"train": {"rows": 1000}})
+    warmup = round(50 * WARMUP_FRACTION)
+    rates = [float(schedule(step)) for step in range(51)]
+    assert rates[0] == pytest.approx(2e-4)
+    assert all(a < b for a, b in zip(rates[:warmup], rates[1:warmup + 1], strict=True))
+    assert rates[warmup] == pytest.approx(2e-3)
+    assert all(a >= b for a, b in zip(rates[warmup:-1], rates[warmup + 1:], strict=True))
+    assert rates[50] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_unknown_schedule():
+    from models.mnist import learning_rate
+
+    with pytest.raises(ValueError, match="unknown lr_schedule"):
+        learning_rate({"lr_schedule": "step"}, {})
