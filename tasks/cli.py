@@ -845,6 +845,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Warnings Beam logs on the root logger at every pipeline start, about optional Google Cloud
+# clients and a Windows-only module: nothing a user can act on.
+_BEAM_NOISE = ("apitools not found", "Resource module is not available")
+
+
+def _drop_beam_noise(record: logging.LogRecord) -> bool:
+    return not (record.name == "root" and record.getMessage().startswith(_BEAM_NOISE))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mlp`` command."""
     args = build_parser().parse_args(argv)
@@ -852,6 +861,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("apache_beam", "absl", "urllib3", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_drop_beam_noise)
     try:
         if getattr(args, "json", False):
             # Libraries that log or print to stdout (Airflow's console logging) would
