@@ -167,7 +167,11 @@ class Offload:
         return list(self._pool._processes) if self._pool is not None else []
 
     def close(self) -> None:
-        """Stop the workers."""
+        """Stop the workers (idle ones exit at once; a parse under way is bounded in size).
+
+        Waited for: a pool shut down without waiting leaves a closed wake-up pipe that
+        Python's exit handler then writes to (``OSError: Bad file descriptor`` on exit).
+        """
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
