@@ -81,3 +81,17 @@ def test_baseline_of_the_same_run_must_be_beaten_strictly():
     assert not decide(up, {"test_accuracy": 0.5, "majority_accuracy": 0.6}, champion=None).passed
     with pytest.raises(KeyError, match="baseline_kn_perplexity"):
         decide(g, {"test_perplexity": 120.0}, champion=None)
+
+
+@pytest.mark.parametrize("variant, bar", [("softmax", 0.84), ("dnn", 0.88), ("cnn", 0.916)])
+def test_each_mnist_variant_is_gated_on_its_documented_bar(variant, bar):
+    from tasks.spec import catalog
+
+    spec = catalog.get("mnist")
+    gate = spec.gate_for({"variant": variant})
+    assert gate.min_value == bar
+    below = decide(gate, {"test_accuracy": bar - 0.005}, None)
+    assert not below.passed
+    assert f"test_accuracy >= {bar} (the documented bar of the {variant} variant)" in below.reason
+    assert decide(gate, {"test_accuracy": bar + 0.001}, None).passed
+    assert spec.gate_for({}) == spec.gate_for({"variant": "cnn"})  # the default variant
