@@ -130,7 +130,7 @@ status:
 test: install browser compose-tool data-text audio-synth
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 test-fast: install browser compose-tool
 	$(BIN)/pytest -q -m "not slow"
