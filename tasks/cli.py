@@ -590,8 +590,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     except PermanentError as exc:
         raise UsageError(str(exc)) from None
     if args.json:
-        print(json.dumps({"summary": summary, "reports": [r for _, r, _ in reports]},
-                         indent=2, default=str))
+        emit(args, {"summary": summary, "reports": [r for _, r, _ in reports]}, str)
     else:
         print(head)
         if not reports:
@@ -628,7 +627,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         print(f"retrain failed: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(result, indent=2, default=str))
+        emit(args, result, str)
     elif result["via"] == "in-process":
         print("\n".join(summary_lines(result, settings())))
     elif args.wait:
