@@ -35,12 +35,8 @@ def dag_schedule(spec: UseCaseSpec) -> Asset | AssetOrTimeSchedule:
     return AssetOrTimeSchedule(timetable=cron, assets=asset)
 
 
-def triggering_extra(context: Any, use_case: str, key: str) -> Any:
-    """A value of the newest triggering raw-data event's ``extra`` that has it, if any.
-
-    E.g. ``force_drift_reason``: a retraining started by the monitoring DAG on drift says
-    why the drifted data is trained on.
-    """
+def _newest_extra(context: Any, use_case: str, key: str) -> Any:
+    """``extra[key]`` of the newest triggering raw-data event that has it (not None or "")."""
     events = context.get("triggering_asset_events")
     if not events:
         return None
@@ -50,9 +46,18 @@ def triggering_extra(context: Any, use_case: str, key: str) -> Any:
         return None
     for event in sorted(received, key=lambda e: e.timestamp, reverse=True):
         value = (event.extra or {}).get(key)
-        if value:
+        if value is not None and value != "":
             return value
     return None
+
+
+def triggering_extra(context: Any, use_case: str, key: str) -> Any:
+    """A value of the newest triggering raw-data event's ``extra`` that has it, if any.
+
+    E.g. ``force_drift_reason``: a retraining started by the monitoring DAG on drift says
+    why the drifted data is trained on.
+    """
+    return _newest_extra(context, use_case, key)
 
 
 def triggering_location(context: Any, use_case: str) -> str | None:
@@ -61,18 +66,8 @@ def triggering_location(context: Any, use_case: str) -> str | None:
     ``mlp ingest`` puts the validated landing snapshot in the event's ``extra["location"]``;
     runs started by the cron or by an operator have no such event.
     """
-    events = context.get("triggering_asset_events")
-    if not events:
-        return None
-    try:
-        received = events[raw_asset(use_case)]
-    except KeyError:
-        return None
-    for event in sorted(received, key=lambda e: e.timestamp, reverse=True):
-        location = (event.extra or {}).get("location")
-        if location:
-            return str(location)
-    return None
+    location = _newest_extra(context, use_case, "location")
+    return None if location is None else str(location)
 
 
 def triggering_tolerance(context: Any, use_case: str) -> float | None:
@@ -82,15 +77,5 @@ def triggering_tolerance(context: Any, use_case: str) -> float | None:
     the event, so that the run it triggers quarantines the same rows instead of refusing
     them. None when no such event triggered the run.
     """
-    events = context.get("triggering_asset_events")
-    if not events:
-        return None
-    try:
-        received = events[raw_asset(use_case)]
-    except KeyError:
-        return None
-    for event in sorted(received, key=lambda e: e.timestamp, reverse=True):
-        value = (event.extra or {}).get("max_bad_fraction")
-        if value is not None:
-            return float(value)
-    return None
+    value = _newest_extra(context, use_case, "max_bad_fraction")
+    return None if value is None else float(value)

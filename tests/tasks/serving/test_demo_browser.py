@@ -4,54 +4,20 @@ Needs Debian's chromium and chromium-driver (``make install`` installs them as r
 test skips where they are missing, except under CI (``CI=true``), where it fails.
 """
 
-import os
 
 import httpx
 import numpy as np
 import pytest
 
+from tests.browser import chromium
 from tests.tasks.conftest import RunningServer
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-# As root, without a sandbox; no background traffic (the network is closed here).
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--window-size=1000,900")
-
-
-def _require_chromium():
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        missing.append("selenium (pip)")
-    if missing:
-        msg = (f"{', '.join(missing)} missing: `make install` installs Debian's chromium and "
-               "chromium-driver (as root) and selenium")
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-
-
 @pytest.fixture()
-def browser(tmp_path, monkeypatch):
-    _require_chromium()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium Manager download anything
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in FLAGS:
-        opts.add_argument(flag)
-    opts.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
-    driver = webdriver.Chrome(options=opts, service=Service(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
+def browser(tmp_path):
+    with chromium(tmp_path / "profile", size=(1000, 900)) as driver:  # tests/browser.py
+        yield driver
 
 
 def _open(driver, url):
