@@ -33,12 +33,16 @@ def _log_requests(folder, model, rows, times3):
     return write_requests(folder / "requests-20260601T000000000000Z.jsonl", records)
 
 
-def test_drifted_requests_flag_the_feature_and_the_report_goes_to_mlflow(registered, tmp_path):
+def test_drifted_requests_flag_the_feature_and_the_report_goes_to_mlflow(registered, tmp_path,
+                                                                         monkeypatch):
     from tasks.core.config import settings
     from tasks.data.requestlog import log_dir
     from tasks.steps.monitor import monitor_requests
     from tasks.tracking import configure
 
+    # A data root of its own: the worker's shared root may hold another test's request
+    # logs and monitoring watermark for this model.
+    monkeypatch.setenv("MLP_HOME", str(tmp_path / "home"))
     logs = log_dir(settings().root, SPEC.name)
     logs.mkdir(parents=True)
     _log_requests(logs, registered, 800, times3=True)
