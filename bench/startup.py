@@ -8,7 +8,9 @@ measures, per run, the seconds from the command's start to its first task (the f
 "▶" progress line) and to its end; then, with the registered model, it measures
 ``mlp list``, ``mlp validate breast_cancer``, ``mlp models``, ``mlp models --card
 breast_cancer`` (seconds to exit) and ``mlp serve`` (seconds until ``/readyz`` answers
-200 with the model loaded), each ``--repeat`` times (median). Next to the wall seconds it
+200 with the model loaded), each ``--repeat`` times (median), and two floors in the same
+run: a bare ``python -c "import tensorflow"`` (the server cannot be ready before it) and
+TensorFlow plus one MLflow registry query on the run's store. Next to the wall seconds it
 prints the CPU seconds the command used (with its child processes): on a machine shared
 with other jobs the CPU seconds vary much less than the wall seconds, and on a quiet
 machine the two are close for these single-threaded start-ups.
@@ -32,6 +34,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, load, median, table  # noqa: E402
+
+# Floors measured in the same run: what the Python process alone costs before any platform
+# code runs (the serving process cannot be ready before TensorFlow is imported).
+FLOORS = {"floor: import tensorflow": "import tensorflow",
+          "floor: import tensorflow + MLflow registry query":
+              "import os, tensorflow, mlflow; mlflow.MlflowClient('sqlite:///' + "
+              "os.environ['MLP_HOME'] + '/mlflow.db').search_registered_models()"}
 
 TARGETS = {"list": None, "validate": 2.0, "models": 2.0, "models --card": 2.0,
            "serve (ready)": 5.0, "run: first task": 10.0}
@@ -84,6 +93,14 @@ def timed(repo: Path, home: Path, *args: str) -> tuple[float, float]:
         raise RuntimeError(f"mlp {' '.join(args)} failed ({out.returncode}): "
                            f"{(out.stderr or out.stdout)[-500:]}")
     return wall, cpu
+
+
+def python_code(repo: Path, home: Path, code: str) -> tuple[float, float]:
+    """(wall, CPU) seconds of ``python -c code`` (a floor under the commands' times)."""
+    c0, t0 = _cpu_children(), time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], cwd=repo, env=env_for(repo, home),
+                   capture_output=True, check=True)
+    return time.perf_counter() - t0, _cpu_children() - c0
 
 
 SMOKE_RUN = ["--epochs", "2", "--param", "force_deploy=true",
@@ -180,6 +197,10 @@ def main() -> None:
             rows.append([f"mlp {name}", median([w for w, _ in got]),
                          median([c for _, c in got]), TARGETS[name]])
             print(f"  mlp {name}: {rows[-1][1]:.2f} s ({rows[-1][2]:.2f} CPU s)", flush=True)
+        for name, code in FLOORS.items():
+            got = [python_code(repo, home, code) for _ in range(repeat)]
+            rows.append([name, median([w for w, _ in got]), median([c for _, c in got]), None])
+            print(f"  {name}: {rows[-1][1]:.2f} s ({rows[-1][2]:.2f} CPU s)", flush=True)
         got = [serve_ready(repo, home) for _ in range(repeat)]
         rows.append(["mlp serve: /readyz 200", median([w for w, _ in got]),
                      median([c for _, c in got]), TARGETS["serve (ready)"]])

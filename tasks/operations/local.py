@@ -28,23 +28,74 @@ from tasks.core.run import ABLATION, TRAIN_RESULT, RunLayout, run_key
 from tasks.core.timing import mark, phase
 
 
+MIGRATED_STAMP = ".mlp-db-current.json"
+
+
+def _db_heads() -> list[str]:
+    """The metadata database's alembic revision(s) (one indexed query)."""
+    from sqlalchemy import text
+
+    from airflow import settings as airflow_settings
+
+    with airflow_settings.engine.connect() as conn:
+        return sorted(r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version")))
+
+
+def _stamp_key() -> dict[str, str]:
+    import airflow
+
+    return {"airflow": airflow.__version__,
+            "conn": os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")}
+
+
+def _stamp_path() -> Path | None:
+    home = os.environ.get("AIRFLOW_HOME")
+    return Path(home) / MIGRATED_STAMP if home else None
+
+
 def airflow_db_current() -> bool:
     """Whether the metadata database exists at the schema this Airflow expects.
 
-    Asked in-process (Airflow's own alembic check, a few milliseconds once Airflow is
-    imported) so that a run on a current database skips ``airflow db migrate``, a
-    separate Python process that costs seconds.
+    Asked in-process so that a run on a current database skips ``airflow db migrate``, a
+    separate Python process that costs seconds. Airflow's own alembic check reads every
+    migration script (about a second here); once it has passed, a stamp beside the
+    database records the Airflow version, the connection and the revision it saw, and
+    later runs compare the database's revision with the stamp (one query). Any
+    difference, or no stamp, goes back to Airflow's check.
     """
     conn = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
     if conn.startswith("sqlite:///") and not Path(conn.removeprefix("sqlite:///")).is_file():
         return False  # a new data root: nothing to check
+    stamp = _stamp_path()
+    try:
+        if stamp is not None and stamp.is_file():
+            recorded = read_json(stamp)
+            if (recorded.get("key") == _stamp_key()
+                    and recorded.get("heads") == _db_heads()):
+                return True
+    except Exception:  # noqa: BLE001 - unreadable stamp or no table: ask Airflow
+        pass
     try:
         from airflow.utils.db import check_migrations
 
         check_migrations(timeout=0)  # raises when the heads differ (after a 1 s wait)
     except Exception:  # noqa: BLE001 - missing tables, older schema, no database: migrate
         return False
+    _write_stamp()
     return True
+
+
+def _write_stamp() -> None:
+    """Record that Airflow found the database current (see :func:`airflow_db_current`)."""
+    stamp = _stamp_path()
+    if stamp is None:
+        return
+    try:
+        from tasks.core.files import write_json
+
+        write_json(stamp, {"key": _stamp_key(), "heads": _db_heads()})
+    except Exception:  # noqa: BLE001 - the stamp only saves time; never fail a run on it
+        pass
 
 
 def migrate_airflow_db() -> None:
@@ -56,6 +107,7 @@ def migrate_airflow_db() -> None:
     if out.returncode != 0:
         sys.stderr.write(out.stdout[-4000:] + out.stderr[-4000:])
         raise SystemExit(f"airflow db migrate failed (exit {out.returncode})")
+    _write_stamp()
 
 
 def _load(path: Path) -> dict[str, Any]:
