@@ -27,15 +27,13 @@ from tasks.core.files import read_json
 from tasks.core.run import ABLATION, TRAIN_RESULT, RunLayout, run_key
 from tasks.core.timing import mark, phase
 
-
 MIGRATED_STAMP = ".mlp-db-current.json"
 
 
 def _db_heads() -> list[str]:
     """The metadata database's alembic revision(s) (one indexed query)."""
-    from sqlalchemy import text
-
     from airflow import settings as airflow_settings
+    from sqlalchemy import text
 
     with airflow_settings.engine.connect() as conn:
         return sorted(r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version")))
