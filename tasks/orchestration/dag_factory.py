@@ -316,6 +316,68 @@ def _deploy(spec: UseCaseSpec, snapshot: Snapshot, trained: TrainedModel,
     return deployment
 
 
+def data_tasks(spec: UseCaseSpec, ignore: tuple[str, ...] = ()) -> tuple[Any, Any, Any]:
+    """``ingest -> preprocess -> analyze``, as every pipeline DAG starts (in a DAG context).
+
+    Args:
+        spec: The use case.
+        ignore: Trigger-form params of the DAG that are not the use case's (the tuning
+            DAG's), left out of the run-param check.
+
+    Returns:
+        The snapshot, dataset and analysis XCom args (the drift check's verdict last:
+        whatever must not run on drifted data goes downstream of it).
+
+    """
+
+    @task(task_id="ingest")
+    def ingest() -> dict[str, Any]:
+        return _ingest(spec, ignore).to_xcom()
+
+    @task(task_id="preprocess")
+    def preprocess(snapshot: dict[str, Any]) -> dict[str, Any]:
+        return _preprocess(spec, Snapshot.from_xcom(snapshot)).to_xcom()
+
+    @task(task_id="analyze")
+    def analyze(snapshot: dict[str, Any], dataset: dict[str, Any]) -> dict[str, Any]:
+        return _analyze(spec, Snapshot.from_xcom(snapshot), Dataset.from_xcom(dataset))
+
+    snap = ingest()
+    data = preprocess(snap)
+    return snap, data, analyze(snap, data)
+
+
+def release_tasks(spec: UseCaseSpec, snap: Any, data: Any, trained: Any) -> None:
+    """``evaluate -> gate -> approve -> deploy`` of a trained model (in a DAG context).
+
+    The same release path for the training and the tuning DAG: what ships is evaluated,
+    gated, approved when asked and deployed the same way whatever trained it.
+    """
+
+    @task(task_id="evaluate")
+    def evaluate(snapshot: dict[str, Any], dataset: dict[str, Any],
+                 trained: dict[str, Any]) -> dict[str, Any]:
+        return _evaluate(spec, Snapshot.from_xcom(snapshot), Dataset.from_xcom(dataset),
+                         TrainedModel.from_xcom(trained)).to_xcom()
+
+    @task.short_circuit(task_id="gate")
+    def gate(snapshot: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any] | bool:
+        verdict = _gate(spec, Snapshot.from_xcom(snapshot), Evaluation.from_xcom(evaluation))
+        # A falsy return skips deploy: the run stops before deployment, reason logged.
+        return verdict.to_xcom() if verdict.passed else False
+
+    @task(task_id="deploy")
+    def deploy(snapshot: dict[str, Any], trained: dict[str, Any],
+               verdict: dict[str, Any], approval: dict[str, Any]) -> dict[str, Any]:
+        return _deploy(spec, Snapshot.from_xcom(snapshot), TrainedModel.from_xcom(trained),
+                       Verdict.from_xcom(verdict), approval).to_xcom()
+
+    verdict = gate(snap, evaluate(snap, data, trained))
+    approve = GateApproval(use_case=spec.name)
+    verdict >> approve
+    deploy(snap, trained, verdict, approve.output)
+
+
 def build_dag(use_case: UseCaseSpec | str) -> DAG:
     """Build the training pipeline DAG of one use case.
 
@@ -347,52 +409,18 @@ def build_dag(use_case: UseCaseSpec | str) -> DAG:
         default_args={"owner": "mlp", "retries": 1, "retry_delay": retry_delay()},
     ) as dag:
 
-        @task(task_id="ingest")
-        def ingest() -> dict[str, Any]:
-            return _ingest(spec).to_xcom()
-
-        @task(task_id="preprocess")
-        def preprocess(snapshot: dict[str, Any]) -> dict[str, Any]:
-            return _preprocess(spec, Snapshot.from_xcom(snapshot)).to_xcom()
-
-        @task(task_id="analyze")
-        def analyze(snapshot: dict[str, Any], dataset: dict[str, Any]) -> dict[str, Any]:
-            return _analyze(spec, Snapshot.from_xcom(snapshot), Dataset.from_xcom(dataset))
+        snap, data, checked = data_tasks(spec)
+        if spec.model is None:  # a data-only use case (model still to come)
+            return dag
 
         @task(task_id="train")
         def train(snapshot: dict[str, Any], dataset: dict[str, Any]) -> dict[str, Any]:
             return _train(spec, Snapshot.from_xcom(snapshot), Dataset.from_xcom(dataset)
                           ).to_xcom()
 
-        @task(task_id="evaluate")
-        def evaluate(snapshot: dict[str, Any], dataset: dict[str, Any],
-                     trained: dict[str, Any]) -> dict[str, Any]:
-            return _evaluate(spec, Snapshot.from_xcom(snapshot), Dataset.from_xcom(dataset),
-                             TrainedModel.from_xcom(trained)).to_xcom()
-
-        @task.short_circuit(task_id="gate")
-        def gate(snapshot: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any] | bool:
-            verdict = _gate(spec, Snapshot.from_xcom(snapshot), Evaluation.from_xcom(evaluation))
-            # A falsy return skips deploy: the run stops before deployment, reason logged.
-            return verdict.to_xcom() if verdict.passed else False
-
-        @task(task_id="deploy")
-        def deploy(snapshot: dict[str, Any], trained: dict[str, Any],
-                   verdict: dict[str, Any], approval: dict[str, Any]) -> dict[str, Any]:
-            return _deploy(spec, Snapshot.from_xcom(snapshot), TrainedModel.from_xcom(trained),
-                           Verdict.from_xcom(verdict), approval).to_xcom()
-
-        snap = ingest()
-        data = preprocess(snap)
-        checked = analyze(snap, data)
-        if spec.model is None:  # a data-only use case (model still to come)
-            return dag
         trained = train(snap, data)
         checked >> trained  # a drift past a fail threshold stops the run before training
-        verdict = gate(snap, evaluate(snap, data, trained))
-        approve = GateApproval(use_case=spec.name)
-        verdict >> approve
-        deploy(snap, trained, verdict, approve.output)
+        release_tasks(spec, snap, data, trained)
     # After deploy: <use case>_score and <use case>_monitor (registered by Airflow too).
     build_lifecycle_dags(spec)
     return dag

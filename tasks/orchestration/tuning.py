@@ -1,10 +1,12 @@
 """The tuning DAG ``<use case>_tune``: trials as dynamically mapped tasks, then the release.
 
 Built from the same factory pieces as the training DAG (:mod:`tasks.orchestration.
-dag_factory`: the same ingest, preprocess, evaluate, gate, approval and deploy task
-callables, trigger form and retry policy), with three tasks in the middle::
+dag_factory`: the same ingest, preprocess, analyze (data-analysis page and drift check),
+evaluate, gate, approval and deploy tasks (:func:`~tasks.orchestration.dag_factory.
+data_tasks`, :func:`~tasks.orchestration.dag_factory.release_tasks`), trigger form and
+retry policy), with three tasks in the middle::
 
-    ingest -> preprocess -> study -> trial[0..N-1] (.expand) -> best -> train
+    ingest -> preprocess -> analyze -> study -> trial[0..N-1] (.expand) -> best -> train
            -> evaluate -> gate -> approve -> deploy
 
 ``study`` creates or loads the run's Optuna study (:mod:`tasks.steps.tune`) and returns
@@ -26,14 +28,10 @@ from typing import Any
 from airflow.sdk import DAG, Param, get_current_context, task
 
 from tasks import objectives
-from tasks.core.run import Dataset, Evaluation, RunLayout, Snapshot, TrainedModel, Verdict
-from tasks.orchestration.approval import GateApproval
+from tasks.core.run import Dataset, RunLayout, Snapshot, TrainedModel
 from tasks.orchestration.dag_factory import (
-    _deploy,
-    _evaluate,
-    _gate,
-    _ingest,
-    _preprocess,
+    data_tasks,
+    release_tasks,
     retry_delay,
     step,
     trigger_params,
@@ -173,13 +171,7 @@ def build_tuning_dag(use_case: UseCaseSpec | str) -> DAG:
         default_args=default_args,
     ) as dag:
 
-        @task(task_id="ingest")
-        def ingest() -> dict[str, Any]:
-            return _ingest(spec, ignore=TUNE_PARAMS).to_xcom()
-
-        @task(task_id="preprocess")
-        def preprocess(snapshot: dict[str, Any]) -> dict[str, Any]:
-            return _preprocess(spec, Snapshot.from_xcom(snapshot)).to_xcom()
+        snap, data, checked = data_tasks(spec, ignore=TUNE_PARAMS)
 
         # One entry per trial slot: the mapped task's kwargs (slot + the study's facts).
         @task(task_id="study")
@@ -208,33 +200,11 @@ def build_tuning_dag(use_case: UseCaseSpec | str) -> DAG:
             return _train_best(spec, Snapshot.from_xcom(snapshot), Dataset.from_xcom(dataset),
                                chosen).to_xcom()
 
-        @task(task_id="evaluate")
-        def evaluate(snapshot: dict[str, Any], dataset: dict[str, Any],
-                     trained: dict[str, Any]) -> dict[str, Any]:
-            return _evaluate(spec, Snapshot.from_xcom(snapshot), Dataset.from_xcom(dataset),
-                             TrainedModel.from_xcom(trained)).to_xcom()
-
-        @task.short_circuit(task_id="gate")
-        def gate(snapshot: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any] | bool:
-            verdict = _gate(spec, Snapshot.from_xcom(snapshot), Evaluation.from_xcom(evaluation))
-            return verdict.to_xcom() if verdict.passed else False
-
-        @task(task_id="deploy")
-        def deploy(snapshot: dict[str, Any], trained: dict[str, Any],
-                   verdict: dict[str, Any], approval: dict[str, Any]) -> dict[str, Any]:
-            return _deploy(spec, Snapshot.from_xcom(snapshot), TrainedModel.from_xcom(trained),
-                           Verdict.from_xcom(verdict), approval).to_xcom()
-
-        snap = ingest()
-        data = preprocess(snap)
         slots = study(snap, data)
+        checked >> slots  # drifted data (past a fail threshold) runs no trial
         results = trial.partial(snapshot=snap, dataset=data).expand_kwargs(slots)
         chosen = best(slots, snap, results)
-        trained = train(snap, data, chosen)
-        verdict = gate(snap, evaluate(snap, data, trained))
-        approve = GateApproval(use_case=spec.name)
-        verdict >> approve
-        deploy(snap, trained, verdict, approve.output)
+        release_tasks(spec, snap, data, train(snap, data, chosen))
     return dag
 
 

@@ -60,8 +60,8 @@ def test_dagbag_parses_every_use_case_without_side_effects():
         + sorted(tuning))
     for dag_id in tuning:  # dags/tuning.py: trials as mapped tasks, then the same release
         dag = result["dags"].pop(dag_id)
-        assert dag["tasks"] == ["ingest", "preprocess", "study", "trial", "best", "train",
-                                "evaluate", "gate", "approve", "deploy"]
+        assert dag["tasks"] == ["ingest", "preprocess", "analyze", "study", "trial", "best",
+                                "train", "evaluate", "gate", "approve", "deploy"]
         assert {"tune_trials", "tune_parallel", "tune_timeout", "epochs"} <= set(dag["params"])
         assert "tuning" in dag["tags"] and min(dag["retries"]) >= 1
     for dag_id, dag in result["dags"].items():
