@@ -10,6 +10,8 @@ bounded loopback load from a separate client process (aiohttp; batch-1
 - ``metrics``: ``MLP_SERVE_METRICS=0`` vs on (``/metrics``; batching on in both);
 - ``shadow``: the challenger not scored (``MLP_SERVE_SHADOW_SAMPLE=0``) vs every request
   shadow-scored by the challenger; only the champion's answers are timed;
+- ``shadow-sampled``: the same with a quarter of the requests shadow-scored
+  (``MLP_SERVE_SHADOW_SAMPLE=0.25``);
 - ``mlflow``: ``mlflow models serve -m models:/mnist/1 --env-manager local`` (its default
   single worker) vs ``mlp serve``.
 
@@ -282,6 +284,7 @@ SERVERS = {
     "metrics off": lambda: Server("metrics off", "mlp",
                                   env={"MLP_SERVE_METRICS": "0", "MLP_SERVE_SHADOW_SAMPLE": "0"}),
     "shadow on": lambda: Server("shadow on", "mlp", env={"MLP_SERVE_SHADOW_SAMPLE": "1"}),
+    "shadow 25%": lambda: Server("shadow 25%", "mlp", env={"MLP_SERVE_SHADOW_SAMPLE": "0.25"}),
     "mlflow models serve": lambda: Server("mlflow models serve", "mlflow"),
 }
 # comparison -> (A, B): ratios are B / A.
@@ -289,6 +292,7 @@ COMPARISONS = {
     "batching": ("batching off", "default"),
     "metrics": ("metrics off", "default"),
     "shadow": ("default", "shadow on"),
+    "shadow-sampled": ("default", "shadow 25%"),
     "mlflow": ("mlflow models serve", "default"),
 }
 
@@ -373,6 +377,9 @@ TARGETS = {
     "metrics": [(None, lambda r: r["rps_ratio"] >= 0.95, "metrics on within 5% req/s")],
     "shadow": [(8, lambda r: r["p99_ratio"] <= 1.10,
                 "at concurrency 8: the champion's p99 grows <= 10%")],
+    "shadow-sampled": [(8, lambda r: r["p99_ratio"] <= 1.10,
+                        "at concurrency 8, a quarter of the requests shadow-scored: the "
+                        "champion's p99 grows <= 10%")],
     "mlflow": [(None, lambda r: r["rps_ratio"] >= 2, ">= 2x MLflow's req/s")],
 }
 
