@@ -217,7 +217,8 @@ class Server:
         else:
             cmd = [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager",
                    "local", "-h", "127.0.0.1", "-p", str(port)]
-        log = open(root / f"{self.label.replace(' ', '_')}.log", "w")  # noqa: SIM115
+        safe = "".join(ch if ch.isalnum() else "_" for ch in self.label)
+        log = open(root / f"{safe}.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, env={**env, **self.env}, cwd=REPO, stdout=log,
                                      stderr=subprocess.STDOUT)
 
@@ -302,10 +303,12 @@ def measure(names: list[str], root: Path, env: dict[str, str], model_uri: str,
     """Start every server the comparisons need at once, then measure each pair in turn."""
     servers = {label: SERVERS[label]() for name in names for label in COMPARISONS[name]}
     started = time.perf_counter()
-    for srv in servers.values():
-        srv.start(root, env, model_uri)
     out = {}
     try:
+        # Started inside the try: a server that fails to start must not leave the ones
+        # already running behind (they would load the machine for every later bench).
+        for srv in servers.values():
+            srv.start(root, env, model_uri)
         for srv in servers.values():
             srv.ready()
         print(f"{len(servers)} servers ready in {time.perf_counter() - started:.0f} s: "
