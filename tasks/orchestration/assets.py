@@ -35,8 +35,12 @@ def dag_schedule(spec: UseCaseSpec) -> Asset | AssetOrTimeSchedule:
     return AssetOrTimeSchedule(timetable=cron, assets=asset)
 
 
-def _newest_extra(context: Any, use_case: str, key: str) -> Any:
-    """``extra[key]`` of the newest triggering raw-data event that has it (not None or "")."""
+def triggering_extra(context: Any, use_case: str, key: str) -> Any:
+    """``extra[key]`` of the newest triggering raw-data event that has it (not None or "").
+
+    E.g. ``force_drift_reason``: a retraining started by the monitoring DAG on drift says
+    why the drifted data is trained on; ``location`` and ``max_bad_fraction`` below.
+    """
     events = context.get("triggering_asset_events")
     if not events:
         return None
@@ -51,22 +55,13 @@ def _newest_extra(context: Any, use_case: str, key: str) -> Any:
     return None
 
 
-def triggering_extra(context: Any, use_case: str, key: str) -> Any:
-    """A value of the newest triggering raw-data event's ``extra`` that has it, if any.
-
-    E.g. ``force_drift_reason``: a retraining started by the monitoring DAG on drift says
-    why the drifted data is trained on.
-    """
-    return _newest_extra(context, use_case, key)
-
-
 def triggering_location(context: Any, use_case: str) -> str | None:
     """Raw-data location carried by the newest asset event that triggered this run, if any.
 
     ``mlp ingest`` puts the validated landing snapshot in the event's ``extra["location"]``;
     runs started by the cron or by an operator have no such event.
     """
-    location = _newest_extra(context, use_case, "location")
+    location = triggering_extra(context, use_case, "location")
     return None if location is None else str(location)
 
 
@@ -77,5 +72,5 @@ def triggering_tolerance(context: Any, use_case: str) -> float | None:
     the event, so that the run it triggers quarantines the same rows instead of refusing
     them. None when no such event triggered the run.
     """
-    value = _newest_extra(context, use_case, "max_bad_fraction")
+    value = triggering_extra(context, use_case, "max_bad_fraction")
     return None if value is None else float(value)
