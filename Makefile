@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml constraints.txt
 	  > $(VENV)/install.log 2>&1 || { tail -40 $(VENV)/install.log; exit 1; }
 	@touch $(STAMP)
 
-# What the main job needs; the test target adds the browser and docker-compose.
+# What the main job needs; the test target adds the browser and the container tools.
 install: $(STAMP)
 
 # Headless Chromium + ChromeDriver for the browser demo's end-to-end test, installed from
@@ -49,18 +49,22 @@ browser:
 	  fi; \
 	fi
 
-# docker-compose (Debian's v1.29) validates docker/compose.yaml in the tests; installed
-# when missing (root only), without the Docker engine it recommends.
+# The container stack's tools, from Debian (root only; installed when missing):
+# docker-compose (v1.29) validates the compose files and runs the stack, docker.io is the
+# engine (tests/docker/test_stack.py starts dockerd when none runs), mmdebstrap builds the
+# Debian base image with no registry (docker/build-offline.sh).
+CONTAINER_TOOLS := docker-compose docker.io mmdebstrap
 compose-tool:
-	@if ! command -v docker-compose >/dev/null; then \
+	@if ! command -v docker-compose >/dev/null || ! command -v dockerd >/dev/null || \
+	    ! command -v mmdebstrap >/dev/null; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	    export DEBIAN_FRONTEND=noninteractive; \
-	    (apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends docker-compose || \
-	     (apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends docker-compose)) \
-	    >/dev/null || echo "could not install docker-compose: the compose file test will fail"; \
+	    (apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $(CONTAINER_TOOLS) || \
+	     (apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $(CONTAINER_TOOLS))) \
+	    >/dev/null || echo "could not install $(CONTAINER_TOOLS): the container tests will fail"; \
 	  else \
-	    echo "docker-compose missing: install Debian package docker-compose to validate" \
-	         "docker/compose.yaml"; \
+	    echo "container tools missing: install Debian packages $(CONTAINER_TOOLS) to" \
+	         "build and run docker/compose.yaml's stack"; \
 	  fi; \
 	fi
 
