@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python bench/preprocess.py [--fraud-rows 1000000] [--only mnist|fraud]
      [--smoke]
+     .venv/bin/python bench/preprocess.py --scale 70000,1000000,10000000
 
 For each data set it measures, side by side in one run, rows/s of
   * beam-direct:  the platform's Beam pipeline on the in-process runner;
@@ -14,7 +15,9 @@ For each data set it measures, side by side in one run, rows/s of
                   building one tf.train.Example per row as such scripts do;
   * numpy-reuse:  the same script with the platform's faster Example encoder (one proto
                   reused per shard), to show how much of the gap is encoding, not Beam;
-and prints the ratios plus where the baseline's time goes.
+and prints the ratios plus where the baseline's time goes. ``--scale`` instead runs only the
+in-process pipeline at several generated sizes, each in a fresh process, and prints rows/s
+and the process's peak RSS per size (does throughput hold, is memory bounded).
 
 ``--smoke`` runs the credit-card case on 2,000 generated rows only (``make test`` does, so
 the script cannot rot; its figures mean nothing).
@@ -181,6 +184,96 @@ def run_case(label: str, spec, location: str, work: Path, dask_address: str) -> 
     print("  numpy-reuse phases:    " + ", ".join(f"{k} {v:.2f}s" for k, v in phases.items()))
 
 
+def logging_quiet() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+
+
+def one_size(rows: int) -> None:
+    """In this process: the in-process pipeline on ``rows`` generated credit-card rows;
+    prints one JSON line (seconds, rows/s, this process's peak RSS)."""
+    import json
+    import resource
+
+    import tensorflow  # noqa: F401  (not in the timing)
+
+    from tasks.steps.ingest import ingest, snapshot_files
+
+    spec = get("creditcard_fraud")
+    work = Path(tempfile.mkdtemp(prefix="mlp-bench-scale-"))
+    os.environ["MLP_HOME"] = str(work / "home")
+    try:
+        snap = work / "raw"
+        ingest(spec.source, f"synthetic:{rows}:0", snap)
+        files = snapshot_files(snap)
+        t0 = time.perf_counter()
+        res = preprocess(spec.source, files, spec.preprocess, spec.split, work / "out",
+                         runner="direct")
+        secs = time.perf_counter() - t0
+        done = sum(v["rows"] for v in res["splits"].values())
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
+        print(json.dumps({"rows": done, "seconds": secs, "rows_per_s": done / secs,
+                          "peak_rss_mib": rss}), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def scale(sizes: list[int], max_rss_gib: float = 16.0) -> None:
+    """The in-process pipeline at each size, each in a fresh process (its own peak RSS).
+
+    A size whose process passes ``max_rss_gib`` of resident memory is stopped and reported
+    as such (the in-process runner keeps its shuffle in memory), instead of taking the
+    machine's memory.
+    """
+    import json
+    import subprocess
+
+    print("Beam in-process on generated credit-card rows, one fresh process per size "
+          "(peak RSS includes TensorFlow's import, about 0.6 GB):")
+    first = None
+    for n in sizes:
+        t0 = time.perf_counter()
+        # Files, not pipes: a pipe nobody reads while polling would block a chatty child.
+        out_f, err_f = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        proc = subprocess.Popen([sys.executable, __file__, "--one-size", str(n)],
+                                stdout=out_f, stderr=err_f, text=True)
+        peak = 0.0
+        while proc.poll() is None:
+            try:
+                peak = max(peak, _rss_mib(proc.pid))
+            except FileNotFoundError:
+                break
+            if peak > max_rss_gib * 1024:
+                proc.kill()
+                proc.wait()
+                print(f"  {n:>12,} rows  stopped after {time.perf_counter() - t0:.0f} s: "
+                      f"resident memory passed {max_rss_gib:g} GiB (--max-rss-gib)",
+                      flush=True)
+                break
+            time.sleep(0.5)
+        else:
+            out_f.seek(0)
+            err_f.seek(0)
+            out, err = out_f.read(), err_f.read()
+            if proc.returncode != 0:
+                raise SystemExit(f"{n:,} rows failed:\n{err[-3000:]}")
+            r = json.loads(out.strip().splitlines()[-1])
+            first = first or r["rows_per_s"]
+            print(f"  {r['rows']:>12,} rows  {r['seconds']:8.1f} s  "
+                  f"{r['rows_per_s']:10,.0f} rows/s  ({r['rows_per_s'] / first:.2f}x the "
+                  f"first)  peak RSS {r['peak_rss_mib']:,.0f} MiB", flush=True)
+        out_f.close()
+        err_f.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -188,7 +281,20 @@ def main() -> None:
     parser.add_argument("--only", choices=["mnist", "fraud"])
     parser.add_argument("--smoke", action="store_true",
                         help="the credit-card case on 2,000 generated rows only")
+    parser.add_argument("--scale", metavar="N,N,...",
+                        help="only the in-process runner at these generated row counts "
+                             "(e.g. 70000,1000000,10000000): rows/s and peak RSS per size")
+    parser.add_argument("--max-rss-gib", type=float, default=16.0,
+                        help="--scale: stop a size whose process passes this resident memory")
+    parser.add_argument("--one-size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one_size:
+        logging_quiet()
+        one_size(args.one_size)
+        return
+    if args.scale:
+        scale([int(n) for n in args.scale.split(",")], args.max_rss_gib)
+        return
     if args.smoke:
         args.only, args.fraud_rows = "fraud", 2_000
     import logging
@@ -221,6 +327,8 @@ def main() -> None:
     finally:
         cluster.close()
         shutil.rmtree(work, ignore_errors=True)
+    if args.smoke:  # and the --scale path, on two tiny sizes
+        scale([1_000, 2_000])
 
 
 if __name__ == "__main__":

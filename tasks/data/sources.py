@@ -440,6 +440,9 @@ class TabularSource:
         """Yield typed column batches with ``row`` ids and ``_bad`` records, in file order."""
         path = files[partition]
         reader = self._read_parquet if self.format == "parquet" else self._read_csv
+        if Path(path).stat().st_size > _CACHE_LIMIT:  # streamed: memory stays one batch
+            yield from reader(path, partition, batch_size)
+            return
         yield from _cached(path, self.format, (partition, batch_size),
                            lambda: list(reader(path, partition, batch_size)))
 

@@ -78,3 +78,21 @@ def test_a_header_only_csv_is_refused_naming_the_file(tmp_path):
     (tmp_path / "t.csv").write_text("x,y\n")
     with pytest.raises(SourceError, match=r"t\.csv: has a header but no data rows"):
         source.validate(source.files(str(tmp_path)))
+
+
+def test_a_csv_bigger_than_the_parse_cache_is_streamed_not_kept(tmp_path, monkeypatch):
+    from tasks.data import sources
+    from tasks.data.sources import Column, TabularSource
+
+    source = TabularSource(columns=(Column("x"), Column("y")), layout={"all": "t.csv"},
+                           default_location=str(tmp_path))
+    (tmp_path / "t.csv").write_text("x,y\n" + "".join(f"{i},{2 * i}\n" for i in range(50)))
+    files = source.files(str(tmp_path))
+    sources._CACHE.clear()
+    kept = [b["x"].tolist() for b in source.read_batches(files, "all", 16)]
+    assert len(sources._CACHE) == 1  # a small file's parse is kept for the next branch
+    sources._CACHE.clear()
+    monkeypatch.setattr(sources, "_CACHE_LIMIT", 100)  # bytes: the file is bigger
+    streamed = [b["x"].tolist() for b in source.read_batches(files, "all", 16)]
+    assert streamed == kept and [len(b) for b in kept] == [16, 16, 16, 2]
+    assert not sources._CACHE

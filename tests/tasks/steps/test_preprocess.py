@@ -132,6 +132,9 @@ def test_preprocess_outputs_shuffled_complete_and_byte_identical(snapshot, tmp_p
         "dataset/validation/part-00000-of-00001.tfrecord"]
     for f in files:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+    # The records crossed the grouping step on disk; none of those pieces is published.
+    assert not list((tmp_path / "a").rglob("_pieces")) and not list((tmp_path / "a").rglob(
+        "*.npz"))
     raw = _load(snapshot)
     test_imgs, test_labels = _read_split(tmp_path / "a" / "dataset", "test")
     # Same multiset of (image, label) rows as the raw test file, but globally shuffled.
@@ -162,3 +165,15 @@ def test_bad_labels_are_quarantined_and_fail_with_clear_error(snapshot, tmp_path
     m = preprocess(IdxImageSource(), snapshot, replace(PREP, max_bad_fraction=0.01), SPLIT, out)
     assert m["quarantined_rows"] == 2
     assert sum(v["rows"] for v in m["splits"].values()) == 398
+
+
+def test_spilled_pieces_round_trip_records_of_any_length(tmp_path):
+    from tasks.steps.preprocess import spill, unspill
+
+    records = [b"", b"x", bytes(range(256)) * 3, b"\x00\n"]
+    piece = spill(str(tmp_path), 7, np.array([3, 1, 0, 2]), records)
+    assert piece["rows"] == 4 and Path(piece["spill"]).parent.name == "7"
+    pos, back = unspill(piece)
+    assert pos.tolist() == [3, 1, 0, 2] and back == records
+    # A piece kept in memory (no spill path) reads back as it is.
+    assert unspill({"pos": [5], "records": [b"r"]})[1] == [b"r"]
