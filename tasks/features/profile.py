@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from tasks.features.transforms import CATEGORICAL as CATEGORICAL_TRANSFORMS
-from tasks.features.transforms import _compress, _quantile
+from tasks.features.transforms import _compress, _quantile, sketch_of, sketch_push
 from tasks.spec import PreprocessSpec
 
 NUMERIC = "numeric"
@@ -150,10 +150,7 @@ class BinSketch:
                 continue
             v = c.values(cols)
             v = v[np.isfinite(v)]
-            a = acc.setdefault(c.name, {"sketch": (np.empty(0), np.empty(0))})
-            sv = np.concatenate([a["sketch"][0], v])
-            sw = np.concatenate([a["sketch"][1], np.ones(len(v))])
-            a["sketch"] = _compress(sv, sw, _SKETCH) if len(sv) > 2 * _SKETCH else (sv, sw)
+            sketch_push(acc.setdefault(c.name, {"sketch": (np.empty(0), np.empty(0))}), v)
         return acc
 
     def merge(self, accs: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -161,6 +158,8 @@ class BinSketch:
         out: dict[str, Any] = {}
         for acc in accs:
             for name, a in acc.items():
+                if "sketch" in a:
+                    sketch_of(a)  # the buffered values into the sketch: entries share nothing
                 b = out.get(name)
                 if b is None:
                     out[name] = {k: (dict(v) if isinstance(v, dict) else v)
@@ -190,8 +189,8 @@ class BinSketch:
                     not v.lstrip("-").isdigit(), int(v) if v.lstrip("-").isdigit() else 0, v))
                 bins[c.name] = {"kind": CATEGORICAL, "values": values + [OTHER]}
             else:
-                bins[c.name] = {"kind": NUMERIC, "edges": numeric_edges(a["sketch"])
-                                if a and len(a["sketch"][0]) else []}
+                bins[c.name] = {"kind": NUMERIC, "edges": numeric_edges(sketch_of(a))
+                                if a and len(sketch_of(a)[0]) else []}
         return bins
 
 

@@ -48,6 +48,33 @@ def _compress(values: np.ndarray, weights: np.ndarray, k: int) -> tuple[np.ndarr
     return v[idx], np.full(k, cum[-1] / k)
 
 
+# Values buffered (as a list of batches) before they are sorted into the sketch: compacting
+# a 4,096-point sketch with every 1,024-row batch sorted each value about five times, and
+# took a fifth of a 1M-row preprocessing run.
+_SKETCH_BUFFER = 32 * _SKETCH
+
+
+def sketch_push(a: dict[str, Any], values: np.ndarray) -> None:
+    """Add unit-weight ``values`` to the sketch in accumulator entry ``a``."""
+    pending = a.setdefault("pending", [])
+    pending.append(np.asarray(values, np.float64))
+    a["pending_n"] = a.get("pending_n", 0) + len(values)
+    if a["pending_n"] > _SKETCH_BUFFER:
+        a["sketch"] = sketch_of(a)
+
+
+def sketch_of(a: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The entry's sketch with its buffered values folded in (the buffer is emptied)."""
+    sv, sw = a["sketch"]
+    pending = a.pop("pending", [])
+    n = a.pop("pending_n", 0)
+    if pending:
+        sv = np.concatenate([sv, *pending])
+        sw = np.concatenate([sw, np.ones(n)])
+        a["sketch"] = _compress(sv, sw, _SKETCH) if len(sv) > 2 * _SKETCH else (sv, sw)
+    return a["sketch"]
+
+
 def _quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
     order = np.argsort(values, kind="stable")
     v, cum = values[order], np.cumsum(weights[order])
@@ -101,9 +128,7 @@ class Analyzer:
             a["min"] = min(a["min"], float(flat.min()))
             a["max"] = max(a["max"], float(flat.max()))
             if f.transform == "clip":
-                sv = np.concatenate([a["sketch"][0], flat])
-                sw = np.concatenate([a["sketch"][1], np.ones(flat.size)])
-                a["sketch"] = _compress(sv, sw, _SKETCH) if len(sv) > 2 * _SKETCH else (sv, sw)
+                sketch_push(a, flat)
         if self.label is not None and self.label_is_class:
             labels, counts = np.unique(cols[self.label], return_counts=True)
             for lab, c in zip(labels.tolist(), counts.tolist(), strict=True):
@@ -139,6 +164,7 @@ class Analyzer:
                     for val, c in a["vocab"].items():
                         voc[val] = voc.get(val, 0) + c
                     continue
+                sketch_of(a)  # the buffered values into the sketch: entries share nothing
                 b = out["features"].get(name)
                 if b is None:
                     out["features"][name] = {**a}
@@ -148,7 +174,7 @@ class Analyzer:
                 b["sumsq"] += a["sumsq"]
                 b["min"] = min(b["min"], a["min"])
                 b["max"] = max(b["max"], a["max"])
-                sv = np.concatenate([b["sketch"][0], a["sketch"][0]])
+                sv = np.concatenate([sketch_of(b)[0], a["sketch"][0]])
                 sw = np.concatenate([b["sketch"][1], a["sketch"][1]])
                 b["sketch"] = _compress(sv, sw, _SKETCH) if len(sv) > 2 * _SKETCH else (sv, sw)
         return out
@@ -175,7 +201,7 @@ class Analyzer:
             st = {"count": a["count"], "min": a["min"], "max": a["max"], "mean": mean,
                   "std": float(np.sqrt(var))}
             f = by_name.get(name)
-            if f is not None and f.transform == "clip" and len(a["sketch"][0]):
+            if f is not None and f.transform == "clip" and len(sketch_of(a)[0]):
                 lo, hi = f.clip_quantiles
                 st["clip_low"] = _quantile(*a["sketch"], lo)
                 st["clip_high"] = _quantile(*a["sketch"], hi)
