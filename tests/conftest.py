@@ -47,6 +47,17 @@ def digits_as_mnist(n_train: int, n_test: int, seed: int = 0) -> dict[str, np.nd
     }
 
 
+def wait_for(what: str, probe, timeout: float, every: float = 1.0):
+    """Poll ``probe`` until it returns something truthy (returned); fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
 def write_mnist_dir(path: Path, data: dict[str, np.ndarray], gz: bool = True) -> Path:
     """Write arrays with MNIST's file names as IDX files."""
     names = {

@@ -28,6 +28,8 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.conftest import wait_for
+
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,16 +106,6 @@ def _logs(cid: str, tail: int | None = None) -> str:
     return out.stdout + out.stderr
 
 
-def _wait(what, probe, timeout, every=2.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def stack(engine, tmp_path_factory):
     """Images built, every service up and healthy; torn down with its volumes after."""
@@ -158,7 +150,7 @@ def stack(engine, tmp_path_factory):
                 states[name] = state.get("Health", {}).get("Status", "running")
             return all(s in ("healthy", "running") for s in states.values()) and states
 
-        states = _wait("every service healthy", healthy, 300)
+        states = wait_for("every service healthy", healthy, 300, every=2.0)
         timings["up"] = time.monotonic() - t0
         yield {"env": env, "compose": compose, "ids": ids, "run": run, "states": states,
                "secret": secret, "timings": timings, "tmp": tmp_path_factory.mktemp("stack")}
@@ -237,8 +229,9 @@ def test_the_stack_trains_registers_and_serves_mnist(stack):
     base = "http://127.0.0.1:28501"
     auth = {"Authorization": f"Bearer {stack['secret']['MLP_SERVE_TOKEN']}"}
     assert httpx.get(f"{base}/v1/models/mnist").status_code == 401
-    _wait("the served champion", lambda: httpx.get(f"{base}/v1/models/mnist", headers=auth)
-          .json().get("model_version_status", [{}])[0].get("version") == "1", 120)
+    wait_for("the served champion", lambda: httpx.get(
+        f"{base}/v1/models/mnist", headers=auth).json().get(
+        "model_version_status", [{}])[0].get("version") == "1", 120, every=2.0)
     from tasks.data.idx import read_idx
 
     images = read_idx(data / "t10k-images-idx3-ubyte.gz")[:3].astype(float)

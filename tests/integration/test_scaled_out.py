@@ -27,6 +27,8 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.conftest import wait_for
+
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -182,16 +184,6 @@ def _client(stack):
                          passwords["admin"])
 
 
-def _wait(what, probe, timeout, every=1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def test_scaled_out_stack_trains_registers_and_serves(stack):
     from mlflow import MlflowClient
 
@@ -205,7 +197,7 @@ def test_scaled_out_stack_trains_registers_and_serves(stack):
 
     # The dag-processor has parsed dags/; the schedule is the spec's cron OR the raw asset,
     # catchup off, first cron run in the future.
-    dag = _wait("the mnist DAG", lambda: _try(lambda: client.dag("mnist")),
+    dag = wait_for("the mnist DAG", lambda: _try(lambda: client.dag("mnist")),
                 120)
     assert dag["catchup"] is False and dag["is_paused"] is False
     assert "0 3 * * 1" in dag["timetable_summary"] and "Asset" in dag["timetable_summary"]
@@ -239,7 +231,7 @@ def test_scaled_out_stack_trains_registers_and_serves(stack):
     assert ("mnist", "success") in _pg("SELECT dag_id, state FROM dag_run",
                                        stack["airflow_db"])
     # (the worker records a Celery result just after Airflow sees the task end)
-    _wait("six Celery task results", lambda: _pg(
+    wait_for("six Celery task results", lambda: _pg(
         "SELECT count(*) FROM celery_taskmeta WHERE status = 'SUCCESS'",
         stack["airflow_db"])[0][0] >= 6, 60)
     assert stack["cluster"].scheduler.transition_counter > 0
@@ -263,7 +255,7 @@ def test_scaled_out_stack_trains_registers_and_serves(stack):
 
     # The serving process picks the champion up from the server's registry.
     base = f"http://127.0.0.1:{ports['serve']}"
-    _wait("the served champion", lambda: _try(
+    wait_for("the served champion", lambda: _try(
         lambda: httpx.get(f"{base}/v1/models/mnist").json()["model_version_status"][0]
         ["version"] == "1"), 120)
     from tasks.data.idx import read_idx
@@ -281,11 +273,11 @@ def test_scaled_out_stack_trains_registers_and_serves(stack):
     landed = json.loads(out.stdout)
     assert landed["via"] == "rest"
     assert landed["event"]["extra"]["location"] == landed["landing"]
-    triggered = _wait("an asset-triggered run", lambda: [
+    triggered = wait_for("an asset-triggered run", lambda: [
         r for r in client.dag_runs("mnist") if r["run_type"] == "asset_triggered"], 90)
     assert len(triggered) == 1  # one event, one run
     run_id = triggered[0]["dag_run_id"]
-    _wait("its ingest task", lambda: client.task_states("mnist", run_id).get("ingest")
+    wait_for("its ingest task", lambda: client.task_states("mnist", run_id).get("ingest")
           in ("success", "failed"), 120)
     assert client.task_states("mnist", run_id)["ingest"] == "success"
     from tasks.core.run import safe_key
