@@ -184,12 +184,6 @@ def run_case(label: str, spec, location: str, work: Path, dask_address: str) -> 
     print("  numpy-reuse phases:    " + ", ".join(f"{k} {v:.2f}s" for k, v in phases.items()))
 
 
-def logging_quiet() -> None:
-    import logging
-
-    logging.basicConfig(level=logging.WARNING)
-
-
 def one_size(rows: int) -> None:
     """In this process: the in-process pipeline on ``rows`` generated credit-card rows;
     prints one JSON line (seconds, rows/s, this process's peak RSS)."""
@@ -288,8 +282,10 @@ def main() -> None:
                         help="--scale: stop a size whose process passes this resident memory")
     parser.add_argument("--one-size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
     if args.one_size:
-        logging_quiet()
         one_size(args.one_size)
         return
     if args.scale:
@@ -297,9 +293,6 @@ def main() -> None:
         return
     if args.smoke:
         args.only, args.fraud_rows = "fraud", 2_000
-    import logging
-
-    logging.basicConfig(level=logging.WARNING)
     # Dask logs every worker start and stop at INFO, and its client a reconnect traceback
     # when the cluster closes under the runner's client: not what this bench reports.
     logging.getLogger("distributed").setLevel(logging.CRITICAL)

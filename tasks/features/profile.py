@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from tasks.features.transforms import CATEGORICAL as CATEGORICAL_TRANSFORMS
-from tasks.features.transforms import _compress, _quantile, sketch_of, sketch_push
+from tasks.features.transforms import _quantile, sketch_merge, sketch_of, sketch_push
 from tasks.spec import PreprocessSpec
 
 NUMERIC = "numeric"
@@ -41,7 +41,6 @@ QUANTILES = tuple(float(q) for q in np.arange(1, 10) / 10)  # decile edges: 10 b
 TOP_CATEGORIES = 20
 OTHER = "<other>"
 INTENSITY_EDGES = tuple(range(0, 257, 16))  # 16 bins of pixel values 0-255
-_SKETCH = 4096
 
 
 @dataclass(frozen=True)
@@ -168,10 +167,7 @@ class BinSketch:
                     for val, n in a["counts"].items():
                         b["counts"][val] = b["counts"].get(val, 0) + n
                 elif "sketch" in a:
-                    sv = np.concatenate([b["sketch"][0], a["sketch"][0]])
-                    sw = np.concatenate([b["sketch"][1], a["sketch"][1]])
-                    b["sketch"] = (_compress(sv, sw, _SKETCH) if len(sv) > 2 * _SKETCH
-                                   else (sv, sw))
+                    sketch_merge(b, a)
         return out
 
     def finish(self, acc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -189,8 +185,9 @@ class BinSketch:
                     not v.lstrip("-").isdigit(), int(v) if v.lstrip("-").isdigit() else 0, v))
                 bins[c.name] = {"kind": CATEGORICAL, "values": values + [OTHER]}
             else:
-                bins[c.name] = {"kind": NUMERIC, "edges": numeric_edges(sketch_of(a))
-                                if a and len(sketch_of(a)[0]) else []}
+                sketch = sketch_of(a) if a else None
+                bins[c.name] = {"kind": NUMERIC, "edges": numeric_edges(sketch)
+                                if sketch is not None and len(sketch[0]) else []}
         return bins
 
 

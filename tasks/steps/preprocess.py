@@ -207,9 +207,7 @@ def spill(work_dir: str, key: int, pos: np.ndarray, records: list[bytes]) -> dic
 
 
 def unspill(piece: dict[str, Any]) -> tuple[np.ndarray, list[bytes]]:
-    """The positions and records of a piece :func:`spill` wrote (in memory ones as they are)."""
-    if "spill" not in piece:
-        return np.asarray(piece["pos"], np.int64), list(piece["records"])
+    """The positions and records of a piece :func:`spill` wrote."""
     with np.load(piece["spill"]) as z:
         pos, lengths, blob = z["pos"], z["lengths"], z["blob"].tobytes()
     ends = np.cumsum(lengths)
@@ -493,8 +491,7 @@ class WriteShard(beam.DoFn):
                 writer.write(records[i])
         self._written.inc(len(records))
         for p in parts:  # written: the pieces are not needed again
-            if "spill" in p:
-                Path(p["spill"]).unlink(missing_ok=True)
+            Path(p["spill"]).unlink(missing_ok=True)
         yield {"split": split, "shard": shard, "file": rel, "rows": len(records)}
 
 

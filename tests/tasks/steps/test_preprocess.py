@@ -175,5 +175,3 @@ def test_spilled_pieces_round_trip_records_of_any_length(tmp_path):
     assert piece["rows"] == 4 and Path(piece["spill"]).parent.name == "7"
     pos, back = unspill(piece)
     assert pos.tolist() == [3, 1, 0, 2] and back == records
-    # A piece kept in memory (no spill path) reads back as it is.
-    assert unspill({"pos": [5], "records": [b"r"]})[1] == [b"r"]
