@@ -121,7 +121,7 @@ run:
 	@start=$$(date +%s.%N); $(MAKE) --no-print-directory install data && \
 	MLP_INSTALL_SECONDS=$$(awk "BEGIN {printf \"%.1f\", $$(date +%s.%N) - $$start}") \
 	  $(BIN)/mlp run mnist --variant cnn --epochs 5 \
-	    --param lr_schedule=warmup_cosine --param learning_rate=0.002
+	    --param lr_schedule=warmup_cosine --param learning_rate=0.002 --param precision=auto
 
 # Long-running services (Airflow api-server/scheduler/dag-processor/triggerer, MLflow
 # server + UI, model serving) on 127.0.0.1; logs and pids in $MLP_HOME/logs. A profile

@@ -44,6 +44,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, load, median, table  # noqa: E402
 
+from tasks.core.hardware import native_bf16  # noqa: E402
+
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -63,9 +65,13 @@ class Config:
     layout: str = "channels_last"
     jit: bool = False
     cache: str = "platform"  # platform | float32 | uint8 | none (pipeline feed only)
+    policy: str = "float32"  # Keras dtype policy (mixed_bfloat16: bf16 compute, fp32 weights)
+    dtype: str = "float32"  # the matmul ceiling's dtype
 
 
 TODAY = Config("today")
+# precision=mixed_bfloat16 (make run's precision=auto on a CPU with bf16 instructions).
+BF16 = replace(TODAY, name="bf16", policy="mixed_bfloat16")
 
 
 # ---------------------------------------------------------------------------------- worker
@@ -137,11 +143,14 @@ def _model(cfg: Config, stats: dict[str, Any]) -> Any:
         spec, params = catalog.get("cifar10"), {"augment": True, "learning_rate": 1e-3}
     else:
         spec = catalog.get("mnist")
-        params = {"variant": cfg.model, "learning_rate": 1e-3}
+        params = {"variant": cfg.model, "learning_rate": 1e-3, "precision": cfg.policy}
     params["learning_rate"] *= cfg.lr_scale
     if cfg.layout == "channels_first":
         model = _cnn_channels_first(params)
     else:
+        import keras
+
+        keras.mixed_precision.set_global_policy(cfg.policy)
         model = spec.model.build(params, stats)
     model.steps_per_execution = cfg.spe
     model.jit_compile = cfg.jit
@@ -226,7 +235,7 @@ def worker(cfg: Config, data_dir: Path, skip: int) -> None:
     if cfg.inter:
         tf.config.threading.set_inter_op_parallelism_threads(cfg.inter)
     if cfg.model == "matmul":
-        return _matmul_worker()
+        return _matmul_worker(dtype=cfg.dtype)
     import keras
 
     from tasks.data.tfrecord import DatasetReader
@@ -282,10 +291,11 @@ def worker(cfg: Config, data_dir: Path, skip: int) -> None:
         model.fit(_dataset(cfg, reader, spec), epochs=1_000_000, verbose=0, callbacks=[turns])
 
 
-def _matmul_worker(n: int = 2048) -> None:
+def _matmul_worker(n: int = 2048, dtype: str = "float32") -> None:
     import tensorflow as tf
 
-    a, b = tf.random.normal((n, n), seed=1), tf.random.normal((n, n), seed=2)
+    a = tf.cast(tf.random.normal((n, n), seed=1), dtype)
+    b = tf.cast(tf.random.normal((n, n), seed=2), dtype)
     mm = tf.function(tf.linalg.matmul)
     mm(a, b).numpy()
     _say(ready=True, forward_flop=2.0 * n ** 3, train_flop=2.0 * n ** 3)
@@ -425,7 +435,7 @@ def gflops(w: Worker) -> float:
 
 def describe(cfg: Config) -> str:
     if cfg.model == "matmul":
-        return "2048x2048 fp32 tf.matmul, default threads"
+        return f"2048x2048 {cfg.dtype} tf.matmul, default threads"
     parts = [f"{cfg.model}", cfg.feed, f"batch {cfg.batch}"]
     if cfg.lr_scale != 1:
         parts.append(f"lr x{cfg.lr_scale:g}")
@@ -438,6 +448,8 @@ def describe(cfg: Config) -> str:
         parts.append(cfg.layout)
     if cfg.jit:
         parts.append("jit_compile (XLA)")
+    if cfg.policy != "float32":
+        parts.append(f"policy {cfg.policy}")
     if cfg.cache != "platform":
         parts.append(f"cache {cfg.cache}")
     return ", ".join(parts)
@@ -452,6 +464,8 @@ def model_table(w: dict[str, Worker], base: str, ceiling: Worker | None) -> str:
 def headline(data_dir: Path, a: argparse.Namespace) -> None:
     configs = [Config("ceiling", model="matmul"), TODAY,
                replace(TODAY, name="today-mem", feed="memory")]
+    if native_bf16():  # bf16 compute only where the CPU has bf16 instructions
+        configs += [Config("ceiling-bf16", model="matmul", dtype="bfloat16"), BF16]
     w = measure(configs, data_dir, a, "headline")
     ceil = w.get("ceiling")
     if ceil is not None:
@@ -468,6 +482,15 @@ def headline(data_dir: Path, a: argparse.Namespace) -> None:
           "(target >= 0.95)")
     print(f"  the CNN through the pipeline at {ratio_to(w.get('today'), ceil):.0%} of the "
           "matmul ceiling (target >= 70%)")
+    if (bf16 := w.get("bf16")) is not None:
+        ceil16 = w.get("ceiling-bf16")
+        print(f"  precision=mixed_bfloat16 (bf16 compute, fp32 weights): "
+              f"{ratio(bf16, w.get('today')):.2f}x today's images/s (target >= 1.5x), "
+              f"{ratio_to(bf16, ceil):.0%} of the fp32 matmul ceiling, "
+              f"{ratio_to(bf16, ceil16):.0%} of the bf16 one "
+              f"({gflops(ceil16) if ceil16 else float('nan'):.1f} GFLOP/s)")
+    else:
+        print("  no bf16 instructions on this CPU: precision=auto trains in float32")
 
 
 LEVERS = [
@@ -482,6 +505,10 @@ LEVERS = [
     ("no cache (decode every epoch)", replace(TODAY, name="no-cache", cache="none")),
     ("channels_first (NCHW)", replace(TODAY, name="nchw", layout="channels_first")),
     ("jit_compile (XLA)", replace(TODAY, name="xla", jit=True)),
+    # Changes what the model computes (bf16 activations, fp32 weights): said in the table.
+    ("mixed_bfloat16 (bf16 compute)", BF16),
+    ("oneDNN fp32 math in bf16", replace(TODAY, name="fpmath-bf16",
+                                         env={"ONEDNN_DEFAULT_FPMATH_MODE": "BF16"})),
 ]
 
 

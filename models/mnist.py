@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from tasks.core.hardware import PRECISIONS, resolve_precision
 from tasks.data.sources import IdxImageSource
 from tasks.spec import (
     Choice,
@@ -86,28 +87,30 @@ def build_model(params: Mapping[str, Any], stats: Mapping[str, Any]) -> Any:
     variant = params.get("variant", "cnn")
     if variant not in VARIANTS:
         raise ValueError(f"unknown mnist variant {variant!r}; choose one of {VARIANTS}")
+    # bf16 compute, fp32 weights; the softmax stays float32 (numerically safe probabilities).
+    dt = resolve_precision(params.get("precision", "float32"))
     img = stats["train"]["features"]["image"]
     lo, hi = float(img["min"]), float(img["max"])
     span = (hi - lo) or 1.0
     layers = keras.layers
     inp = keras.Input(shape=(28, 28), dtype="float32", name="pixels")
-    x = layers.Rescaling(1.0 / span, offset=-lo / span, name="normalise")(inp)
+    x = layers.Rescaling(1.0 / span, offset=-lo / span, name="normalise", dtype=dt)(inp)
     if variant == "softmax":
-        x = layers.Flatten()(x)
+        x = layers.Flatten(dtype=dt)(x)
     elif variant == "dnn":
-        x = layers.Flatten()(x)
-        x = layers.Dense(360, activation="relu")(x)
-        x = layers.Dense(180, activation="relu")(x)
+        x = layers.Flatten(dtype=dt)(x)
+        x = layers.Dense(360, activation="relu", dtype=dt)(x)
+        x = layers.Dense(180, activation="relu", dtype=dt)(x)
     else:
-        x = layers.Reshape((28, 28, 1))(x)
-        x = layers.Conv2D(32, 5, padding="same", activation="relu")(x)
-        x = layers.MaxPooling2D(2)(x)
-        x = layers.Conv2D(64, 5, padding="same", activation="relu")(x)
-        x = layers.MaxPooling2D(2)(x)
-        x = layers.Flatten()(x)
-        x = layers.Dense(1024, activation="relu")(x)
-        x = layers.Dropout(0.5)(x)
-    out = layers.Dense(10, activation="softmax", name="probabilities")(x)
+        x = layers.Reshape((28, 28, 1), dtype=dt)(x)
+        x = layers.Conv2D(32, 5, padding="same", activation="relu", dtype=dt)(x)
+        x = layers.MaxPooling2D(2, dtype=dt)(x)
+        x = layers.Conv2D(64, 5, padding="same", activation="relu", dtype=dt)(x)
+        x = layers.MaxPooling2D(2, dtype=dt)(x)
+        x = layers.Flatten(dtype=dt)(x)
+        x = layers.Dense(1024, activation="relu", dtype=dt)(x)
+        x = layers.Dropout(0.5, dtype=dt)(x)
+    out = layers.Dense(10, activation="softmax", name="probabilities", dtype="float32")(x)
     model = keras.Model(inp, out, name=f"mnist_{variant}")
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate(params, stats)),
@@ -154,6 +157,9 @@ SPEC = UseCaseSpec(
         "lr_schedule": RunParam("constant", "string", "constant, or warmup_cosine: warm-up "
                                 "over 10% of the steps, then cosine decay to 0",
                                 enum=SCHEDULES),
+        "precision": RunParam("float32", "string", "float32; mixed_bfloat16 (bf16 compute, "
+                              "fp32 weights); or auto: mixed_bfloat16 where the CPU has "
+                              "bf16 instructions, else float32", enum=PRECISIONS),
         "validation_size": RunParam(5000, "integer", "Rows carved from train for validation",
                                     minimum=1),
     },

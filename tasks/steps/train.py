@@ -23,6 +23,7 @@ from tasks import objectives, tracking
 from tasks.core.config import Settings, settings
 from tasks.core.errors import PermanentError
 from tasks.core.files import atomic_dir, read_json, write_json
+from tasks.core.hardware import resolve_precision
 from tasks.core.progress import report
 from tasks.core.run import (
     ABLATION,
@@ -54,11 +55,26 @@ class TrainingDiverged(PermanentError, RuntimeError):
 
 
 def resolve_params(spec: UseCaseSpec, params: Mapping[str, Any]) -> dict[str, Any]:
-    """The run params with ``epochs=0`` replaced by the use case's default for them."""
+    """The run params with ``epochs=0`` and ``precision=auto`` resolved for this run.
+
+    ``epochs=0`` becomes the use case's default for the params; ``precision=auto`` the
+    policy this CPU runs fastest (:mod:`tasks.core.hardware`), so the run records what
+    it trained with.
+    """
     params = dict(params)
     if not int(params.get("epochs", 1)) and spec.model.default_epochs is not None:
         params["epochs"] = int(spec.model.default_epochs(params))
+    if "precision" in params:
+        params["precision"] = resolve_precision(str(params["precision"]))
     return params
+
+
+HISTOGRAM_SNAPSHOTS = 20
+
+
+def histogram_freq(params: Mapping[str, Any]) -> int:
+    """Epochs between TensorBoard's weight histograms: every epoch up to 20 epochs."""
+    return max(1, math.ceil(int(params.get("epochs", 1)) / HISTOGRAM_SNAPSHOTS))
 
 
 def params_digest(params: Mapping[str, Any]) -> str:
@@ -110,8 +126,10 @@ def fit(model: Any, reader: DatasetReader, spec: UseCaseSpec, objective: Objecti
     cbs = [*objective.callbacks(params)]  # first: they add to the logs recorded
     if distribute.is_chief():
         cbs += [_epoch_logger(epoch_lines),
-                # Weight histograms per epoch, as the books show (`mlp tensorboard`).
-                keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), histogram_freq=1),
+                # Weight histograms per epoch, as the books show (`mlp tensorboard`), at
+                # most HISTOGRAM_SNAPSHOTS of them (each costs ~15 ms of a tiny epoch).
+                keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir),
+                                            histogram_freq=histogram_freq(params)),
                 *callbacks]
     started = time.perf_counter()
     if not distribute.is_default(strategy):

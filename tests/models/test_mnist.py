@@ -70,3 +70,35 @@ def test_unknown_schedule():
 
     with pytest.raises(ValueError, match="unknown lr_schedule"):
         learning_rate({"lr_schedule": "step"}, {})
+
+
+def test_mixed_bfloat16_computes_in_bf16_and_keeps_fp32_weights_and_output():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = build_model({"variant": "cnn", "precision": "mixed_bfloat16"}, STATS)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convs and all(c.compute_dtype == "bfloat16" for c in convs)
+    assert all(w.dtype == "float32" for w in model.weights)
+    assert model.count_params() == 3_274_634
+    probs = model.predict(np.zeros((2, 28, 28), np.float32), verbose=0)
+    assert probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_mixed_bfloat16_loss_falls_on_real_digits():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    d = digits_as_mnist(256, 0)
+    x, y = d["train_images"].astype("float32"), d["train_labels"].astype("int64")
+    model = build_model({"variant": "cnn", "learning_rate": 1e-3,
+                         "precision": "mixed_bfloat16"}, STATS)
+    before = model.evaluate(x, y, verbose=0)[0]
+    model.fit(x, y, epochs=3, batch_size=32, verbose=0)
+    assert model.evaluate(x, y, verbose=0)[0] < 0.7 * before
+
+
+def test_unknown_precision():
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        build_model({"variant": "cnn", "precision": "fp8"}, STATS)
