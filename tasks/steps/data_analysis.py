@@ -55,6 +55,8 @@ def histograms_png(stats: Mapping[str, Any], path: Path, title: str,
     if not columns:
         return None
     plt = pyplot()
+    from matplotlib.collections import PolyCollection
+    from matplotlib.patches import Patch
     from matplotlib.ticker import MaxNLocator
 
     ncols = min(4, len(columns))
@@ -65,15 +67,27 @@ def histograms_png(stats: Mapping[str, Any], path: Path, title: str,
         ax.axis("off")
     present = [s for s in SPLITS if (stats.get(s) or {}).get("histograms")]
     width = 0.8 / max(1, len(present))
+    legend: dict[str, Patch] = {}
     for ax, name in zip(axes.ravel(), columns, strict=False):
         ref = stats["train"]["histograms"][name]
         x = np.arange(len(ref["counts"]))
+        top = 0.0
         for i, split in enumerate(present):
             h = stats[split]["histograms"].get(name)
             if h is None:
                 continue
-            ax.bar(x + (i - (len(present) - 1) / 2) * width, shares(h["counts"]), width,
-                   label=f"{split} ({h.get('rows', 0)})", color=_COLORS[split])
+            # One collection of bars per split: ax.bar's patch per bar cost ~1 s per page.
+            heights = np.asarray(shares(h["counts"]), dtype=float)
+            left = x + (i - (len(present) - 1) / 2) * width - width / 2
+            ax.add_collection(PolyCollection(
+                [((a, 0), (a, v), (a + width, v), (a + width, 0))
+                 for a, v in zip(left, heights, strict=True)],
+                facecolors=_COLORS[split], edgecolors="none"))
+            top = max(top, float(heights.max(initial=0.0)))
+            legend.setdefault(split, Patch(color=_COLORS[split],
+                                           label=f"{split} ({h.get('rows', 0)})"))
+        ax.set_xlim(-0.5, len(x) - 0.5)
+        ax.set_ylim(0, top * 1.05 or 1.0)
         labels = bin_labels(ref)
         ax.set_xticks(x, labels, rotation=45 if len(labels) > 4 else 0,
                       ha="right" if len(labels) > 4 else "center", fontsize=6)
@@ -83,9 +97,9 @@ def histograms_png(stats: Mapping[str, Any], path: Path, title: str,
                      fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
         ax.yaxis.set_major_locator(MaxNLocator(4))
-    handles, labels = axes.ravel()[0].get_legend_handles_labels()
     height = 3.2 * nrows + 0.6
-    fig.legend(handles, labels, loc="upper right", fontsize=8, ncols=len(present))
+    fig.legend(handles=list(legend.values()), loc="upper right", fontsize=8,
+               ncols=len(present))
     fig.suptitle(title, fontsize=12, x=0.01, ha="left")
     # Fixed margins instead of tight_layout, which draws the whole grid once more.
     fig.subplots_adjust(left=0.04, right=0.99, top=1 - 1.2 / height,
