@@ -21,14 +21,14 @@ from tasks.data.idx import IdxFormatError, read_idx, read_idx_header
 # (plan, analyzers, writing) each read the snapshot, and on one worker they then share a
 # single parse. Keyed by file identity (path, size, mtime); bounded in size.
 _CACHE: dict[tuple[Any, ...], Any] = {}
-_CACHE_LIMIT = 2 << 30  # bytes of source files whose parse results are kept per process
+CACHE_LIMIT = 2 << 30  # bytes of source files whose parse results are kept per process
 
 
 def _cached(path: str, kind: str, extra: tuple[Any, ...], load: Callable[[], Any]) -> Any:
     st = Path(path).stat()
     key = (path, st.st_size, st.st_mtime_ns, kind, *extra)
     if key not in _CACHE:
-        if sum(k[1] for k in _CACHE) + st.st_size > _CACHE_LIMIT:
+        if sum(k[1] for k in _CACHE) + st.st_size > CACHE_LIMIT:
             _CACHE.clear()
         _CACHE[key] = load()
     return _CACHE[key]
@@ -440,7 +440,7 @@ class TabularSource:
         """Yield typed column batches with ``row`` ids and ``_bad`` records, in file order."""
         path = files[partition]
         reader = self._read_parquet if self.format == "parquet" else self._read_csv
-        if Path(path).stat().st_size > _CACHE_LIMIT:  # streamed: memory stays one batch
+        if Path(path).stat().st_size > CACHE_LIMIT:  # streamed: memory stays one batch
             yield from reader(path, partition, batch_size)
             return
         yield from _cached(path, self.format, (partition, batch_size),

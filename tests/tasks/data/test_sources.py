@@ -92,7 +92,7 @@ def test_a_csv_bigger_than_the_parse_cache_is_streamed_not_kept(tmp_path, monkey
     kept = [b["x"].tolist() for b in source.read_batches(files, "all", 16)]
     assert len(sources._CACHE) == 1  # a small file's parse is kept for the next branch
     sources._CACHE.clear()
-    monkeypatch.setattr(sources, "_CACHE_LIMIT", 100)  # bytes: the file is bigger
+    monkeypatch.setattr(sources, "CACHE_LIMIT", 100)  # bytes: the file is bigger
     streamed = [b["x"].tolist() for b in source.read_batches(files, "all", 16)]
     assert streamed == kept and [len(b) for b in kept] == [16, 16, 16, 2]
     assert not sources._CACHE

@@ -256,3 +256,56 @@ def test_split_spec_rejects_bad_ratios():
         SplitSpec(partition_to_split={"all": RATIO}, ratios={"train": 0.5, "test": 0.4})
     with pytest.raises(SpecError, match="no ratios"):
         SplitSpec(partition_to_split={"all": RATIO})
+
+
+def _tfrecords(dataset: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(dataset)): p.read_bytes()
+            for p in sorted(dataset.rglob("*.tfrecord"))}
+
+
+def test_a_csv_above_the_parse_cache_is_parsed_once_per_run(cc_dir, tmp_path, monkeypatch):
+    """Four branches read the snapshot; a big file is parsed by the first, read back after."""
+    from tasks.data import sources
+    from tasks.data.sources import TabularSource
+
+    files = SOURCE.files(str(cc_dir))
+    expected = preprocess(SOURCE, files, PREP, SPLIT, tmp_path / "cached" / "dataset")
+    parses = []
+    real = TabularSource.read_batches
+
+    def counted(self, *args, **kwargs):
+        parses.append(args[1])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(sources, "CACHE_LIMIT", 1000)  # bytes: the CSV is bigger
+    monkeypatch.setattr(TabularSource, "read_batches", counted)
+    sources._CACHE.clear()
+    got = preprocess(SOURCE, files, PREP, SPLIT, tmp_path / "spilled" / "dataset")
+    assert parses == ["all"]  # once, not once per branch
+    assert got["splits"] == expected["splits"]
+    assert _tfrecords(tmp_path / "spilled" / "dataset") == _tfrecords(
+        tmp_path / "cached" / "dataset")
+    assert not list((tmp_path / "spilled").rglob("_parsed"))  # never published
+
+
+def test_a_parse_stopped_half_way_leaves_nothing(cc_dir, tmp_path, monkeypatch):
+    from tasks.data import sources
+    from tasks.steps.preprocess import PARSED, parsed_once
+
+    monkeypatch.setattr(sources, "CACHE_LIMIT", 1000)
+    files = SOURCE.files(str(cc_dir))
+    reader = parsed_once(str(tmp_path), SOURCE, files, "all", 500)
+    first = next(reader)
+    reader.close()  # the consumer stopped: no half-written parse may be read back
+    assert len(first["row"]) == 500
+    assert not list((tmp_path / PARSED).iterdir())
+    whole = list(parsed_once(str(tmp_path), SOURCE, files, "all", 500))
+    assert [p.suffix for p in (tmp_path / PARSED).iterdir()] == [".pickle"]
+    again = list(parsed_once(str(tmp_path), SOURCE, files, "all", 500))
+    for a, b in zip(whole, again, strict=True):
+        for col in ("row", "V1", "Amount", "Class"):
+            np.testing.assert_array_equal(a[col], b[col])
+    # Data below the cache size is never written out.
+    monkeypatch.setattr(sources, "CACHE_LIMIT", 1 << 30)
+    list(parsed_once(str(tmp_path / "small"), SOURCE, files, "all", 500))
+    assert not (tmp_path / "small").exists()
