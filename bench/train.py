@@ -140,7 +140,8 @@ def _model(cfg: Config, stats: dict[str, Any]) -> Any:
     from tasks.spec import catalog
 
     if cfg.model == "cifar10":
-        spec, params = catalog.get("cifar10"), {"augment": True, "learning_rate": 1e-3}
+        spec = catalog.get("cifar10")
+        params = {"augment": True, "learning_rate": 1e-3, "precision": cfg.policy}
     else:
         spec = catalog.get("mnist")
         params = {"variant": cfg.model, "learning_rate": 1e-3, "precision": cfg.policy}
@@ -369,7 +370,7 @@ class Worker:
 # --smoke runs these configurations only: each code path of a worker (the matmul, the
 # in-memory feed, the platform's pipeline, the other caches, NCHW, the CIFAR-10 model)
 # once, in as few TensorFlow processes as that takes
-SMOKE = {"ceiling", "today-mem", "today", "cache-u8", "nchw", "cifar10-today"}
+SMOKE = {"ceiling", "today-mem", "today", "bf16", "cache-u8", "nchw", "cifar10-today"}
 
 
 def measure(configs: list[Config], data_dir: Path, a: argparse.Namespace,
@@ -528,6 +529,8 @@ def other_models(data_dir: Path, a: argparse.Namespace) -> None:
     for model in ("dnn", "cifar10"):
         configs = [replace(TODAY, name=f"{model}-today", model=model),
                    replace(TODAY, name=f"{model}-today-mem", model=model, feed="memory")]
+        if native_bf16():
+            configs.append(replace(BF16, name=f"{model}-bf16", model=model))
         if a.smoke and not any(c.name in SMOKE for c in configs):
             continue
         w = measure(configs, data_dir, a)

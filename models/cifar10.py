@@ -69,6 +69,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks.core.hardware import PRECISION_HELP, PRECISIONS, resolve_precision
 from tasks.data.cifar import TEST_FILES, TRAIN_FILES, CifarSource, write_batch_file, write_meta
 from tasks.spec import (
     AblationSpec,
@@ -279,18 +280,21 @@ def build_model(params: Mapping[str, Any], stats: Mapping[str, Any]) -> Any:
             seed=int(params.get("seed", 42)), name="augment")(x)
     else:
         x = layers.CenterCrop(24, 24, name="augment")(x)
+    # The distortions stay float32; the network computes in bf16 with precision=
+    # mixed_bfloat16 (fp32 weights) and its softmax stays float32.
+    dt = resolve_precision(params.get("precision", "float32"))
     cnn = keras.Sequential([
         keras.Input(shape=(24, 24, 3)),
-        layers.Conv2D(32, 5, padding="same", activation="relu"),
-        layers.MaxPooling2D(2, padding="same"),
-        layers.Conv2D(64, 5, padding="same", activation="relu"),
-        layers.MaxPooling2D(2, padding="same"),
-        layers.Flatten(),
-        layers.Dense(256, activation="relu"),
-        layers.Dropout(0.5),
-        layers.Dense(128, activation="relu"),
-        layers.Dropout(0.5),
-        layers.Dense(10, activation="softmax"),
+        layers.Conv2D(32, 5, padding="same", activation="relu", dtype=dt),
+        layers.MaxPooling2D(2, padding="same", dtype=dt),
+        layers.Conv2D(64, 5, padding="same", activation="relu", dtype=dt),
+        layers.MaxPooling2D(2, padding="same", dtype=dt),
+        layers.Flatten(dtype=dt),
+        layers.Dense(256, activation="relu", dtype=dt),
+        layers.Dropout(0.5, dtype=dt),
+        layers.Dense(128, activation="relu", dtype=dt),
+        layers.Dropout(0.5, dtype=dt),
+        layers.Dense(10, activation="softmax", dtype="float32"),
     ], name="cnn")
     out = layers.Identity(name="probabilities")(cnn(x))
     model = keras.Model(inp, out, name="cifar10_cnn")
@@ -329,6 +333,7 @@ SPEC = UseCaseSpec(
                             "augmentation"),
         "ablation": RunParam(True, "boolean", "Also train the arms of the ablation "
                              "(no augmentation) with the same budget"),
+        "precision": RunParam("float32", "string", PRECISION_HELP, enum=PRECISIONS),
         "validation_size": RunParam(500, "integer", "Rows carved from train for validation",
                                     minimum=1),
     },

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tasks.core.hardware import PRECISIONS, resolve_precision
+from tasks.core.hardware import PRECISION_HELP, PRECISIONS, resolve_precision
 from tasks.data.sources import IdxImageSource
 from tasks.spec import (
     Choice,
@@ -157,9 +157,7 @@ SPEC = UseCaseSpec(
         "lr_schedule": RunParam("constant", "string", "constant, or warmup_cosine: warm-up "
                                 "over 10% of the steps, then cosine decay to 0",
                                 enum=SCHEDULES),
-        "precision": RunParam("float32", "string", "float32; mixed_bfloat16 (bf16 compute, "
-                              "fp32 weights); or auto: mixed_bfloat16 where the CPU has "
-                              "bf16 instructions, else float32", enum=PRECISIONS),
+        "precision": RunParam("float32", "string", PRECISION_HELP, enum=PRECISIONS),
         "validation_size": RunParam(5000, "integer", "Rows carved from train for validation",
                                     minimum=1),
     },

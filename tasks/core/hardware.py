@@ -13,6 +13,8 @@ from functools import cache
 from pathlib import Path
 
 PRECISIONS = ("float32", "mixed_bfloat16", "auto")
+PRECISION_HELP = ("float32; mixed_bfloat16 (bf16 compute, fp32 weights); or auto: "
+                  "mixed_bfloat16 where the CPU has bf16 instructions, else float32")
 BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 

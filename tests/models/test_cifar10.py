@@ -144,6 +144,27 @@ def test_served_model_does_no_augmentation(tmp_path):
     assert served.get_layer("augment").get_config()["contrast"] == [0.3, 1.0]
 
 
+def test_bf16_network_behind_float32_distortions_saves_and_reloads(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = cifar10.build_model({"augment": True, "precision": "mixed_bfloat16"}, STATS)
+    cnn = model.get_layer("cnn")
+    assert model.get_layer("augment").compute_dtype == "float32"
+    assert [lay.compute_dtype for lay in cnn.layers[:-1]] == ["bfloat16"] * (len(cnn.layers) - 1)
+    assert cnn.layers[-1].compute_dtype == "float32"  # the softmax
+    assert all(w.dtype == "float32" for w in model.weights)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (40, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, 40)
+    model.fit(x, y, batch_size=20, epochs=1, verbose=0)
+    model.save(tmp_path / "model.keras")
+    served = keras.models.load_model(tmp_path / "model.keras")
+    out = served.predict(x, verbose=0)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, model.predict(x, verbose=0), atol=1e-6)
+
+
 def test_no_augmentation_arm_sees_the_centre_crop():
     import keras
 
