@@ -148,10 +148,7 @@ def _model(cfg: Config, stats: dict[str, Any]) -> Any:
     params["learning_rate"] *= cfg.lr_scale
     if cfg.layout == "channels_first":
         model = _cnn_channels_first(params)
-    else:
-        import keras
-
-        keras.mixed_precision.set_global_policy(cfg.policy)
+    else:  # the policy travels as the run param, as in the train step
         model = spec.model.build(params, stats)
     model.steps_per_execution = cfg.spe
     model.jit_compile = cfg.jit

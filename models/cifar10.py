@@ -273,11 +273,12 @@ def build_model(params: Mapping[str, Any], stats: Mapping[str, Any]) -> Any:
     span = (hi - lo) or 1.0
     layers = keras.layers
     inp = keras.Input(shape=(SIDE, SIDE, 3), dtype="float32", name="pixels")
-    x = layers.Rescaling(1.0 / span, offset=-lo / span, name="normalise")(inp)
+    # float32 whatever the global dtype policy: the distortions' colour maths needs it.
+    x = layers.Rescaling(1.0 / span, offset=-lo / span, name="normalise", dtype="float32")(inp)
     if params.get("augment", True):
         x = image_augmentation_layer()(
             crop=24, hue=0.05, contrast=(0.3, 1.0), brightness=0.2,
-            seed=int(params.get("seed", 42)), name="augment")(x)
+            seed=int(params.get("seed", 42)), name="augment", dtype="float32")(x)
     else:
         x = layers.CenterCrop(24, 24, name="augment")(x)
     # The distortions stay float32; the network computes in bf16 with precision=
