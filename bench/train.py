@@ -140,12 +140,12 @@ def _model(cfg: Config, stats: dict[str, Any]) -> Any:
     from tasks.spec import catalog
 
     if cfg.model == "cifar10":
-        spec = catalog.get("cifar10")
-        params = {"augment": True, "learning_rate": 1e-3, "precision": cfg.policy}
+        spec, params = catalog.get("cifar10"), {"augment": True, "learning_rate": 1e-3}
     else:
         spec = catalog.get("mnist")
-        params = {"variant": cfg.model, "learning_rate": 1e-3, "precision": cfg.policy}
+        params = {"variant": cfg.model, "learning_rate": 1e-3}
     params["learning_rate"] *= cfg.lr_scale
+    params["precision"] = cfg.policy
     if cfg.layout == "channels_first":
         model = _cnn_channels_first(params)
     else:  # the policy travels as the run param, as in the train step

@@ -245,10 +245,11 @@ def parsed_once(work_dir: str, source: DataSource, files: Mapping[str, str], par
     source.
     """
     paths = _partition_paths(source, files, partition)
-    if paths is None or sum(os.stat(p).st_size for p in paths) <= data_sources.CACHE_LIMIT:
+    stats = [(p, os.stat(p)) for p in paths or ()]
+    if not stats or sum(st.st_size for _, st in stats) <= data_sources.CACHE_LIMIT:
         yield from source.read_batches(files, partition, batch_size)
         return
-    ident = [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths]
+    ident = [(p, st.st_size, st.st_mtime_ns) for p, st in stats]
     name = hashlib.sha256(json.dumps([ident, partition, batch_size]).encode()).hexdigest()
     final = Path(work_dir) / PARSED / f"{name[:24]}.pickle"
     if final.is_file():
