@@ -7,6 +7,7 @@ that preprocessing quarantines instead of dropping silently.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 from tasks.core.errors import PermanentError
 from tasks.data.idx import IdxFormatError, read_idx, read_idx_header
 
-# Snapshots are immutable, so a process may keep what it parsed: the pipeline's branches
+# Snapshots are immutable, so a process may keep what it parsed: preprocessing's stages
 # (plan, analyzers, writing) each read the snapshot, and on one worker they then share a
 # single parse. Keyed by file identity (path, size, mtime); bounded in size.
 _CACHE: dict[tuple[Any, ...], Any] = {}
@@ -32,6 +33,69 @@ def _cached(path: str, kind: str, extra: tuple[Any, ...], load: Callable[[], Any
             _CACHE.clear()
         _CACHE[key] = load()
     return _CACHE[key]
+
+
+def clear_cache() -> None:
+    """Forget every kept parse (a benchmark's variants each start from the files)."""
+    _CACHE.clear()
+
+
+# A CSV bigger than this is read as byte ranges of about this size, each an independent
+# unit of work: a runner with several workers parses, checks and routes them in parallel.
+CHUNK_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class CsvChunk:
+    """Whole lines ``[start, end)`` of a CSV file; ``first_line`` is its first line's number.
+
+    The first chunk of a file starts at byte 0 (any skipped lines and the header); the
+    others start at a line and hold data rows only.
+    """
+
+    start: int
+    end: int
+    first_line: int
+
+
+@functools.lru_cache(maxsize=64)
+def _csv_chunks(path: str, size: int, mtime_ns: int, chunk_bytes: int, head_lines: int
+                ) -> tuple[CsvChunk, ...]:
+    """Cut a CSV at line ends near every ``chunk_bytes``; one chunk if a row holds a quote.
+
+    Line numbers come from counting newlines before each cut (one read of the file). A
+    quoted field may hold a newline, which would make lines and rows differ and could put a
+    cut inside a record, so a file with any ``"`` after its ``head_lines`` (skipped lines
+    and the header, often quoted) is not cut.
+    """
+    del mtime_ns  # part of the cache key: a changed file is cut again
+    cuts, lines = [0], [1]
+    with open(path, "rb") as fh:
+        for _ in range(head_lines):
+            fh.readline()
+        data_start = fh.tell()
+        fh.seek(0)
+        pos, newlines, target = 0, 0, max(chunk_bytes, data_start)
+        while True:
+            block = fh.read(16 << 20)
+            if not block:
+                break
+            if b'"' in block[max(data_start - pos, 0):]:
+                return (CsvChunk(0, size, 1),)
+            while target < pos + len(block):  # a cut in this block: after the next newline
+                nl = block.find(b"\n", max(target - pos, 0))
+                if nl < 0:
+                    break
+                cuts.append(pos + nl + 1)
+                lines.append(1 + newlines + block.count(b"\n", 0, nl + 1))
+                target = pos + nl + 1 + chunk_bytes
+            newlines += block.count(b"\n")
+            pos += len(block)
+    if cuts[-1] >= size:
+        cuts.pop()
+        lines.pop()
+    ends = [*cuts[1:], size]
+    return tuple(CsvChunk(a, b, n) for a, b, n in zip(cuts, ends, lines, strict=True))
 
 
 class SourceError(PermanentError, ValueError):
@@ -434,17 +498,41 @@ class TabularSource:
                 out[c.name]["values"] = list(c.values)
         return out
 
-    def read_batches(
-        self, files: Mapping[str, str], partition: str, batch_size: int
-    ) -> Iterator[dict[str, Any]]:
-        """Yield typed column batches with ``row`` ids and ``_bad`` records, in file order."""
+    def chunks(self, files: Mapping[str, str], partition: str) -> list[CsvChunk | None]:
+        """Independent parts of a partition for :meth:`read_batches`.
+
+        ``[None]`` (all of it) unless it is a CSV bigger than :data:`CHUNK_BYTES` whose
+        rows hold no quotes.
+        """
         path = files[partition]
-        reader = self._read_parquet if self.format == "parquet" else self._read_csv
-        if Path(path).stat().st_size > CACHE_LIMIT:  # streamed: memory stays one batch
-            yield from reader(path, partition, batch_size)
+        st = Path(path).stat()
+        if self.format != "csv" or st.st_size <= CHUNK_BYTES:
+            return [None]
+        return list(_csv_chunks(path, st.st_size, st.st_mtime_ns, CHUNK_BYTES,
+                                self.first_data_line - 1))
+
+    def read_batches(
+        self, files: Mapping[str, str], partition: str, batch_size: int,
+        chunk: CsvChunk | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Yield typed column batches with ``row`` ids and ``_bad`` records, in file order.
+
+        With ``chunk`` (one of :meth:`chunks`), only that part of the file; row ids and line
+        numbers are the file's own either way.
+        """
+        path = files[partition]
+        if self.format == "parquet":
+            def reader() -> Iterator[dict[str, Any]]:
+                return self._read_parquet(path, partition, batch_size)
+        else:
+            def reader() -> Iterator[dict[str, Any]]:
+                return self._read_csv(path, partition, batch_size, chunk=chunk)
+        # Streamed (memory stays one batch): files above the cache, and chunks, which
+        # preprocessing parses once per run and reads back from its work directory.
+        if chunk is not None or Path(path).stat().st_size > CACHE_LIMIT:
+            yield from reader()
             return
-        yield from _cached(path, self.format, (partition, batch_size),
-                           lambda: list(reader(path, partition, batch_size)))
+        yield from _cached(path, self.format, (partition, batch_size), lambda: list(reader()))
 
     def sample_batches(self, files: Mapping[str, str], partition: str, batch_size: int,
                        max_bytes: int | None = None) -> tuple[Iterator[dict[str, Any]], str]:
@@ -472,7 +560,8 @@ class TabularSource:
             f"{path}: sampled the first {mib} ({lines} lines); the run checks every row")
 
     def _read_csv(self, path: str, partition: str, batch_size: int,
-                  head: bytes | None = None) -> Iterator[dict[str, Any]]:
+                  head: bytes | None = None, chunk: CsvChunk | None = None
+                  ) -> Iterator[dict[str, Any]]:
         import io
 
         import pyarrow as pa
@@ -480,9 +569,21 @@ class TabularSource:
 
         skipped: list[dict[str, Any]] = []
         first = self.first_data_line
+        if chunk is not None and chunk.start > 0:  # data lines only, no header
+            with open(path, "rb") as fh:
+                fh.seek(chunk.start)
+                head = fh.read(chunk.end - chunk.start)
+            stream_line, data_line, has_header = chunk.first_line, chunk.first_line, False
+            skip = 0
+        else:
+            if chunk is not None:
+                with open(path, "rb") as fh:
+                    head = fh.read(chunk.end)
+            stream_line, data_line, has_header = self.skip_rows + 1, first, self.has_header
+            skip = self.skip_rows
 
         def on_invalid(row: Any) -> str:
-            line = row.number + self.skip_rows  # pyarrow counts from the stream start
+            line = row.number + stream_line - 1  # pyarrow counts from the stream start
             skipped.append({"file": path, "partition": partition, "line": line,
                             "row": line - first, "field": None, "value": row.text,
                             "reason": f"expected {row.expected_columns} fields, "
@@ -493,14 +594,14 @@ class TabularSource:
         stream = io.BytesIO(head) if head is not None else open(path, "rb")  # noqa: SIM115
         # Lines before the header are skipped here, not by pyarrow's skip_rows, which
         # would make it forget the line numbers of invalid rows.
-        for _ in range(self.skip_rows):
+        for _ in range(skip):
             stream.readline()
         # Everything is read as text and cast per column: a bad value then costs one
         # row (quarantined), not the whole block.
         reader = csv.open_csv(
             stream,
             read_options=csv.ReadOptions(block_size=1 << 22, use_threads=False,
-                                         column_names=None if self.has_header else names),
+                                         column_names=None if has_header else names),
             parse_options=csv.ParseOptions(invalid_row_handler=on_invalid),
             convert_options=csv.ConvertOptions(
                 column_types={n: pa.string() for n in names}, include_columns=names,
@@ -519,8 +620,8 @@ class TabularSource:
             parsed += n
             # Map parsed-row index to the file line, accounting for skipped lines.
             s = np.sort(np.asarray(skipped_lines, dtype=np.int64))
-            lines = idx + first + np.searchsorted(s - np.arange(len(s)), idx + first,
-                                                  side="right")
+            lines = idx + data_line + np.searchsorted(s - np.arange(len(s)), idx + data_line,
+                                                      side="right")
             cols = {c.name: record_batch.column(c.file_name) for c in self.columns}
             for start in range(0, n, batch_size):
                 sl = slice(start, min(start + batch_size, n))

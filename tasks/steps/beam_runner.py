@@ -45,4 +45,10 @@ def make_pipeline(runner: str = "direct", options: Sequence[str] = ()) -> beam.P
             ]
         return beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions(opts))
     runner_opt = f"--runner={_ALIASES.get(runner, runner)}"
+    if _ALIASES.get(runner, runner).endswith("DaskRunner") and not any(
+            o.startswith(("--dask_npartitions", "--dask_partition_size")) for o in opts):
+        # The platform's elements are big units of work (a partition, a chunk of tens of
+        # MB): one per Dask partition, not Beam's default of 128 per partition, which
+        # puts a whole data set in one task.
+        opts.append("--dask_partition_size=1")
     return beam.Pipeline(options=PipelineOptions([runner_opt, *opts]))

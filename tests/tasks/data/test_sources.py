@@ -88,11 +88,68 @@ def test_a_csv_bigger_than_the_parse_cache_is_streamed_not_kept(tmp_path, monkey
                            default_location=str(tmp_path))
     (tmp_path / "t.csv").write_text("x,y\n" + "".join(f"{i},{2 * i}\n" for i in range(50)))
     files = source.files(str(tmp_path))
-    sources._CACHE.clear()
+    sources.clear_cache()
     kept = [b["x"].tolist() for b in source.read_batches(files, "all", 16)]
     assert len(sources._CACHE) == 1  # a small file's parse is kept for the next branch
-    sources._CACHE.clear()
+    sources.clear_cache()
     monkeypatch.setattr(sources, "CACHE_LIMIT", 100)  # bytes: the file is bigger
     streamed = [b["x"].tolist() for b in source.read_batches(files, "all", 16)]
     assert streamed == kept and [len(b) for b in kept] == [16, 16, 16, 2]
     assert not sources._CACHE
+
+
+def _read_all(source, files, chunks):
+    rows, xs, bad = [], [], []
+    for c in chunks:
+        for b in source.read_batches(files, "all", 7, chunk=c):
+            rows += b["row"].tolist()
+            xs += b["x"].tolist()
+            bad += [(r["line"], r["row"], r["field"], r["reason"]) for r in b["_bad"]]
+    return rows, xs, sorted(bad)
+
+
+@pytest.mark.parametrize("has_header,skip_rows", [(True, 0), (False, 0), (True, 2)])
+def test_a_big_csv_is_read_in_chunks_with_the_files_own_rows_and_lines(
+        tmp_path, monkeypatch, has_header, skip_rows):
+    from tasks.data import sources
+    from tasks.data.sources import Column, TabularSource
+
+    source = TabularSource(columns=(Column("x"), Column("y")), layout={"all": "t.csv"},
+                           default_location=str(tmp_path), has_header=has_header,
+                           skip_rows=skip_rows)
+    lines = ["# made by a tool", '# "100" rows'][:skip_rows] + (['"x","y"'] if has_header
+                                                               else [])
+    for i in range(100):
+        lines.append({13: "1,2,3", 41: "oops,1", 77: "5"}.get(i, f"{i},{2 * i}"))
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    files = source.files(str(tmp_path))
+    sources.clear_cache()
+    whole = _read_all(source, files, source.chunks(files, "all"))
+    assert source.chunks(files, "all") == [None]
+    monkeypatch.setattr(sources, "CHUNK_BYTES", 64)
+    chunks = source.chunks(files, "all")
+    assert len(chunks) > 5 and chunks[0].start == 0 and chunks[-1].end == len(
+        (tmp_path / "t.csv").read_bytes())
+    assert all(a.end == b.start for a, b in zip(chunks, chunks[1:], strict=False))
+    sources.clear_cache()
+    assert _read_all(source, files, chunks) == whole
+    rows, xs, bad = whole
+    first = skip_rows + has_header + 1  # file line of data row 0
+    assert rows == [i for i in range(100) if i not in (13, 41, 77)] == xs
+    assert [(line - first, row) for line, row, *_ in bad] == [(13, 13), (41, 41), (77, 77)]
+    assert [f for *_, f, _ in bad] == [None, "x", None]
+
+
+def test_a_csv_with_quotes_is_not_cut(tmp_path, monkeypatch):
+    from tasks.data import sources
+    from tasks.data.sources import Column, TabularSource
+
+    source = TabularSource(columns=(Column("x"), Column("y", dtype="string")),
+                           layout={"all": "t.csv"}, default_location=str(tmp_path))
+    body = "".join(f'{i},"line {i}\nand more"\n' for i in range(100))
+    (tmp_path / "t.csv").write_text("x,y\n" + body)
+    monkeypatch.setattr(sources, "CHUNK_BYTES", 64)
+    files = source.files(str(tmp_path))
+    (chunk,) = source.chunks(files, "all")
+    assert (chunk.start, chunk.first_line) == (0, 1)
+    assert _read_all(source, files, [chunk])[1] == list(range(100))

@@ -14,10 +14,14 @@ from tasks.data.sources import IdxImageSource
 from tasks.spec import Feature, PreprocessSpec, SplitSpec
 from tasks.steps.ingest import ingest, snapshot_files
 from tasks.steps.preprocess import (
+    Graph,
     PreprocessError,
-    build_pipeline,
+    _store,
     plan_splits,
     preprocess,
+    run_stages,
+    stats_stage,
+    write_stage,
 )
 
 PREP = PreprocessSpec(features=(Feature("image", "uint8"),), label="label", batch_size=64)
@@ -51,9 +55,12 @@ def test_stats_and_counts_equal_numpy(snapshot, tmp_path):
     train_rows = np.flatnonzero(plan["partitions"]["train"]["split"] == 0)
     train_imgs = raw["train.image"][train_rows].astype(np.float64)
     work = tmp_path / "work"
-    work.mkdir()
+    g = Graph(IdxImageSource(), snapshot, PREP, SPLIT, work)
+    (work / "_stages").mkdir(parents=True)
+    stored_plan = g.stored("plan")
+    _store(plan, stored_plan.path)  # the plan the first stage makes from the same rows
     with _pipeline() as p:
-        out = build_pipeline(p, IdxImageSource(), snapshot, PREP, SPLIT, work)
+        stats = stats_stage(p, g, stored_plan)
 
         def check_stats(items):
             (stats,) = items
@@ -70,7 +77,12 @@ def test_stats_and_counts_equal_numpy(snapshot, tmp_path):
             assert stats["test"]["class_counts"] == {
                 str(k): int(v) for k, v in zip(labels, counts, strict=True)}
 
-        assert_that(out["stats"], check_stats, label="stats")
+        assert_that(stats, check_stats, label="stats")
+    # All four stages, each its own pipeline; the writing stage checked with assert_that.
+    run_stages(_pipeline, g)
+    assert g.stored("plan").load()["sizes"] == plan["sizes"]
+    with _pipeline() as p:
+        out = write_stage(p, g, g.stored("plan"), g.stored("stats"), g.stored("histograms"))
         shard_rows = (out["shards"] | beam.Filter(lambda r: "file" in r)
                       | beam.Map(lambda r: (r["split"], r["shard"], r["rows"])))
         assert_that(shard_rows, equal_to([("train", 0, 80), ("train", 1, 80), ("train", 2, 80),

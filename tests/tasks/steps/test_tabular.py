@@ -9,12 +9,11 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.util import assert_that
 
 from models.creditcard_fraud import SPEC, V_COLUMNS, generate
 from tasks.data.sources import SourceError
 from tasks.spec import RATIO, SplitSpec
-from tasks.steps.preprocess import PreprocessError, build_pipeline, plan_splits, preprocess
+from tasks.steps.preprocess import Graph, PreprocessError, plan_splits, preprocess, run_stages
 
 SOURCE = SPEC.source
 PREP = replace(SPEC.preprocess, batch_size=500)
@@ -147,20 +146,16 @@ def test_analyzers_equal_numpy_and_test_frauds_are_not_at_the_end(cc_dir, tmp_pa
     train = plan["partitions"]["all"]["split"] == 0
     work = tmp_path / "w"
     work.mkdir()
-    with TestPipeline(runner=FnApiRunner(), options=PipelineOptions([])) as p:
-        out = build_pipeline(p, SOURCE, files, PREP, SPLIT, work)
-
-        def check(items):
-            (stats,) = items
-            for col in ("V1", "V14"):
-                st = stats["train"]["features"][col]
-                x = data[col][train]
-                assert st["min"] == x.min() and st["max"] == x.max()
-                assert st["mean"] == pytest.approx(x.mean(), rel=1e-9, abs=1e-12)
-                assert st["std"] == pytest.approx(x.std(), rel=1e-9)
-            assert stats["train"]["class_counts"] == {"0": int(train.sum())}
-
-        assert_that(out["stats"], check)
+    g = Graph(SOURCE, files, PREP, SPLIT, work)
+    run_stages(lambda: TestPipeline(runner=FnApiRunner(), options=PipelineOptions([])), g)
+    stats = g.stored("stats").load()
+    for col in ("V1", "V14"):
+        st = stats["train"]["features"][col]
+        x = data[col][train]
+        assert st["min"] == x.min() and st["max"] == x.max()
+        assert st["mean"] == pytest.approx(x.mean(), rel=1e-9, abs=1e-12)
+        assert st["std"] == pytest.approx(x.std(), rel=1e-9)
+    assert stats["train"]["class_counts"] == {"0": int(train.sum())}
     m = preprocess(SOURCE, files, PREP, SPLIT, tmp_path / "ds")
     import tensorflow as tf
 
@@ -279,7 +274,7 @@ def test_a_csv_above_the_parse_cache_is_parsed_once_per_run(cc_dir, tmp_path, mo
 
     monkeypatch.setattr(sources, "CACHE_LIMIT", 1000)  # bytes: the CSV is bigger
     monkeypatch.setattr(TabularSource, "read_batches", counted)
-    sources._CACHE.clear()
+    sources.clear_cache()
     got = preprocess(SOURCE, files, PREP, SPLIT, tmp_path / "spilled" / "dataset")
     assert parses == ["all"]  # once, not once per branch
     assert got["splits"] == expected["splits"]
@@ -309,3 +304,38 @@ def test_a_parse_stopped_half_way_leaves_nothing(cc_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "CACHE_LIMIT", 1 << 30)
     list(parsed_once(str(tmp_path / "small"), SOURCE, files, "all", 500))
     assert not (tmp_path / "small").exists()
+
+
+def test_a_csv_read_in_chunks_writes_the_same_records_parsing_each_chunk_once(
+        cc_dir, tmp_path, monkeypatch):
+    """Cut into byte-range units (what spreads over a runner's workers): same output."""
+    from tasks.data import sources
+    from tasks.data.sources import TabularSource
+
+    files = SOURCE.files(str(cc_dir))
+    sources.clear_cache()
+    expected = preprocess(SOURCE, files, PREP, SPLIT, tmp_path / "whole" / "dataset")
+    parses = []
+    real = TabularSource.read_batches
+
+    def counted(self, *args, **kwargs):
+        parses.append(kwargs.get("chunk"))
+        return real(self, *args, **kwargs)
+
+    size = Path(files["all"]).stat().st_size
+    monkeypatch.setattr(sources, "CHUNK_BYTES", size // 5)
+    monkeypatch.setattr(TabularSource, "read_batches", counted)
+    sources.clear_cache()
+    got = preprocess(SOURCE, files, PREP, SPLIT, tmp_path / "chunked" / "dataset")
+    chunks = SOURCE.chunks(files, "all")
+    assert len(chunks) >= 5
+    assert sorted(parses, key=lambda c: c.start) == chunks  # each once, for four stages
+    assert got["splits"] == expected["splits"]
+    assert _tfrecords(tmp_path / "chunked" / "dataset") == _tfrecords(
+        tmp_path / "whole" / "dataset")
+    stats = json.loads((tmp_path / "chunked" / "dataset" / "stats.json").read_text())
+    whole = json.loads((tmp_path / "whole" / "dataset" / "stats.json").read_text())
+    assert stats["train"]["features"]["V1"]["mean"] == pytest.approx(
+        whole["train"]["features"]["V1"]["mean"], rel=1e-12)
+    assert not list((tmp_path / "chunked").rglob("_parsed"))  # never published
+    assert not list((tmp_path / "chunked").rglob("_stages"))
