@@ -226,9 +226,9 @@ def unspill(piece: dict[str, Any]) -> tuple[np.ndarray, list[bytes]]:
 
 
 # A partition too big for a process's parse cache (:data:`tasks.data.sources.CACHE_LIMIT`)
-# is parsed once per run, not once per branch: the first reader writes the parsed batches
-# beside the pieces and the other three branches read them back (a 10M-row CSV: 23 s of
-# parsing per branch; reading the batches back, about 1 s).
+# is parsed once per run, not once per stage, and so is each chunk of a big CSV: the first
+# reader writes the parsed batches beside the pieces and the other three stages read them
+# back (a 10M-row CSV: 23 s of parsing per stage; reading the batches back, about 1 s).
 PARSED = "_parsed"
 
 

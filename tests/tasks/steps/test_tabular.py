@@ -259,7 +259,7 @@ def _tfrecords(dataset: Path) -> dict[str, bytes]:
 
 
 def test_a_csv_above_the_parse_cache_is_parsed_once_per_run(cc_dir, tmp_path, monkeypatch):
-    """Four branches read the snapshot; a big file is parsed by the first, read back after."""
+    """Four stages read the snapshot; a big file is parsed by the first, read back after."""
     from tasks.data import sources
     from tasks.data.sources import TabularSource
 
@@ -276,7 +276,7 @@ def test_a_csv_above_the_parse_cache_is_parsed_once_per_run(cc_dir, tmp_path, mo
     monkeypatch.setattr(TabularSource, "read_batches", counted)
     sources.clear_cache()
     got = preprocess(SOURCE, files, PREP, SPLIT, tmp_path / "spilled" / "dataset")
-    assert parses == ["all"]  # once, not once per branch
+    assert parses == ["all"]  # once, not once per stage
     assert got["splits"] == expected["splits"]
     assert _tfrecords(tmp_path / "spilled" / "dataset") == _tfrecords(
         tmp_path / "cached" / "dataset")
