@@ -104,6 +104,12 @@ def _epoch_logger(lines: bool = True) -> Any:
             if any(not math.isfinite(v) for v in logs.values()):
                 self.model.stop_training = True
 
+        def on_train_end(self, logs: Any = None) -> None:
+            # The queue's writes land before the step writes anything else: two writers
+            # on one SQLite store can deadlock, and SQLite then fails one at once with
+            # "database is locked" (seen under load), whatever the busy timeout.
+            mlflow.flush_async_logging()
+
     return EpochLogger()
 
 
