@@ -209,18 +209,22 @@ def spill(work_dir: str, key: int, pos: np.ndarray, records: list[bytes]) -> dic
     """Write one routed piece (shuffled positions + encoded records) under ``work_dir``."""
     folder = Path(work_dir) / PIECES / str(key)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{uuid.uuid4().hex}.npz"
+    path = folder / f"{uuid.uuid4().hex}.npy"
     lengths = np.fromiter(map(len, records), np.int64, len(records))
     blob = np.frombuffer(b"".join(records), np.uint8)
+    # Three arrays one after the other, not an .npz: its zip CRCs made writing and reading
+    # a piece back 1.19x slower (250k records of 280 bytes: 400 ms against 337 ms).
     with open(path, "wb") as fh:
-        np.savez(fh, pos=np.asarray(pos, np.int64), lengths=lengths, blob=blob)
+        for arr in (np.asarray(pos, np.int64), lengths, blob):
+            np.save(fh, arr, allow_pickle=False)
     return {"spill": str(path), "rows": len(records)}
 
 
 def unspill(piece: dict[str, Any]) -> tuple[np.ndarray, list[bytes]]:
     """The positions and records of a piece :func:`spill` wrote."""
-    with np.load(piece["spill"]) as z:
-        pos, lengths, blob = z["pos"], z["lengths"], z["blob"].tobytes()
+    with open(piece["spill"], "rb") as fh:
+        pos, lengths, blob = (np.load(fh, allow_pickle=False) for _ in range(3))
+    blob = blob.tobytes()
     ends = np.cumsum(lengths)
     return pos, [blob[e - n:e] for e, n in zip(ends.tolist(), lengths.tolist(), strict=True)]
 

@@ -146,7 +146,7 @@ def test_preprocess_outputs_shuffled_complete_and_byte_identical(snapshot, tmp_p
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
     # The records crossed the grouping step on disk; none of those pieces is published.
     assert not list((tmp_path / "a").rglob("_pieces")) and not list((tmp_path / "a").rglob(
-        "*.npz"))
+        "*.npy"))
     raw = _load(snapshot)
     test_imgs, test_labels = _read_split(tmp_path / "a" / "dataset", "test")
     # Same multiset of (image, label) rows as the raw test file, but globally shuffled.
