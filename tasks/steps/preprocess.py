@@ -2,16 +2,16 @@
 
 Elements are read units (a partition, or a byte range of a big CSV) and column batches
 (dicts of numpy arrays), never single rows: Beam's per-element overhead (~40 us here)
-would otherwise dominate. The work runs as four linear pipelines, one after the other;
+would otherwise dominate. The work runs as three linear pipelines, one after the other;
 each stage's small result is stored in the run's work directory for the stages after it:
 
     1. plan        units ─► row ids (+ strata), folded per unit ─► split + shuffle plan
     2. statistics  units ─► analyzers per split, folded per unit (min/max/mean/std,
                    quantiles, vocabularies, class counts; the training split's histogram
                    bins) ─► merged
-    3. histograms  units ─► every split on the training split's bins, folded ─► merged
-    4. write       units ─► batches ─► transform, encode, key by (split, shard) ─► group
-                   ─► write shards ─► finalize (``_summary.json``)
+    3. write       units ─► batches ─► transform, encode, key by (split, shard); each
+                   batch's histograms on the training bins under their own key ─► group
+                   ─► write shards, merge histograms ─► finalize (``_summary.json``)
 
 Units spread over a runner's workers: on a 2-worker Dask cluster the 1M-row credit-card
 case runs about 1.4x faster than in-process (``bench/preprocess.py``). The histograms
@@ -82,11 +82,13 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 
-# Group keys are integers (split index * _SHARD_BASE + shard; _BAD for rejected rows):
+# Group keys are integers (split index * _SHARD_BASE + shard; _BAD for rejected rows,
+# _HIST for the histograms of the batches):
 # the DaskRunner partitions by Python hash(), which differs per worker process for strings
 # (apache/beam#29365), so string or tuple keys would split a group across workers.
 _SHARD_BASE = 1_000_000
 _BAD = -1
+_HIST = -2
 
 
 class PreprocessError(PermanentError, RuntimeError):
@@ -587,6 +589,10 @@ class WriteShard(beam.DoFn):
         if key == _BAD:
             yield {"bad": [r for p in parts for r in p["_bad"]]}
             return
+        if key == _HIST:
+            merge = MergeHistograms()
+            yield {"histograms": merge.merge_accumulators([p["histograms"] for p in parts])}
+            return
         split, shard = SPLITS[key // _SHARD_BASE], key % _SHARD_BASE
         pieces = [unspill(p) for p in parts]
         pos = np.concatenate([p[0] for p in pieces])
@@ -605,8 +611,11 @@ class WriteShard(beam.DoFn):
 
 
 def _finalize(records: list[dict[str, Any]], work_dir: str, stats: dict[str, Any],
-              plan: dict[str, Any], histograms: dict[str, Any] | None = None) -> int:
+              plan: dict[str, Any]) -> int:
     shards = sorted((r for r in records if "file" in r), key=lambda r: r["file"])
+    merge = MergeHistograms()
+    histograms = merge.extract_output(merge.merge_accumulators(
+        [r["histograms"] for r in records if "histograms" in r]))
     bad = sorted((b for r in records if "bad" in r for b in r["bad"]),
                  key=lambda b: (b["partition"], b["row"], str(b["field"])))
     write_json(Path(work_dir) / "_summary.json", {
@@ -617,9 +626,10 @@ def _finalize(records: list[dict[str, Any]], work_dir: str, stats: dict[str, Any
 
 
 # --------------------------------------------------------------------------- the stages
-# The graph runs as four pipelines, one after the other: plan, statistics, histograms,
-# writing. Each stage's small result (the plan, the statistics, the histograms) is stored
-# in the run's work directory and loaded once per worker process by the stages after it,
+# The graph runs as three pipelines, one after the other: plan, statistics, writing
+# (which also counts the histograms). Each stage's small result (the plan, the statistics)
+# is stored in the run's work directory and loaded once per worker process by the stages
+# after it,
 # instead of travelling as a side input: Beam 2.77's DaskRunner recomputes a side input's
 # whole upstream graph inside every task that reads it (each read of the data again), so
 # one linear pipeline per stage is what lets the read units spread over its workers.
@@ -637,7 +647,7 @@ class Stored:
         st = os.stat(self.path)
         key = (self.path, st.st_size, st.st_mtime_ns)
         if key not in _LOADED:
-            if len(_LOADED) >= 3:  # a run's plan, statistics and histograms
+            if len(_LOADED) >= 2:  # a run's plan and statistics
                 _LOADED.clear()
             with open(self.path, "rb") as fh:
                 _LOADED[key] = pickle.load(fh)
@@ -720,15 +730,30 @@ def _keyed(batch: dict[str, Any], stratify_by: str | None) -> Iterator[tuple[str
 
 
 class RouteStored(beam.DoFn):
-    """:class:`Route` or :class:`TextRoute` with the plan and statistics from their files."""
+    """:class:`Route` or :class:`TextRoute` with the plan and statistics from their files.
 
-    def __init__(self, route: beam.DoFn, plan: Stored, stats: Stored) -> None:
+    With ``profiled`` columns, each batch's histograms on the training split's bins ride
+    along under the key ``_HIST``: the writing stage's read of every row counts them,
+    instead of a pass of their own.
+    """
+
+    def __init__(self, route: beam.DoFn, plan: Stored, stats: Stored,
+                 profiled: Sequence[ProfileColumn] = ()) -> None:
         self._route = route
         self._plan = plan
         self._stats = stats
+        self._profiled = list(profiled)
 
     def process(self, batch: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
-        yield from self._route.process(batch, self._plan.load(), self._stats.load())
+        plan, stats = self._plan.load(), self._stats.load()
+        yield from self._route.process(batch, plan, stats)
+        if self._profiled:
+            hists = MergeHistograms()
+            acc = hists.create_accumulator()
+            for item in _histograms(batch, plan, stats, self._profiled):
+                acc = hists.add_input(acc, item)
+            if acc:
+                yield _HIST, {"histograms": acc}
 
 
 @dataclass(frozen=True)
@@ -781,21 +806,12 @@ def stats_stage(p: beam.Pipeline, g: Graph, plan: Stored) -> beam.PCollection:
     )
 
 
-def histograms_stage(p: beam.Pipeline, g: Graph, plan: Stored, stats: Stored
-                     ) -> beam.PCollection:
-    """Stage 3: histograms of every split on the training split's bins."""
-    return (
-        g.units(p, "ForHistograms")
-        | "CountBySplit" >> beam.ParDo(FoldUnits(
-            g.reader(), _histograms, MergeHistograms(), plan=plan, stats=stats,
-            profiled=g.profiled()))
-        | "Histograms" >> beam.CombineGlobally(MergeAccumulators(MergeHistograms()))
-    )
+def write_stage(p: beam.Pipeline, g: Graph, plan: Stored, stats: Stored
+                ) -> dict[str, beam.PCollection]:
+    """Stage 3: transform, encode, count histograms, group by shard, write shards.
 
-
-def write_stage(p: beam.Pipeline, g: Graph, plan: Stored, stats: Stored,
-                histograms: Stored | None) -> dict[str, beam.PCollection]:
-    """Stage 4: transform, encode, group by shard, write; ``_summary.json`` at the end."""
+    Finalising writes ``_summary.json`` (shards, quarantined rows, statistics, histograms).
+    """
     if g.prep.text:
         by_part = {part: g.files[key] for part, fields in g.source.partitions().items()
                    for key in fields.values()}
@@ -805,26 +821,25 @@ def write_stage(p: beam.Pipeline, g: Graph, plan: Stored, stats: Stored,
     shards = (
         g.units(p, "")
         | "Read" >> beam.ParDo(g.reader())
-        | "Route" >> beam.ParDo(RouteStored(route, plan, stats))
+        | "Route" >> beam.ParDo(RouteStored(route, plan, stats, g.profiled()))
         | "Group" >> beam.CombinePerKey(CollectPieces())
         | "Write" >> beam.ParDo(WriteShard(str(g.work_dir), g.split.shards))
     )
     done = (
         shards
         | "CollectShards" >> beam.combiners.ToList()
-        | "Finalize" >> beam.Map(_finalize_stored, str(g.work_dir), stats, plan, histograms)
+        | "Finalize" >> beam.Map(_finalize_stored, str(g.work_dir), stats, plan)
     )
     return {"shards": shards, "done": done}
 
 
 def _finalize_stored(records: list[dict[str, Any]], work_dir: str, stats: Stored,
-                     plan: Stored, histograms: Stored | None) -> int:
-    return _finalize(records, work_dir, stats.load(), plan.load(),
-                     histograms.load() if histograms else None)
+                     plan: Stored) -> int:
+    return _finalize(records, work_dir, stats.load(), plan.load())
 
 
 def run_stages(new_pipeline: Any, g: Graph) -> dict[str, Any]:
-    """Run the four stages in order on pipelines from ``new_pipeline()``.
+    """Run the three stages in order on pipelines from ``new_pipeline()``.
 
     Returns:
         The Beam counters of the writing stage (the one that reads every row once).
@@ -846,11 +861,7 @@ def run_stages(new_pipeline: Any, g: Graph) -> dict[str, Any]:
     plan, stats = g.stored("plan"), g.stored("stats")
     run(lambda p: plan_stage(p, g), "plan")
     run(lambda p: stats_stage(p, g, plan), "stats")
-    histograms = None
-    if g.profiled():
-        histograms = g.stored("histograms")
-        run(lambda p: histograms_stage(p, g, plan, stats), "histograms")
-    result = run(lambda p: write_stage(p, g, plan, stats, histograms), None)
+    result = run(lambda p: write_stage(p, g, plan, stats), None)
     try:
         return {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]}
     except NotImplementedError:  # the DaskRunner collects no metrics (Beam 2.77)

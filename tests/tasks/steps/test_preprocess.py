@@ -78,11 +78,11 @@ def test_stats_and_counts_equal_numpy(snapshot, tmp_path):
                 str(k): int(v) for k, v in zip(labels, counts, strict=True)}
 
         assert_that(stats, check_stats, label="stats")
-    # All four stages, each its own pipeline; the writing stage checked with assert_that.
+    # All three stages, each its own pipeline; the writing stage checked with assert_that.
     run_stages(_pipeline, g)
     assert g.stored("plan").load()["sizes"] == plan["sizes"]
     with _pipeline() as p:
-        out = write_stage(p, g, g.stored("plan"), g.stored("stats"), g.stored("histograms"))
+        out = write_stage(p, g, g.stored("plan"), g.stored("stats"))
         shard_rows = (out["shards"] | beam.Filter(lambda r: "file" in r)
                       | beam.Map(lambda r: (r["split"], r["shard"], r["rows"])))
         assert_that(shard_rows, equal_to([("train", 0, 80), ("train", 1, 80), ("train", 2, 80),

@@ -259,7 +259,7 @@ def _tfrecords(dataset: Path) -> dict[str, bytes]:
 
 
 def test_a_csv_above_the_parse_cache_is_parsed_once_per_run(cc_dir, tmp_path, monkeypatch):
-    """Four stages read the snapshot; a big file is parsed by the first, read back after."""
+    """Three stages read the snapshot; a big file is parsed by the first, read back after."""
     from tasks.data import sources
     from tasks.data.sources import TabularSource
 
@@ -329,7 +329,7 @@ def test_a_csv_read_in_chunks_writes_the_same_records_parsing_each_chunk_once(
     got = preprocess(SOURCE, files, PREP, SPLIT, tmp_path / "chunked" / "dataset")
     chunks = SOURCE.chunks(files, "all")
     assert len(chunks) >= 5
-    assert sorted(parses, key=lambda c: c.start) == chunks  # each once, for four stages
+    assert sorted(parses, key=lambda c: c.start) == chunks  # each once, for three stages
     assert got["splits"] == expected["splits"]
     assert _tfrecords(tmp_path / "chunked" / "dataset") == _tfrecords(
         tmp_path / "whole" / "dataset")
