@@ -708,23 +708,6 @@ class MergeAccumulators(beam.CombineFn):
         return self._combine.extract_output(acc)
 
 
-class CollectKeys(beam.CombineFn):
-    """Every unit's ``(partition, row ids, class values)`` pieces, for :func:`plan_splits`."""
-
-    def create_accumulator(self) -> list[tuple[str, np.ndarray, Any]]:
-        return []
-
-    def add_input(self, acc: list, item: tuple[str, np.ndarray, Any]) -> list:
-        acc.append(item)
-        return acc
-
-    def merge_accumulators(self, accs: Iterable[list]) -> list:
-        return [piece for acc in accs for piece in acc]
-
-    def extract_output(self, acc: list) -> list:
-        return acc
-
-
 def _keyed(batch: dict[str, Any], stratify_by: str | None) -> Iterator[tuple[str, Any, Any]]:
     yield _keys(batch, stratify_by)
 
@@ -783,9 +766,10 @@ def plan_stage(p: beam.Pipeline, g: Graph) -> beam.PCollection:
     """Stage 1: every unit's row ids (and strata) -> the split + shuffle plan."""
     return (
         g.units(p, "ForPlan")
-        | "Keys" >> beam.ParDo(FoldUnits(g.reader(), _keyed, CollectKeys(),
+        | "Keys" >> beam.ParDo(FoldUnits(g.reader(), _keyed, beam.combiners.ToListCombineFn(),
                                          stratify_by=g.split.stratify_by))
-        | "CollectKeys" >> beam.CombineGlobally(MergeAccumulators(CollectKeys()))
+        | "CollectKeys" >> beam.CombineGlobally(
+            MergeAccumulators(beam.combiners.ToListCombineFn()))
         | "Plan" >> beam.Map(plan_splits, g.split)
     )
 
