@@ -477,27 +477,6 @@ class TextRoute(beam.DoFn):
             yield _BAD, {"_bad": bad}
 
 
-class CollectPieces(beam.CombineFn):
-    """Gather the routed pieces of one shard (a GroupByKey that every runner executes).
-
-    Beam 2.77's DaskRunner drops the output of GroupByKey followed by a ParDo, while
-    CombinePerKey works there; on the other runners this is an ordinary grouping.
-    """
-
-    def create_accumulator(self) -> list[dict[str, Any]]:
-        return []
-
-    def add_input(self, acc: list, piece: dict[str, Any]) -> list:
-        acc.append(piece)
-        return acc
-
-    def merge_accumulators(self, accs: Iterable[list]) -> list:
-        return [piece for acc in accs for piece in acc]
-
-    def extract_output(self, acc: list) -> list:
-        return acc
-
-
 _BINS = "_bins"  # accumulator key of the training split's histogram-bin sketch
 
 
@@ -629,10 +608,10 @@ def _finalize(records: list[dict[str, Any]], work_dir: str, stats: dict[str, Any
 # The graph runs as three pipelines, one after the other: plan, statistics, writing
 # (which also counts the histograms). Each stage's small result (the plan, the statistics)
 # is stored in the run's work directory and loaded once per worker process by the stages
-# after it,
-# instead of travelling as a side input: Beam 2.77's DaskRunner recomputes a side input's
-# whole upstream graph inside every task that reads it (each read of the data again), so
-# one linear pipeline per stage is what lets the read units spread over its workers.
+# after it, instead of travelling as a side input: Beam 2.77's DaskRunner recomputes a side
+# input's whole upstream graph inside every task that reads it (each read of the data
+# again), so one linear pipeline per stage is what lets the read units spread over its
+# workers.
 STAGES = "_stages"
 
 
@@ -671,10 +650,11 @@ class FoldUnits(beam.DoFn):
 
     Only accumulators of ``combine`` leave the worker that read the unit: runners that do
     not lift combiners, such as Dask's, would otherwise move every row to one task.
+    ``inputs`` are ``per_batch``'s keyword arguments; :class:`Stored` ones are loaded.
     """
 
     def __init__(self, read: ReadPartition, per_batch: Any, combine: beam.CombineFn,
-                 **inputs: Stored) -> None:
+                 **inputs: Any) -> None:
         self._read = read
         self._per_batch = per_batch
         self._combine = combine
@@ -806,7 +786,9 @@ def write_stage(p: beam.Pipeline, g: Graph, plan: Stored, stats: Stored
         g.units(p, "")
         | "Read" >> beam.ParDo(g.reader())
         | "Route" >> beam.ParDo(RouteStored(route, plan, stats, g.profiled()))
-        | "Group" >> beam.CombinePerKey(CollectPieces())
+        # A list per key by CombinePerKey, not GroupByKey: Beam 2.77's DaskRunner drops the
+        # output of a GroupByKey followed by a ParDo.
+        | "Group" >> beam.CombinePerKey(beam.combiners.ToListCombineFn())
         | "Write" >> beam.ParDo(WriteShard(str(g.work_dir), g.split.shards))
     )
     done = (
