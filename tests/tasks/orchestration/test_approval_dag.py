@@ -8,6 +8,7 @@ from a second thread: approve -> deploy runs; reject -> deploy is skipped, the r
 unchanged and the decision and reason are on the MLflow run.
 """
 
+import secrets
 import threading
 import time
 from dataclasses import replace
@@ -24,30 +25,38 @@ CONF = {"source_dir": "synthetic:2000:1", "epochs": 20, "learning_rate": 0.1,
 
 
 @pytest.fixture(scope="module")
-def api_server():
+def api_server(airflow_db):
     """Airflow's API server app (auth, core API, HITL endpoints) under uvicorn, in a thread."""
+    import httpx
     import uvicorn
     from airflow.api_fastapi.app import create_app
+    from airflow.configuration import conf
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app("all"), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    import httpx
-
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/api/v2/monitor/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    yield url
-    server.should_exit = True
-    thread.join(timeout=30)
+    with pytest.MonkeyPatch.context() as mp:
+        if not conf.get("api_auth", "jwt_secret", fallback=""):
+            # `airflow db migrate` writes a generated secret into airflow.cfg; a process that
+            # read Airflow's configuration before that file existed has none, and the API
+            # server's start-up fails (then nobody answers and dag.test waits for ever).
+            mp.setenv("AIRFLOW__API_AUTH__JWT_SECRET", secrets.token_urlsafe(16))
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(create_app("all"), host="127.0.0.1", port=port,
+                                               log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while time.time() < deadline and thread.is_alive():
+            try:
+                if httpx.get(f"{url}/api/v2/monitor/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        else:
+            pytest.fail("Airflow's API server did not start (see the captured log)")
+        yield url
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 class Operator(threading.Thread):
