@@ -281,6 +281,19 @@ def run_pipeline(use_case: str, conf: dict[str, Any], logical_date: datetime | N
     return summary
 
 
+def parsing_for(dag_id: str) -> None:
+    """Name ``dag_id`` in Airflow's parsing context for the rest of this process.
+
+    ``dag.test()`` re-parses the whole DAG bundle and writes what it finds to the metadata
+    database; with the context set, the other use cases' DAG files build nothing
+    (:func:`tasks.orchestration.wanted`). Airflow's workers set the same context when they
+    parse for a task, and it is inherited by the processes this one starts.
+    """
+    from airflow.sdk.definitions.context import _AIRFLOW_PARSING_CONTEXT_DAG_ID
+
+    os.environ[_AIRFLOW_PARSING_CONTEXT_DAG_ID] = dag_id
+
+
 def _child(use_case: str, conf_json: str, logical_iso: str) -> int:
     """The child process: migrate the metadata DB, run the DAG, exit 0 on success."""
     import logging
@@ -295,6 +308,7 @@ def _child(use_case: str, conf_json: str, logical_iso: str) -> int:
         from tasks.orchestration import build_dag
 
         dag = build_dag(use_case)
+    parsing_for(use_case)
     with phase("dag.test"):
         dag_run = dag.test(logical_date=datetime.fromisoformat(logical_iso),
                            run_conf=json.loads(conf_json))

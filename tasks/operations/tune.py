@@ -27,7 +27,7 @@ from tasks.core import progress
 from tasks.core.config import REPO_ROOT, Settings, apply_env, settings
 from tasks.core.files import read_json
 from tasks.core.run import RunLayout, run_key
-from tasks.operations.local import _tail, migrate_airflow_db, run_outcome, summarise
+from tasks.operations.local import _tail, migrate_airflow_db, parsing_for, run_outcome, summarise
 
 PARALLEL_ENV = "MLP_TUNE_PARALLEL"  # tasks.orchestration.tuning reads it at parse time
 DAGS_FILE = REPO_ROOT / "dags" / "tuning.py"
@@ -180,6 +180,7 @@ def _child(use_case: str, conf_json: str, logical_iso: str, parallel: str) -> in
 
         dag = build_tuning_dag(use_case)
         dag.fileloc = str(DAGS_FILE)  # task processes parse the DAG from its file
+        parsing_for(dag.dag_id)
         dag_run = dag.test(logical_date=datetime.fromisoformat(logical_iso),
                            run_conf=json.loads(conf_json), use_executor=True)
     finally:

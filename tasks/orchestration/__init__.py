@@ -8,7 +8,7 @@
   with a search space (Optuna trials as dynamically mapped tasks, then the same release).
 """
 
-from tasks.orchestration.dag_factory import build_dag
+from tasks.orchestration.dag_factory import build_dag, wanted
 from tasks.orchestration.tuning import build_tuning_dag, build_tuning_dags
 
-__all__ = ["build_dag", "build_tuning_dag", "build_tuning_dags"]
+__all__ = ["build_dag", "build_tuning_dag", "build_tuning_dags", "wanted"]

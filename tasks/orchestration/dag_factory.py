@@ -17,7 +17,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG, Param, get_current_context, task
+from airflow.sdk import DAG, Param, get_current_context, get_parsing_context, task
 
 from tasks import objectives
 from tasks.core import progress
@@ -39,7 +39,7 @@ from tasks.orchestration.assets import (
     triggering_location,
     triggering_tolerance,
 )
-from tasks.orchestration.lifecycle import build_lifecycle_dags
+from tasks.orchestration.lifecycle import LIFECYCLE_SUFFIXES, build_lifecycle_dags
 from tasks.spec import UseCaseSpec, catalog
 
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -376,6 +376,21 @@ def release_tasks(spec: UseCaseSpec, snap: Any, data: Any, trained: Any) -> None
     approve = GateApproval(use_case=spec.name)
     verdict >> approve
     deploy(snap, trained, verdict, approve.output)
+
+
+def wanted(use_case: str) -> bool:
+    """Whether this parse of ``dags/<use case>.py`` should build the use case's DAGs.
+
+    When Airflow parses the DAG folder for one DAG, it names that DAG in the parsing
+    context (Airflow's optimisation for files that build many DAGs): a worker running one
+    task does, and so does ``mlp run``'s ``dag.test()``, whose re-sync of the bundle
+    otherwise builds, serializes and writes every use case's DAGs to the metadata database
+    (2-3 s of a tiny run). The file builds the use case's DAG and its ``_score`` and
+    ``_monitor`` DAGs, so any of the three ids wants it; no context (the scheduler's DAG
+    processor, a DagBag in a test) wants every file.
+    """
+    current = get_parsing_context().dag_id
+    return current is None or current in {use_case, *(use_case + s for s in LIFECYCLE_SUFFIXES)}
 
 
 def build_dag(use_case: UseCaseSpec | str) -> DAG:

@@ -99,10 +99,13 @@ def _score(spec: UseCaseSpec) -> dict[str, Any]:
     return {k: v for k, v in result.__dict__.items() if k != "files"}
 
 
+LIFECYCLE_SUFFIXES = ("_score", "_monitor")  # DAG ids <use case>_score, <use case>_monitor
+
+
 def build_score_dag(spec: UseCaseSpec) -> DAG:
     """``<use case>_score``: batch scoring on its own asset (or triggered with source_dir)."""
     with DAG(
-        dag_id=f"{spec.name}_score",
+        dag_id=f"{spec.name}{LIFECYCLE_SUFFIXES[0]}",
         description=f"Batch scoring of {spec.name} with a registered version (Beam "
                     "RunInference, Parquet out)",
         schedule=scoring_asset(spec.name),
@@ -169,7 +172,7 @@ def build_monitor_dag(spec: UseCaseSpec) -> DAG:
     """``<use case>_monitor``: logged requests -> skew report; optional retraining trigger."""
     cron = spec.drift.monitor_schedule
     with DAG(
-        dag_id=f"{spec.name}_monitor",
+        dag_id=f"{spec.name}{LIFECYCLE_SUFFIXES[1]}",
         description=f"Training/serving skew of {spec.name}: logged requests against the "
                     "champion's training data",
         schedule=CronTriggerTimetable(cron, timezone="UTC", run_immediately=timedelta(0))

@@ -211,15 +211,16 @@ def build_tuning_dag(use_case: UseCaseSpec | str) -> DAG:
 def build_tuning_dags() -> dict[str, DAG]:
     """Every tunable use case's tuning DAG, by DAG id (for ``dags/tuning.py``).
 
-    While a worker runs one task, Airflow names the DAG it needs (parsing context): only
-    that use case is loaded then.
+    While a worker runs one task, or ``dag.test()`` re-syncs the bundle for one DAG, Airflow
+    names the DAG it needs (parsing context): only that use case is loaded then, and none
+    when that DAG is not a tuning DAG.
     """
     from airflow.sdk import get_parsing_context
 
     wanted = get_parsing_context().dag_id
     names = catalog.names()
-    if wanted and wanted.endswith(SUFFIX) and wanted.removesuffix(SUFFIX) in names:
-        names = [wanted.removesuffix(SUFFIX)]
+    if wanted:  # a parse for one DAG: only its use case, or none when it is not a tuning DAG
+        names = [n for n in names if tuning_dag_id(n) == wanted]
     dags = {}
     for name in names:
         spec = catalog.get(name)

@@ -37,9 +37,12 @@ print(json.dumps({
 """
 
 
-def _parse():
+def _parse(for_dag: str | None = None):
+    env = {k: v for k, v in os.environ.items() if k != "_AIRFLOW_PARSING_CONTEXT_DAG_ID"}
+    if for_dag is not None:  # as an Airflow worker (or mlp run's dag.test) parses for one DAG
+        env["_AIRFLOW_PARSING_CONTEXT_DAG_ID"] = for_dag
     out = subprocess.run([sys.executable, "-c", PARSE, str(DAGS)], capture_output=True,
-                         text=True, env=os.environ.copy(), timeout=300)
+                         text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -81,6 +84,15 @@ def test_dagbag_parses_every_use_case_without_side_effects():
         assert dag["tasks"] == ["ingest", "preprocess", "analyze", "train", "evaluate", "gate",
                                 "approve", "deploy"]
         assert {"epochs", "batch_size", "require_approval", "rollout"} <= set(dag["params"])
+
+
+def test_a_parse_for_one_dag_builds_only_its_use_case():
+    # dag.test() writes every DAG it finds to the metadata database: the others cost seconds.
+    assert sorted(_parse("breast_cancer")["dags"]) == [
+        "breast_cancer", "breast_cancer_monitor", "breast_cancer_score"]
+    assert sorted(_parse("mnist_score")["dags"]) == ["mnist", "mnist_monitor", "mnist_score"]
+    assert sorted(_parse("mnist_tune")["dags"]) == ["mnist_tune"]
+    assert _parse("no_such_dag")["dags"] == {}
 
 
 def test_every_use_case_has_a_thin_dag_file():
