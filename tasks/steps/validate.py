@@ -324,6 +324,10 @@ def check_dag_file(spec: UseCaseSpec) -> list[Problem]:
     path = REPO_ROOT / "dags" / f"{spec.name}.py"
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
     if f'build_dag("{spec.name}")' in text:
+        if "wanted(" in text and f'wanted("{spec.name}")' not in text:
+            # A parse for this DAG (a worker running its task) would skip the file.
+            return [Problem(f"dags/{spec.name}.py", f'guards build_dag("{spec.name}") with '
+                            f'another name: write `if wanted("{spec.name}"):`')]
         if "airflow" in text.lower():
             return []
         # DAG discovery safe mode: a file not mentioning both words is never parsed.

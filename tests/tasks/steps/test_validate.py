@@ -174,6 +174,17 @@ def test_missing_or_skipped_dag_file_is_named(tmp_path, monkeypatch):
         '"""Airflow DAG."""\nfrom tasks.orchestration import build_dag\n\n'
         'dag = build_dag("breast_cancer")\n')
     assert v.check_dag_file(spec) == []
+    # The parsing-context guard must name the same use case, or Airflow's workers skip it.
+    (tmp_path / "dags" / "breast_cancer.py").write_text(
+        '"""Airflow DAG."""\nfrom tasks.orchestration import build_dag, wanted\n\n'
+        'if wanted("breast_cancr"):\n    dag = build_dag("breast_cancer")\n')
+    (p,) = v.check_dag_file(spec)
+    assert 'write `if wanted("breast_cancer"):`' in p.message
+    from tasks.operations.scaffold import DAG_TEMPLATE
+
+    (tmp_path / "dags" / "breast_cancer.py").write_text(
+        DAG_TEMPLATE.format(name="breast_cancer"))
+    assert v.check_dag_file(spec) == []
 
 
 def test_a_missing_parent_model_is_reported_before_any_data_is_landed(own_mlflow, capsys):
