@@ -749,7 +749,7 @@ def plan_stage(p: beam.Pipeline, g: Graph) -> beam.PCollection:
         | "Keys" >> beam.ParDo(FoldUnits(g.reader(), _keyed, beam.combiners.ToListCombineFn(),
                                          stratify_by=g.split.stratify_by))
         | "CollectKeys" >> beam.CombineGlobally(
-            MergeAccumulators(beam.combiners.ToListCombineFn()))
+            MergeAccumulators(beam.combiners.ToListCombineFn())).without_defaults()
         | "Plan" >> beam.Map(plan_splits, g.split)
     )
 
@@ -766,7 +766,7 @@ def stats_stage(p: beam.Pipeline, g: Graph, plan: Stored) -> beam.PCollection:
         g.units(p, "ForStats")
         | "BySplit" >> beam.ParDo(FoldUnits(g.reader(), _by_split, combine, plan=plan,
                                             columns=columns))
-        | "Analyze" >> beam.CombineGlobally(MergeAccumulators(combine))
+        | "Analyze" >> beam.CombineGlobally(MergeAccumulators(combine)).without_defaults()
     )
 
 
