@@ -298,7 +298,10 @@ def _child(use_case: str, conf_json: str, logical_iso: str) -> int:
     """The child process: migrate the metadata DB, run the DAG, exit 0 on success."""
     import logging
 
+    from tasks.core import collector
+
     mark("child main")
+    collector.tune()  # before Airflow's, TensorFlow's and Beam's imports
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     apply_env()

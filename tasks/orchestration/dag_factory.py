@@ -92,8 +92,10 @@ def step(name: str, spec: UseCaseSpec, key: str) -> Iterator[progress.StepOutcom
 
     from airflow.sdk.exceptions import AirflowFailException
 
+    from tasks.core import collector
     from tasks.core.timing import phase
 
+    collector.tune()  # a task's process is one-shot and about to import TensorFlow & co.
     clean_orphans(spec, RunLayout.of(spec.name, key))
     started = time.time()
     try:
