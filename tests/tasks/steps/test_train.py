@@ -34,15 +34,18 @@ def test_at_most_20_weight_histogram_snapshots(epochs, freq):
     assert -(-epochs // freq) <= 20
 
 
-def test_the_epoch_logger_flushes_mlflows_queue_when_the_fit_ends(tmp_path, monkeypatch):
+@pytest.mark.parametrize("every", [0.0, 3600.0])  # each epoch sent at once / all at the end
+def test_the_epoch_logger_flushes_mlflows_queue_when_the_fit_ends(tmp_path, monkeypatch, every):
     """Per-epoch metrics go through MLflow's async queue; it must be empty before the step
     writes again (two writers on one SQLite store deadlock: "database is locked")."""
     import keras
     import mlflow
     import numpy as np
 
+    from tasks.steps import train
     from tasks.steps.train import _epoch_logger
 
+    monkeypatch.setattr(train, "LOG_EVERY_SECONDS", every)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     real = mlflow.flush_async_logging
     events = []
@@ -56,7 +59,46 @@ def test_the_epoch_logger_flushes_mlflows_queue_when_the_fit_ends(tmp_path, monk
     model.compile("sgd", "mse")
     x = np.random.default_rng(0).normal(size=(64, 2)).astype("float32")
     with mlflow.start_run() as run:
-        model.fit(x, x[:, :1], epochs=3, verbose=0, callbacks=[_epoch_logger(lines=False)])
+        hist = model.fit(x, x[:, :1], epochs=3, verbose=0,
+                         callbacks=[_epoch_logger(lines=False)])
         assert events == ["flush"]  # once, at the end of the fit
         history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")
         assert [m.step for m in history] == [0, 1, 2]
+        assert [m.value for m in history] == [pytest.approx(v) for v in hist.history["loss"]]
+
+
+def _fitted(spe: int, amortise: bool):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from tasks.steps.train import amortise_steps
+
+    keras.utils.set_random_seed(7)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(341, 30)).astype("float32")  # 22 batches of 16, the last partial
+    y = (x[:, 0] + 0.3 * x[:, 1] > 0).astype("int64")
+    model = keras.Sequential([keras.Input((30,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy",
+                  steps_per_execution=spe)
+    if amortise:
+        amortise_steps(model)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(341, seed=1).batch(16)
+    history = model.fit(ds, validation_data=ds.take(2), epochs=4, verbose=0)
+    return model, history.history
+
+
+def test_steps_per_execution_trains_the_same_weights_as_one_step_per_call():
+    from tasks.steps.train import STEPS_PER_EXECUTION
+
+    one, h1 = _fitted(1, amortise=False)
+    many, h32 = _fitted(1, amortise=True)
+    assert many.steps_per_execution == STEPS_PER_EXECUTION > 1
+    for a, b in zip(one.get_weights(), many.get_weights(), strict=True):
+        assert (a == b).all()
+    assert h1 == h32  # and the same per-epoch logs
+
+
+def test_a_use_cases_own_steps_per_execution_is_kept():
+    model, _ = _fitted(4, amortise=True)
+    assert model.steps_per_execution == 4
