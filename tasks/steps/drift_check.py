@@ -157,7 +157,7 @@ def champion_predictions(spec: UseCaseSpec, reference: Reference, dataset_dir: P
     if inputs is None:
         return None, f"predictions not compared: {why}"
     try:
-        model = load_registered(spec.name, reference.version, s).model
+        model = load_registered(spec.name, reference.version, s, reuse=True).model
         outputs = answer(model, inputs)
     except Exception as exc:  # noqa: BLE001 - a champion that cannot take the new rows
         return None, (f"champion v{reference.version} cannot answer the new rows "

@@ -181,7 +181,7 @@ def score_champion(spec: UseCaseSpec, rows: TestRows, out_dir: Path,
     info = champion_info(spec, champ)
     try:
         # Loaded as the server loads it (the same loader as serving and infra validation).
-        model = load_registered(spec.name, str(champ["version"]), s).model
+        model = load_registered(spec.name, str(champ["version"]), s, reuse=True).model
         outputs = predict(model, rows.raw)
     except Exception as exc:  # an incompatible champion (other inputs) is reported
         log.warning("champion v%s of %s cannot answer this run's test rows: %s",
