@@ -499,6 +499,8 @@ LEVERS = [
     ("threads intra 2 / inter 2", replace(TODAY, name="t2-2", intra=2, inter=2)),
     ("oneDNN off", replace(TODAY, name="onednn-off", env={"TF_ENABLE_ONEDNN_OPTS": "0"})),
     ("steps_per_execution 16", replace(TODAY, name="spe16", spe=16)),
+    # The train step's default since the tiny run's fit (tasks.steps.train).
+    ("steps_per_execution 32", replace(TODAY, name="spe32", spe=32)),
     ("cache uint8, cast per batch", replace(TODAY, name="cache-u8", cache="uint8")),
     ("no cache (decode every epoch)", replace(TODAY, name="no-cache", cache="none")),
     ("channels_first (NCHW)", replace(TODAY, name="nchw", layout="channels_first")),
@@ -525,7 +527,8 @@ def levers(data_dir: Path, a: argparse.Namespace, names: list[str] | None) -> No
 def other_models(data_dir: Path, a: argparse.Namespace) -> None:
     for model in ("dnn", "cifar10"):
         configs = [replace(TODAY, name=f"{model}-today", model=model),
-                   replace(TODAY, name=f"{model}-today-mem", model=model, feed="memory")]
+                   replace(TODAY, name=f"{model}-today-mem", model=model, feed="memory"),
+                   replace(TODAY, name=f"{model}-spe32", model=model, spe=32)]
         if native_bf16():
             configs.append(replace(BF16, name=f"{model}-bf16", model=model))
         if a.smoke and not any(c.name in SMOKE for c in configs):
