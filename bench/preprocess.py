@@ -317,6 +317,9 @@ def main() -> None:
     args = parser.parse_args()
     import logging
 
+    from tasks.core import collector
+
+    collector.tune()  # the pipeline runs in a process tuned as a task's process is
     logging.basicConfig(level=logging.WARNING)
     if args.one_size:
         one_size(args.one_size)
