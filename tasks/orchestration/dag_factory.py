@@ -380,6 +380,16 @@ def release_tasks(spec: UseCaseSpec, snap: Any, data: Any, trained: Any) -> None
     deploy(snap, trained, verdict, approve.output)
 
 
+def parsing_wants(*dag_ids: str) -> bool:
+    """Whether Airflow's parsing context wants a DAG file that builds ``dag_ids``.
+
+    A parse for one DAG names it in the context; a parse without one (the scheduler's DAG
+    processor, a DagBag in a test) wants every file.
+    """
+    current = get_parsing_context().dag_id
+    return current is None or current in dag_ids
+
+
 def wanted(use_case: str) -> bool:
     """Whether this parse of ``dags/<use case>.py`` should build the use case's DAGs.
 
@@ -391,8 +401,7 @@ def wanted(use_case: str) -> bool:
     ``_monitor`` DAGs, so any of the three ids wants it; no context (the scheduler's DAG
     processor, a DagBag in a test) wants every file.
     """
-    current = get_parsing_context().dag_id
-    return current is None or current in {use_case, *(use_case + s for s in LIFECYCLE_SUFFIXES)}
+    return parsing_wants(use_case, *(use_case + s for s in LIFECYCLE_SUFFIXES))
 
 
 def build_dag(use_case: UseCaseSpec | str) -> DAG:

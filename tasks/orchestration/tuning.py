@@ -31,6 +31,7 @@ from tasks import objectives
 from tasks.core.run import Dataset, RunLayout, Snapshot, TrainedModel
 from tasks.orchestration.dag_factory import (
     data_tasks,
+    parsing_wants,
     release_tasks,
     retry_delay,
     step,
@@ -215,14 +216,9 @@ def build_tuning_dags() -> dict[str, DAG]:
     names the DAG it needs (parsing context): only that use case is loaded then, and none
     when that DAG is not a tuning DAG.
     """
-    from airflow.sdk import get_parsing_context
-
-    wanted = get_parsing_context().dag_id
-    names = catalog.names()
-    if wanted:  # a parse for one DAG: only its use case, or none when it is not a tuning DAG
-        names = [n for n in names if tuning_dag_id(n) == wanted]
     dags = {}
-    for name in names:
+    # A parse for one DAG: only its use case, or none when it is not a tuning DAG.
+    for name in (n for n in catalog.names() if parsing_wants(tuning_dag_id(n))):
         spec = catalog.get(name)
         if tunable(spec):
             dags[tuning_dag_id(name)] = build_tuning_dag(spec)
