@@ -72,8 +72,9 @@ def resolve_params(spec: UseCaseSpec, params: Mapping[str, Any]) -> dict[str, An
 HISTOGRAM_SNAPSHOTS = 20
 
 # Training steps per call of Keras's compiled train function, when the use case's compile
-# left it at 1. The same batches in the same order, so the same weights (tested): a tiny
-# model's step is mostly the per-call cost of leaving Python (a logistic regression's
+# left it at 1. The same batches in the same order: a tiny fp32 model's weights are the
+# same to the last bit (tested); multi-threaded bf16 kernels differ run to run anyway. A
+# tiny model's step is mostly the per-call cost of leaving Python (a logistic regression's
 # 60 epochs 2.2-2.4 s -> 1.1-1.3 s), a large one's step hides it (bench/train.py).
 STEPS_PER_EXECUTION = 32
 
