@@ -101,10 +101,10 @@ def migrate_airflow_db() -> None:
     """Create or upgrade the Airflow metadata database (idempotent), in this process.
 
     What ``airflow db migrate`` does, without its process: the callers import Airflow
-    anyway, and a second interpreter importing it again cost 3-4 s of a new data root's
-    first run (``bench/pipeline.py``, new data root: 3.4-3.7 s against 1.5-1.6 s). As the ``airflow``
-    command does before any subcommand, a missing ``airflow.cfg`` is written first (with
-    the generated Fernet key and JWT secret that the scheduler and API server later share),
+    anyway, and a second interpreter importing it again made a new data root's migration
+    take 3.4-3.7 s instead of 1.5-1.6 s (``bench/pipeline.py``). As the ``airflow`` command
+    does before any subcommand, a missing ``airflow.cfg`` is written first (with the
+    generated Fernet key and JWT secret that the scheduler and API server later share),
     and the providers' configuration is loaded.
 
     Raises:
