@@ -317,26 +317,55 @@ def check_source(spec: UseCaseSpec, location: str) -> list[Problem]:
     return []
 
 
+def _string_args(tree: Any, func: str) -> list[str]:
+    """The string literals passed first to calls of ``func`` (a name or an attribute)."""
+    import ast
+
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and node.args and (
+                getattr(node.func, "id", None) == func
+                or getattr(node.func, "attr", None) == func):
+            first = node.args[0]
+            if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                out.append(first.value)
+    return out
+
+
 def check_dag_file(spec: UseCaseSpec) -> list[Problem]:
-    """Airflow schedules and triggers only DAGs it read from ``dags/<name>.py``."""
+    """Airflow schedules and triggers only DAGs it read from ``dags/<name>.py``.
+
+    The file is parsed, not searched: a ``build_dag("<name>")`` in a comment or a string
+    does not count, and quoting does not matter.
+    """
+    import ast
+
     from tasks.core.config import REPO_ROOT
 
-    path = REPO_ROOT / "dags" / f"{spec.name}.py"
+    rel = f"dags/{spec.name}.py"
+    path = REPO_ROOT / rel
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    if f'build_dag("{spec.name}")' in text:
-        if "wanted(" in text and f'wanted("{spec.name}")' not in text:
+    try:
+        tree = ast.parse(text, filename=rel)
+    except SyntaxError as exc:
+        return [Problem(rel, f"line {exc.lineno}: {exc.msg} (Airflow cannot import it)")]
+    if spec.name in _string_args(tree, "build_dag"):
+        guards = _string_args(tree, "wanted")
+        if guards and spec.name not in guards:
             # A parse for this DAG (a worker running its task) would skip the file.
-            return [Problem(f"dags/{spec.name}.py", f'guards build_dag("{spec.name}") with '
-                            f'another name: write `if wanted("{spec.name}"):`')]
+            return [Problem(rel, f'guards build_dag("{spec.name}") with another name: '
+                                 f'write `if wanted("{spec.name}"):`')]
         if "airflow" in text.lower():
             return []
         # DAG discovery safe mode: a file not mentioning both words is never parsed.
-        return [Problem(f"dags/{spec.name}.py", "Airflow skips it: a DAG file must contain "
+        return [Problem(rel, "Airflow skips it: a DAG file must contain "
                         "the word 'airflow'; keep the docstring "
                         f'"""Airflow DAG: {spec.name} (spec in models/{spec.name}.py)."""')]
-    return [Problem(f"dags/{spec.name}.py", "missing (Airflow reads DAGs only from files); "
-                    f"write it with the two lines: `from tasks.orchestration import "
-                    f'build_dag` and `dag = build_dag("{spec.name}")` (`mlp new` does)')]
+    how = ("write it with the two lines: `from tasks.orchestration import build_dag` and "
+           f'`dag = build_dag("{spec.name}")` (`mlp new` does)')
+    if path.is_file():
+        return [Problem(rel, f'does not call build_dag("{spec.name}"); {how}')]
+    return [Problem(rel, f"missing (Airflow reads DAGs only from files); {how}")]
 
 
 def check_parent(spec: UseCaseSpec, conf: Mapping[str, Any]) -> list[Problem]:

@@ -186,6 +186,22 @@ def test_missing_or_skipped_dag_file_is_named(tmp_path, monkeypatch):
         DAG_TEMPLATE.format(name="breast_cancer"))
     assert v.check_dag_file(spec) == []
 
+    # The file is parsed: a call in a comment is no call, quoting does not matter, and a
+    # syntax error is named by its line.
+    (tmp_path / "dags" / "breast_cancer.py").write_text(
+        '"""Airflow DAG."""\n# dag = build_dag("breast_cancer")\n')
+    (p,) = v.check_dag_file(spec)
+    assert p.message.startswith('does not call build_dag("breast_cancer")')
+    (tmp_path / "dags" / "breast_cancer.py").write_text(
+        "\"\"\"Airflow DAG.\"\"\"\nfrom tasks.orchestration import build_dag, wanted\n\n"
+        "if wanted('breast_cancer'):  # not wanted(\"other\")\n"
+        "    dag = build_dag('breast_cancer')\n")
+    assert v.check_dag_file(spec) == []
+    (tmp_path / "dags" / "breast_cancer.py").write_text(
+        '"""Airflow DAG."""\nif wanted("breast_cancer")\n    dag = build_dag("breast_cancer")\n')
+    (p,) = v.check_dag_file(spec)
+    assert p.message.startswith("line 2: ") and "Airflow cannot import it" in p.message
+
 
 def test_a_missing_parent_model_is_reported_before_any_data_is_landed(own_mlflow, capsys):
     assert main(["validate", "object_detection"]) == 2
