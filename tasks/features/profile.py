@@ -230,38 +230,83 @@ class Histogram:
     def add(self, acc: dict[str, Any], cols: Mapping[str, Any]) -> dict[str, Any]:
         """Count a column batch."""
         for c in self.columns:
+            if c.source in cols:
+                acc[c.name] = self._count(c, acc[c.name], cols)
+        return acc
+
+    def _count(self, c: ProfileColumn, entry: list, cols: Mapping[str, Any]) -> list:
+        counts, missing, rows = entry
+        b = self.bins[c.name]
+        if c.kind == CATEGORICAL:
+            other = len(b["values"]) - 1
+            vals, per = category_counts(cols[c.source])
+            idx = np.fromiter((self._index[c.name].get(x, other) for x in vals.tolist()),
+                              np.int64, len(vals))
+            counts = counts + np.bincount(idx, weights=per, minlength=len(counts)
+                                          ).astype(np.int64)
+            return [counts, missing, rows + int(per.sum())]
+        v = c.values(cols)
+        if c.kind == INTENSITY:
+            counts = counts + np.bincount(self._intensity_bins(c, v), minlength=len(counts))
+            return [counts, missing, rows + len(cols[c.source])]
+        ok = np.isfinite(v)
+        missing += int((~ok).sum())
+        idx = np.searchsorted(np.asarray(b["edges"], np.float64), v[ok], side="left")
+        counts = counts + np.bincount(idx, minlength=len(counts))
+        return [counts, missing, rows + len(v)]
+
+    def _intensity_bins(self, c: ProfileColumn, v: np.ndarray) -> np.ndarray:
+        b = self.bins[c.name]
+        if v.dtype == np.uint8 and tuple(b["edges"]) == INTENSITY_EDGES:
+            return v >> 4  # the 16 fixed bins of raw pixel bytes, without a search
+        x = np.clip(np.asarray(v, np.float64), 0, 255)
+        return np.minimum(np.searchsorted(b["edges"], x, side="right") - 1,
+                          self.size(c.name) - 1)
+
+    def add_coded(self, accs: dict[int, dict[str, Any]], cols: Mapping[str, Any],
+                  codes: np.ndarray, n_codes: int) -> dict[int, dict[str, Any]]:
+        """Count a column batch whose rows belong to groups ``codes`` (0 .. n_codes - 1).
+
+        The same counts as :meth:`add` of each group's rows into ``accs[group]`` (created
+        for the groups present), without cutting the batch into groups: each numeric or
+        intensity column is binned once and counted per (group, bin) by one ``bincount``.
+        """
+        codes = np.asarray(codes, np.int64)
+        present = np.unique(codes).tolist()
+        for g in present:
+            if g not in accs:
+                accs[g] = self.create()
+        rows_per = np.bincount(codes, minlength=n_codes)
+        for c in self.columns:
             if c.source not in cols:
                 continue
-            counts, missing, rows = acc[c.name]
-            b = self.bins[c.name]
             if c.kind == CATEGORICAL:
-                other = len(b["values"]) - 1
-                vals, per = category_counts(cols[c.source])
-                idx = np.fromiter((self._index[c.name].get(x, other) for x in vals.tolist()),
-                                  np.int64, len(vals))
-                counts = counts + np.bincount(idx, weights=per, minlength=len(counts)
-                                              ).astype(np.int64)
-                n = int(per.sum())
-                acc[c.name] = [counts, missing, rows + n]
+                for g in present:
+                    sub = {c.source: np.asarray(cols[c.source])[codes == g]}
+                    accs[g][c.name] = self._count(c, accs[g][c.name], sub)
                 continue
             v = c.values(cols)
+            size = self.size(c.name)
+            per_row = len(v) // len(codes) if len(codes) else 1  # pixels: many per row
+            g_of = codes if per_row == 1 else np.repeat(codes, per_row)
+            lost = np.zeros(n_codes, np.int64)
             if c.kind == INTENSITY:
-                n = len(cols[c.source])
-                if v.dtype == np.uint8 and tuple(b["edges"]) == INTENSITY_EDGES:
-                    idx = v >> 4  # the 16 fixed bins of raw pixel bytes, without a search
-                else:
-                    x = np.clip(np.asarray(v, np.float64), 0, 255)
-                    idx = np.minimum(np.searchsorted(b["edges"], x, side="right") - 1,
-                                     len(counts) - 1)
-                counts = counts + np.bincount(idx, minlength=len(counts))
+                idx = self._intensity_bins(c, v)
             else:
-                n = len(v)
                 ok = np.isfinite(v)
-                missing += int((~ok).sum())
-                idx = np.searchsorted(np.asarray(b["edges"], np.float64), v[ok], side="left")
-                counts = counts + np.bincount(idx, minlength=len(counts))
-            acc[c.name] = [counts, missing, rows + n]
-        return acc
+                if not ok.all():
+                    lost = np.bincount(g_of[~ok], minlength=n_codes)
+                    v, g_of = v[ok], g_of[ok]
+                idx = np.searchsorted(np.asarray(self.bins[c.name]["edges"], np.float64), v,
+                                      side="left")
+            per = np.bincount(g_of * size + idx, minlength=n_codes * size).reshape(n_codes,
+                                                                                   size)
+            for g in present:
+                counts, missing, rows = accs[g][c.name]
+                accs[g][c.name] = [counts + per[g], missing + int(lost[g]),
+                                   rows + int(rows_per[g]) * (per_row if c.kind != INTENSITY
+                                                              else 1)]
+        return accs
 
     def merge(self, accs: Iterable[dict[str, Any]]) -> dict[str, Any]:
         """Merge accumulators (sums)."""

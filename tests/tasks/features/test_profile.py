@@ -114,3 +114,39 @@ def test_a_large_column_in_many_small_batches_keeps_accurate_deciles():
     b = sketch.add(sketch.create(), {"x": x[half:]})
     np.testing.assert_allclose(sketch.finish(sketch.merge([a, b]))["x"]["edges"], edges,
                                rtol=0.01)
+
+
+def test_counting_by_group_equals_counting_each_group_alone():
+    """``add_coded`` (one pass, rows tagged by group) == ``add`` on each group's rows."""
+    from tasks.features.profile import (
+        CATEGORICAL,
+        INTENSITY,
+        NUMERIC,
+        BinSketch,
+        Histogram,
+        ProfileColumn,
+    )
+
+    rng = np.random.default_rng(3)
+    n = 500
+    x = rng.normal(size=n)
+    x[rng.choice(n, 40, replace=False)] = np.nan
+    x[:3] = [np.inf, -np.inf, np.nan]
+    cols = {"x": x, "k": rng.choice(["a", "b", "c", "d"], n).astype(object),
+            "img": rng.integers(0, 256, (n, 4, 4, 1)).astype(np.uint8)}
+    columns = [ProfileColumn("x", NUMERIC, "x"), ProfileColumn("k", CATEGORICAL, "k"),
+               ProfileColumn("img.mean", NUMERIC, "img", "mean"),
+               ProfileColumn("img.pixels", INTENSITY, "img", "pixels")]
+    sketch = BinSketch(columns)
+    bins = sketch.finish(sketch.add(sketch.create(), cols))
+    h = Histogram(columns, bins)
+    codes = rng.choice([0, 2], n)  # group 1 absent: no accumulator for it
+    got = h.add_coded({}, cols, codes, 3)
+    assert sorted(got) == [0, 2]
+    for g in (0, 2):
+        sel = codes == g
+        alone = h.add(h.create(), {k: v[sel] for k, v in cols.items()})
+        assert h.finish(got[g]) == h.finish(alone)
+    # Accumulating a second batch adds to the same accumulators.
+    again = h.add_coded(got, cols, codes, 3)
+    assert h.finish(again[0])["x"]["rows"] == 2 * int((codes == 0).sum())

@@ -179,11 +179,31 @@ def test_bad_labels_are_quarantined_and_fail_with_clear_error(snapshot, tmp_path
     assert sum(v["rows"] for v in m["splits"].values()) == 398
 
 
-def test_spilled_pieces_round_trip_records_of_any_length(tmp_path):
-    from tasks.steps.preprocess import spill, unspill
+def test_spilled_pieces_round_trip_and_are_written_in_position_order(tmp_path):
+    from tasks.data.tfrecord import encode_examples
+    from tasks.steps.preprocess import spill, unspill, write_ordered
 
-    records = [b"", b"x", bytes(range(256)) * 3, b"\x00\n"]
-    piece = spill(str(tmp_path), 7, np.array([3, 1, 0, 2]), records)
+    spec = {"x": {"encoding": "float", "dtype": "float32", "shape": []},
+            "img": {"encoding": "raw", "dtype": "uint8", "shape": [2]},
+            "word": {"encoding": "bytes", "dtype": "string", "shape": []}}
+    cols = {"x": np.array([0.5, 1.5, 2.5, 3.5], np.float32),
+            "img": np.arange(8, dtype=np.uint8).reshape(4, 2),
+            "word": np.array(["", "b", "\u00e9t\u00e9", "d\n"], object)}
+    piece = spill(str(tmp_path), 7, np.array([3, 1, 0, 2]), spec, cols)
     assert piece["rows"] == 4 and Path(piece["spill"]).parent.name == "7"
-    pos, back = unspill(piece)
-    assert pos.tolist() == [3, 1, 0, 2] and back == records
+    pos, got_spec, back = unspill(piece)
+    assert pos.tolist() == [3, 1, 0, 2] and got_spec == spec
+    assert all(np.array_equal(back[k], cols[k]) for k in spec)
+    # Two pieces of one shard: the file holds every row once, in position order, as the
+    # encoder makes them.
+    other = spill(str(tmp_path), 7, np.array([5, 4]), spec,
+                  {k: v[:2] for k, v in cols.items()})
+    out = tmp_path / "shard.tfrecord"
+    assert write_ordered(out, [piece, other]) == 6
+    by_pos = {3: 0, 1: 1, 0: 2, 2: 3}
+    order = [by_pos[p] for p in range(4)]
+    want = (encode_examples(spec, {k: v[order] for k, v in cols.items()})
+            + encode_examples(spec, {k: v[[1, 0]] for k, v in cols.items()}))
+    import tensorflow as tf
+
+    assert [r.numpy() for r in tf.data.TFRecordDataset(str(out))] == want
