@@ -82,14 +82,18 @@ def baseline(spec, files, out_dir: Path, reuse_proto: bool) -> dict[str, float]:
     analyzer = Analyzer([f if f.transform != "uint8" else
                          type(f)(f.name, "identity") for f in prep.features],
                         prep.label, prep.label_dtype == "int64")
-    per_split = {}
+    split_cols: dict[str, list] = {}  # each split's rows, one chunk per partition
     for p, cols in parts.items():
         codes = plan["partitions"][p]["split"]
         for code, name in enumerate(SPLITS):
             sel = codes == code
             if sel.any():
-                acc = per_split.setdefault(name, analyzer.create())
-                analyzer.add(acc, {k: v[sel] for k, v in cols.items()})
+                split_cols.setdefault(name, []).append({k: v[sel] for k, v in cols.items()})
+    per_split = {}
+    for name, chunks in split_cols.items():
+        acc = per_split[name] = analyzer.create()
+        for cols in chunks:
+            analyzer.add(acc, cols)
     stats = {k: analyzer.finish(v) for k, v in per_split.items()}
     out_spec = output_spec(prep, spec.source.schema(), stats["train"])
     t["statistics"] = time.perf_counter() - t0
@@ -97,13 +101,6 @@ def baseline(spec, files, out_dir: Path, reuse_proto: bool) -> dict[str, float]:
     # checks (bins from the training split, counts per split): part of the same output.
     t0 = time.perf_counter()
     profiled = data_columns(prep, spec.source.schema())
-    split_cols = {}
-    for p, cols in parts.items():
-        codes = plan["partitions"][p]["split"]
-        for code, name in enumerate(SPLITS):
-            sel = codes == code
-            if sel.any():
-                split_cols.setdefault(name, []).append({k: v[sel] for k, v in cols.items()})
     sketch = BinSketch(profiled)
     acc = sketch.create()
     for cols in split_cols.get("train", []):
