@@ -208,8 +208,8 @@ def plan_splits(
 # writer needs of one batch's rows of one shard: their shuffled positions, the columns to
 # encode and the split's record spec. The writer orders a shard's rows first and encodes
 # them in that order, as a single-process script would: records written in the order they
-# were made (1M rows: the writing stage 4.6-5.0 s when records were encoded per batch and
-# written in shuffled order, see bench/preprocess.py). Pieces live under the run's
+# were made (1M rows: `TFRecordWriter.write` took 1.72 s when records were encoded per
+# batch and written in shuffled order, 0.72 s in order; py-spy). Pieces live under the run's
 # temporary dataset directory, are deleted once written, and the directory is removed
 # before the dataset is published.
 PIECES = "_pieces"
