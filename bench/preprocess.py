@@ -1,7 +1,7 @@
 """Preprocessing throughput: the Beam pipeline vs a hand-written single-process baseline.
 
 Run: .venv/bin/python bench/preprocess.py [--fraud-rows 1000000] [--only mnist|fraud]
-     [--smoke]
+     [--rounds 3] [--smoke]
      .venv/bin/python bench/preprocess.py --scale 70000,1000000,10000000
 
 For each data set it measures, side by side in one run, rows/s of
@@ -171,7 +171,11 @@ def _example(spec, cols, i) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
 
 
-def run_case(label: str, spec, location: str, work: Path, dask_address: str) -> None:
+def run_case(label: str, spec, location: str, work: Path, dask_address: str,
+             rounds: int = 1) -> None:
+    """Every variant on one data set, ``rounds`` times in turn; ratios of the medians."""
+    from statistics import median
+
     from distributed import Client
 
     from tasks.steps.ingest import ingest, snapshot_files
@@ -183,7 +187,7 @@ def run_case(label: str, spec, location: str, work: Path, dask_address: str) -> 
     results = {}
     from tasks.data import sources
 
-    for name, fn in [
+    variants = [
         ("beam-direct-first", lambda d: _first_in_process(spec.name, snap, d)),
         ("beam-direct", lambda d: preprocess(spec.source, files, spec.preprocess, spec.split, d,
                                              runner="direct")),
@@ -194,7 +198,10 @@ def run_case(label: str, spec, location: str, work: Path, dask_address: str) -> 
             runner_options=[f"--dask_client_address={dask_address}"])),
         ("numpy", lambda d: baseline(spec, files, d, reuse_proto=False)),
         ("numpy-reuse", lambda d: baseline(spec, files, d, reuse_proto=True)),
-    ]:
+    ]
+    times: dict[str, list[float]] = {}
+    encode_only_times = []
+    for r, (name, fn) in ((r, v) for r in range(rounds) for v in variants):
         out = work / f"{label}-{name}"
         shutil.rmtree(out, ignore_errors=True)
         sources.clear_cache()  # every variant starts from the files on disk,
@@ -210,11 +217,20 @@ def run_case(label: str, spec, location: str, work: Path, dask_address: str) -> 
         if rows is None:
             rows = sum(v["rows"] for v in res["splits"].values())
         results[name] = (secs, res)
-        print(f"  {label:14s} {name:17s} {secs:7.2f} s  {rows / secs:10,.0f} rows/s",
+        times.setdefault(name, []).append(secs)
+        if name == "numpy-reuse":
+            encode_only_times.append(secs - res["histograms"])
+        turn = f" (round {r + 1})" if rounds > 1 else ""
+        print(f"  {label:14s} {name:17s} {secs:7.2f} s  {rows / secs:10,.0f} rows/s{turn}",
               flush=True)
+    if rounds > 1:
+        print(f"  {label}: medians of {rounds} rounds: " + ", ".join(
+            f"{k} {median(v):.2f} s ({rows / median(v):,.0f} rows/s)" for k, v in times.items()))
+    # Ratios of the medians; the phases and histograms are the last round's.
+    results = {k: (median(times[k]), v[1]) for k, v in results.items()}
     base = results["numpy"][0]
     ceiling, direct = results["numpy-reuse"][0], results["beam-direct"][0]
-    encode_only = ceiling - results["numpy-reuse"][1]["histograms"]
+    encode_only = median(encode_only_times)
     print(f"  {label}: beam-direct/numpy = {base / direct:.2f}x, "
           f"beam-multi/numpy = {base / results['beam-multi'][0]:.2f}x, "
           f"beam-multi/numpy-reuse = {ceiling / results['beam-multi'][0]:.2f}x, "
@@ -405,6 +421,8 @@ def main() -> None:
     parser.add_argument("--scale", metavar="N,N,...",
                         help="only the in-process runner at these generated row counts "
                              "(e.g. 70000,1000000,10000000): rows/s and peak RSS per size")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the variants this many times in turn; ratios of medians")
     parser.add_argument("--max-rss-gib", type=float, default=16.0,
                         help="--scale: stop a size whose process passes this resident memory")
     parser.add_argument("--one-size", type=int, help=argparse.SUPPRESS)
@@ -430,7 +448,7 @@ def main() -> None:
         scale([int(n) for n in args.scale.split(",")], args.max_rss_gib)
         return
     if args.smoke:
-        args.only, args.fraud_rows = "fraud", 2_000
+        args.only, args.fraud_rows, args.rounds = "fraud", 2_000, 2
     # Dask logs every worker start and stop at INFO, and its client a reconnect traceback
     # when the cluster closes under the runner's client: not what this bench reports.
     logging.getLogger("distributed").setLevel(logging.CRITICAL)
@@ -452,13 +470,13 @@ def main() -> None:
             spec = get("mnist")
             print("Fashion-MNIST (70,000 images, 28x28 uint8, stratified 55k/5k/10k):")
             run_case("fashion-mnist", spec, spec.source.default_location, work,
-                     cluster.scheduler_address)
+                     cluster.scheduler_address, args.rounds)
         if args.only in (None, "fraud"):
             spec = get("creditcard_fraud")
             print(f"credit-card synthetic ({args.fraud_rows:,} rows, min-max V1..V28, "
                   "per-class 60/20/20 + 0/50/50):")
             run_case("creditcard", spec, f"synthetic:{args.fraud_rows}:0", work,
-                     cluster.scheduler_address)
+                     cluster.scheduler_address, args.rounds)
     finally:
         cluster.close()
         shutil.rmtree(work, ignore_errors=True)
