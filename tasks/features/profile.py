@@ -301,11 +301,12 @@ class Histogram:
                                       side="left")
             per = np.bincount(g_of * size + idx, minlength=n_codes * size).reshape(n_codes,
                                                                                    size)
+            # As in :meth:`add`: an intensity histogram counts images, the others values.
+            counted = rows_per if c.kind == INTENSITY else rows_per * per_row
             for g in present:
                 counts, missing, rows = accs[g][c.name]
                 accs[g][c.name] = [counts + per[g], missing + int(lost[g]),
-                                   rows + int(rows_per[g]) * (per_row if c.kind != INTENSITY
-                                                              else 1)]
+                                   rows + int(counted[g])]
         return accs
 
     def merge(self, accs: Iterable[dict[str, Any]]) -> dict[str, Any]:
