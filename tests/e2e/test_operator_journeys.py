@@ -169,29 +169,45 @@ def _submit_trigger(driver) -> None:
     driver.execute_script("arguments[0].click()", button)
 
 
-def _set_conf_json(driver, conf: dict) -> None:
-    """Replace the trigger form's Configuration JSON (a Monaco editor) with ``conf``."""
+def _set_conf_json(driver, conf: dict, attempts: int = 3) -> None:
+    """Replace the trigger form's Configuration JSON (a Monaco editor) with ``conf``.
+
+    On a loaded machine a keystroke can reach the editor before it has focus, so the
+    whole replacement is tried again (it is idempotent) until the form shows the values.
+    """
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    editor = driver.find_element(By.CSS_SELECTOR, ".monaco-editor .view-lines")
-    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", editor)
-    editor.click()
-    ActionChains(driver).key_down(Keys.CONTROL).send_keys("a").key_up(Keys.CONTROL) \
-        .send_keys(Keys.DELETE).perform()
-    # Inserted as one input (typing key by key would meet the editor's auto-closing);
-    # what the editor auto-closed after the cursor is then removed.
-    driver.execute_cdp_cmd("Input.insertText", {"text": json.dumps(conf)})
-    ActionChains(driver).key_down(Keys.CONTROL).key_down(Keys.SHIFT).send_keys(Keys.END) \
-        .key_up(Keys.SHIFT).key_up(Keys.CONTROL).send_keys(Keys.DELETE).perform()
-    # The form takes the JSON when the editor loses focus (its fields are hidden while
-    # Advanced Options is open).
-    driver.find_element(By.XPATH, "//*[text()='Configuration JSON']").click()
-    wait_for(lambda: all(str(driver.find_element(By.NAME, f"element_{k}")
-                             .get_attribute("value")) == str(conf[k])
-                         for k in ("epochs", "source_dir")),
-             what="the form to take the Configuration JSON", timeout=20)
+    def taken() -> bool:
+        return all(str(driver.find_element(By.NAME, f"element_{k}").get_attribute("value"))
+                   == str(conf[k]) for k in ("epochs", "source_dir"))
+
+    for attempt in range(1, attempts + 1):
+        editor = driver.find_element(By.CSS_SELECTOR, ".monaco-editor .view-lines")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", editor)
+        editor.click()
+        wait_for(lambda: driver.execute_script(
+            "return !!document.activeElement.closest('.monaco-editor')"),
+            what="the Configuration JSON editor to take focus", timeout=10)
+        ActionChains(driver).key_down(Keys.CONTROL).send_keys("a").key_up(Keys.CONTROL) \
+            .send_keys(Keys.DELETE).perform()
+        # Inserted as one input (typing key by key would meet the editor's auto-closing);
+        # what the editor auto-closed after the cursor is then removed.
+        driver.execute_cdp_cmd("Input.insertText", {"text": json.dumps(conf)})
+        ActionChains(driver).key_down(Keys.CONTROL).key_down(Keys.SHIFT).send_keys(Keys.END) \
+            .key_up(Keys.SHIFT).key_up(Keys.CONTROL).send_keys(Keys.DELETE).perform()
+        # The form takes the JSON when the editor loses focus (its fields are hidden while
+        # Advanced Options is open).
+        driver.find_element(By.XPATH, "//*[text()='Configuration JSON']").click()
+        try:
+            wait_for(taken, what="the form to take the Configuration JSON", timeout=15)
+            return
+        except AssertionError:
+            if attempt == attempts:
+                shown = driver.find_element(By.CSS_SELECTOR, ".monaco-editor .view-lines").text
+                raise AssertionError(f"the form did not take the Configuration JSON after "
+                                     f"{attempts} tries; the editor shows {shown!r}") from None
 
 
 def test_trigger_form_typed_params_bounds_and_a_run(stack, browser, tmp_path):
