@@ -46,6 +46,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Dask logs every worker start and stop at INFO, and its client a reconnect traceback when
+# the cluster closes under the runner's client: not what this bench reports. Dask reads
+# its logging levels from the environment when imported, here and in the worker processes
+# (a level set on the logger beforehand is overwritten by that import).
+os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
 
 from tasks.data.tfrecord import (  # noqa: E402
     PACKED,
@@ -449,9 +454,6 @@ def main() -> None:
         return
     if args.smoke:
         args.only, args.fraud_rows, args.rounds = "fraud", 2_000, 2
-    # Dask logs every worker start and stop at INFO, and its client a reconnect traceback
-    # when the cluster closes under the runner's client: not what this bench reports.
-    logging.getLogger("distributed").setLevel(logging.CRITICAL)
     import tensorflow  # noqa: F401  (import once up front: no variant pays it in its timing)
 
     work = Path(tempfile.mkdtemp(prefix="mlp-bench-"))

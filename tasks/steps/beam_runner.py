@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -52,3 +53,26 @@ def make_pipeline(runner: str = "direct", options: Sequence[str] = ()) -> beam.P
         # puts a whole data set in one task.
         opts.append("--dask_partition_size=1")
     return beam.Pipeline(options=PipelineOptions([runner_opt, *opts]))
+
+
+def run_to_completion(pipeline: beam.Pipeline) -> Any:
+    """Run ``pipeline``, wait for it, and release what the runner held for the run.
+
+    Beam's DaskRunner opens a ``distributed.Client`` per pipeline and never closes it: a
+    task process that runs several pipelines would keep one connection per run, and each
+    reconnects (logging a traceback) when the cluster goes away. It is closed here once
+    the pipeline has finished or failed.
+
+    Returns:
+        The finished pipeline's result (its metrics stay readable on runners that keep
+        them).
+
+    """
+    result = pipeline.run()
+    try:
+        result.wait_until_finish()
+    finally:
+        client = getattr(result, "client", None)
+        if client is not None:
+            client.close()
+    return result

@@ -37,7 +37,7 @@ from tasks.features.profile import (
     merge_histograms,
 )
 from tasks.spec import DataSource, UseCaseSpec
-from tasks.steps.beam_runner import make_pipeline
+from tasks.steps.beam_runner import make_pipeline, run_to_completion
 from tasks.steps.drift_report import histograms_of, write_report
 from tasks.steps.references import (
     Reference,
@@ -138,7 +138,7 @@ def count_histograms(source: DataSource, files: Mapping[str, str],
          | "Count" >> beam.ParDo(_Count(source, files, columns, bins, batch_size))
          | "Merge" >> beam.CombineGlobally(_Merge())
          | "Write" >> beam.Map(_write, str(out)))
-    p.run().wait_until_finish()
+    run_to_completion(p)
     result = read_json(out)
     out.unlink()
     return result

@@ -79,7 +79,7 @@ from tasks.features.profile import (
 from tasks.features.text import TextFeature, line_ids, tokens, windows
 from tasks.features.transforms import Analyzer, apply_numpy
 from tasks.spec import CLASSES_STATS_KEY, RATIO, DataSource, Feature, PreprocessSpec, SplitSpec
-from tasks.steps.beam_runner import make_pipeline
+from tasks.steps.beam_runner import make_pipeline, run_to_completion
 
 log = logging.getLogger(__name__)
 
@@ -840,8 +840,7 @@ def run_stages(new_pipeline: Any, g: Graph) -> dict[str, Any]:
         if name is not None:
             _ = out | f"Store{name}" >> beam.Map(_store, g.stored(name).path)
         t0 = time.perf_counter()
-        result = p.run()
-        result.wait_until_finish()
+        result = run_to_completion(p)
         log.info("preprocessing stage %s: %.2f s", name or "write", time.perf_counter() - t0)
         return result
 

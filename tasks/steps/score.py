@@ -57,7 +57,7 @@ from tasks.features.profile import (
     prediction_columns,
 )
 from tasks.spec import UseCaseSpec
-from tasks.steps.beam_runner import make_pipeline
+from tasks.steps.beam_runner import make_pipeline, run_to_completion
 from tasks.steps.drift_check import compare_with
 from tasks.steps.drift_report import write_report
 from tasks.steps.model_io import served_inputs
@@ -425,7 +425,7 @@ def score(spec: UseCaseSpec, location: str, *, version: str | None = None,
         started = time.perf_counter()
         p = make_pipeline(s.beam_runner, s.beam_options)
         build_pipeline(p, source, spec, version, tmp, reference, batch_size, s)
-        p.run().wait_until_finish()
+        run_to_completion(p)
         seconds = time.perf_counter() - started
         summary = read_json(tmp / "_summary.json")
         (tmp / "_summary.json").unlink()

@@ -1,6 +1,7 @@
 """The same preprocessing pipeline on a local Dask cluster gives the direct runner's outputs."""
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -47,6 +48,16 @@ def test_dask_cluster_matches_direct_runner(tmp_path, monkeypatch):
                       dashboard_address=None) as cluster:
         dask = preprocess(SPEC.source, files, prep, split, tmp_path / "dask", runner="dask",
                           runner_options=[f"--dask_client_address={cluster.scheduler_address}"])
+        # The runner's client is released with the pipeline (Beam leaves it open); the
+        # scheduler's own entry and the workers' clients (Dask's shuffle) stay.
+        def drivers() -> set[str]:
+            return {c for c in cluster.scheduler.clients
+                    if c != "fire-and-forget" and not c.startswith("Client-worker-")}
+
+        deadline = time.monotonic() + 10
+        while drivers() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not drivers()
     assert dask["splits"] == direct["splits"]
     shards = sorted(p.relative_to(tmp_path / "direct")
                     for p in (tmp_path / "direct").rglob("*.tfrecord"))
