@@ -72,7 +72,6 @@ def run_to_completion(pipeline: beam.Pipeline) -> Any:
     try:
         result.wait_until_finish()
     finally:
-        client = getattr(result, "client", None)
-        if client is not None:
-            client.close()
+        if type(result).__name__ == "DaskRunnerResult":  # other runners hold no client
+            result.client.close()
     return result
