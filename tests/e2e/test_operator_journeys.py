@@ -87,10 +87,13 @@ class Stack:
         r.raise_for_status()
         return r.json()
 
-    def task_states(self, run_id: str) -> dict[str, str | None]:
+    def task_instances(self, run_id: str) -> dict[str, dict]:
         rid = urllib.parse.quote(run_id, safe="")
         tis = self.api(f"/dags/mnist/dagRuns/{rid}/taskInstances")["task_instances"]
-        return {t["task_id"]: t["state"] for t in tis}
+        return {t["task_id"]: t for t in tis}
+
+    def task_states(self, run_id: str) -> dict[str, str | None]:
+        return {k: t["state"] for k, t in self.task_instances(run_id).items()}
 
     def client(self):
         from mlflow import MlflowClient
@@ -271,18 +274,11 @@ def test_trigger_form_typed_params_bounds_and_a_run(stack, browser, tmp_path):
     stack.state["run_id"] = run_id
 
 
-def test_approve_in_required_actions_then_deploy_follows(stack, browser, tmp_path):
+def _approve_in_required_actions(d, airflow: str, tmp_path) -> None:
+    """Browse -> Required Actions, read the gate report, Approve with a reason."""
     from selenium.webdriver.common.by import By
 
-    run_id = stack.state.get("run_id")
-    assert run_id, "the trigger-form journey did not start a run"
-    d = browser
-    states = wait_for(lambda: (s := stack.task_states(run_id)).get("approve") ==
-                      "awaiting_input" and s, timeout=900, every=5,
-                      what="the run to wait for approval after its gate")
-    assert states["gate"] == "success" and states["deploy"] in (None, "scheduled")
-
-    d.get(f"{stack.airflow}/required_actions")
+    d.get(f"{airflow}/required_actions")
     link = wait_for(lambda: [a for a in d.find_elements(By.TAG_NAME, "a")
                              if a.text.startswith("Deploy the mnist candidate?")],
                     what="the request in Required Actions")
@@ -300,9 +296,39 @@ def test_approve_in_required_actions_then_deploy_follows(stack, browser, tmp_pat
     approve.click()
     wait_for(lambda: "Response received" in _text(d), what="the recorded answer")
 
-    states = wait_for(lambda: (s := stack.task_states(run_id)).get("deploy") in (
-        "success", "failed", "upstream_failed", "skipped") and s, timeout=600, every=5,
-        what="deploy to follow the approval")
+
+def test_approve_in_required_actions_then_deploy_follows(stack, browser, tmp_path):
+    run_id = stack.state.get("run_id")
+    assert run_id, "the trigger-form journey did not start a run"
+    d = browser
+    states = wait_for(lambda: (s := stack.task_states(run_id)).get("approve") ==
+                      "awaiting_input" and s, timeout=900, every=5,
+                      what="the run to wait for approval after its gate")
+    assert states["gate"] == "success" and states["deploy"] in (None, "scheduled")
+
+    tries = stack.task_instances(run_id)["approve"]["try_number"]
+    _approve_in_required_actions(d, stack.airflow, tmp_path)
+    # Airflow 3.3.2 can lose an answer given within seconds of the request: the scheduler
+    # then takes the paused attempt's exit for a task killed externally, and the retry asks
+    # again (apache/airflow#67287; fixed on Airflow's main, not in 3.3.2). An operator sees
+    # the request again in Required Actions and answers it again, as the journey then does
+    # (once).
+    for answers in (1, 2):
+        done = wait_for(lambda: (
+            (t := stack.task_instances(run_id))["deploy"]["state"] in (
+                "success", "failed", "upstream_failed", "skipped")
+            or (t["approve"]["state"] == "awaiting_input"
+                and t["approve"]["try_number"] > tries)) and t,  # noqa: B023 - read at once
+            timeout=600, every=5, what="deploy to follow the approval")
+        if not (done["approve"]["state"] == "awaiting_input"
+                and done["approve"]["try_number"] > tries):
+            break
+        assert answers == 1, "asked a third time"
+        print(f"the approval was asked again (try {done['approve']['try_number']}): "
+              "answering again")
+        tries = done["approve"]["try_number"]
+        _approve_in_required_actions(d, stack.airflow, tmp_path)
+    states = stack.task_states(run_id)
     assert states["approve"] == "success" and states["deploy"] == "success", states
     d.get(f"{stack.airflow}/dags/mnist/runs/{urllib.parse.quote(run_id, safe='')}")
     wait_for(lambda: "Success" in _text(d), what="the run page to show success")

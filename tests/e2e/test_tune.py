@@ -6,7 +6,7 @@ trials train side by side, the test kills one trial's process with SIGKILL once 
 reported an epoch: the study must stay consistent (that trial FAIL), Airflow's retry of
 that mapped task must run a new trial, and the tune must end with 2 finished trials, then
 train, gate and deploy the best params. The smallest use case and budget that exercise
-all of it (breast_cancer, 2 trials of 10 epochs): the subject is the mechanics.
+all of it (breast_cancer, 2 trials of 40 epochs): the subject is the mechanics.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-# Forced deploy: 10 epochs on 341 rows may miss the 0.95 gate; the subject is the mechanics.
-CONF = {"epochs": 10, "force_deploy": True, "force_reason": "tuning test: mechanics"}
+# Forced deploy: 40 epochs on 341 rows may miss the 0.95 gate; the subject is the mechanics.
+# 40 epochs, not 10: the test must see a trial mid-training (reported an epoch, not done);
+# 10 epochs of 341 rows once ended before a 0.1 s poll saw one.
+CONF = {"epochs": 40, "force_deploy": True, "force_reason": "tuning test: mechanics"}
 TRIALS = 2
 
 
