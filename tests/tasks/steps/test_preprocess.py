@@ -207,3 +207,46 @@ def test_spilled_pieces_round_trip_and_are_written_in_position_order(tmp_path):
     import tensorflow as tf
 
     assert [r.numpy() for r in tf.data.TFRecordDataset(str(out))] == want
+
+
+def test_in_process_pieces_are_held_within_budget_with_the_same_bytes(snapshot, tmp_path,
+                                                                      monkeypatch):
+    from tasks.steps import preprocess as pre
+
+    spec = {"x": {"encoding": "float", "dtype": "float32", "shape": []}}
+    # Held while the budget allows, then spilled; objects (strings) always go to disk.
+    held = pre.spill(str(tmp_path), 1, np.arange(4), spec, {"x": np.ones(4)}, hold_bytes=60)
+    spilled = pre.spill(str(tmp_path), 1, np.arange(4), spec, {"x": np.ones(4)}, hold_bytes=60)
+    assert held["held"] == 4 * 8 + 4 * 4 and not Path(held["spill"]).exists()
+    assert "held" not in spilled and Path(spilled["spill"]).exists()
+    words = {"w": {"encoding": "bytes", "dtype": "string", "shape": []}}
+    assert "held" not in pre.spill(str(tmp_path), 2, np.arange(1), words,
+                                   {"w": np.array(["a"], object)}, hold_bytes=1 << 20)
+    assert np.array_equal(pre.unspill(held)[2]["x"], np.ones(4, np.float32))
+    pre.release(held)
+    pre.release_held(tmp_path)
+    assert not pre._HELD and pre._HELD_BYTES[0] == 0
+
+    # A run whose pieces are all held, one whose pieces all went to disk and one split
+    # between both write the same bytes, and leave nothing held.
+    runs = {}
+    for name, budget in (("held", pre.HOLD_BYTES), ("disk", 0), ("both", 20_000)):
+        monkeypatch.setattr(pre, "HOLD_BYTES", budget)
+        seen = []
+        real_spill = pre.spill
+        monkeypatch.setattr(pre, "spill", lambda *a, _s=seen, _f=real_spill: _s.append(
+            _f(*a)) or _s[-1])
+        preprocess(IdxImageSource(), snapshot, PREP, SPLIT, tmp_path / name / "dataset")
+        runs[name] = {p.relative_to(tmp_path / name): p.read_bytes()
+                      for p in (tmp_path / name).rglob("*.tfrecord")}
+        kinds = {"held" in p for p in seen}
+        assert kinds == {"held": {True}, "disk": {False}, "both": {True, False}}[name], name
+        assert not pre._HELD and pre._HELD_BYTES[0] == 0
+    assert runs["held"] == runs["disk"] == runs["both"] and len(runs["held"]) == 6
+
+    # A run that fails after routing releases what it held.
+    monkeypatch.setattr(pre, "HOLD_BYTES", 1 << 30)
+    monkeypatch.setattr(pre, "write_ordered", lambda *a: (_ for _ in ()).throw(OSError("disk")))
+    with pytest.raises(Exception, match="disk"):
+        preprocess(IdxImageSource(), snapshot, PREP, SPLIT, tmp_path / "failed" / "dataset")
+    assert not pre._HELD and pre._HELD_BYTES[0] == 0
