@@ -217,13 +217,42 @@ PIECES = "_pieces"
 WRITE_ROWS = 8192  # rows encoded at a time by the writer: its memory is a shard's columns
 
 
-# On the in-process runner the writer runs in the process that routed, so pieces stay in
-# its memory up to HOLD_BYTES per process (1M credit-card rows: 150 MB of pieces; writing
-# and reading them back took 0.4 s of 9). Past the budget, and on every other runner, they
-# go to disk as above, so memory stays bounded.
+# On the in-process runner every stage runs in one process, so what crosses stages stays
+# in its memory up to HOLD_BYTES per process: the routed pieces (1M credit-card rows: 150
+# MB; writing and reading them back took 0.4 s of 9) and the parsed batches of big files
+# (:func:`parsed_once`). Past the budget, and on every other runner, they go to disk, so
+# memory stays bounded.
 HOLD_BYTES = 512 << 20
-_HELD: dict[str, dict[str, Any]] = {}
+_HELD: dict[str, tuple[Any, int]] = {}  # path it would have on disk -> (value, bytes)
 _HELD_BYTES = [0]
+
+
+def _hold(path: str, value: Any, size: int, budget: int) -> bool:
+    if not budget or _HELD_BYTES[0] + size > budget:
+        return False
+    _HELD[path] = (value, size)
+    _HELD_BYTES[0] += size
+    return True
+
+
+def _fits(size: int, budget: int) -> bool:
+    return bool(budget) and _HELD_BYTES[0] + size <= budget
+
+
+def _drop(path: str) -> None:
+    got = _HELD.pop(path, None)
+    if got is not None:
+        _HELD_BYTES[0] -= got[1]
+
+
+def _nbytes(arrays: Iterable[Any]) -> int | None:
+    """Bytes of numpy arrays; None when one holds objects (their size is unknown)."""
+    total = 0
+    for a in arrays:
+        if not isinstance(a, np.ndarray) or a.dtype == object:
+            return None
+        total += a.nbytes
+    return total
 
 
 def spill(work_dir: str, key: int, pos: np.ndarray, spec: Mapping[str, Any],
@@ -239,12 +268,8 @@ def spill(work_dir: str, key: int, pos: np.ndarray, spec: Mapping[str, Any],
              "cols": as_encoded(spec, cols)}
     folder = Path(work_dir) / PIECES / str(key)
     path = folder / f"{uuid.uuid4().hex}.pickle"
-    arrays = [piece["pos"], *piece["cols"].values()]
-    size = sum(a.nbytes for a in arrays)
-    if (hold_bytes and all(a.dtype != object for a in arrays)
-            and _HELD_BYTES[0] + size <= hold_bytes):
-        _HELD[str(path)] = piece
-        _HELD_BYTES[0] += size
+    size = _nbytes([piece["pos"], *piece["cols"].values()])
+    if size is not None and _hold(str(path), piece, size, hold_bytes):
         return {"spill": str(path), "rows": len(pos), "held": size}
     folder.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:
@@ -255,7 +280,7 @@ def spill(work_dir: str, key: int, pos: np.ndarray, spec: Mapping[str, Any],
 def unspill(piece: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any], dict[str, np.ndarray]]:
     """The positions, record spec and columns of a piece :func:`spill` kept."""
     if piece.get("held"):
-        got = _HELD[piece["spill"]]
+        got = _HELD[piece["spill"]][0]
     else:
         with open(piece["spill"], "rb") as fh:
             got = pickle.load(fh)  # noqa: S301 - this run's own file, in its work directory
@@ -265,18 +290,16 @@ def unspill(piece: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any], dict[str
 def release(piece: dict[str, Any]) -> None:
     """Drop a written piece: from this process's memory or from disk."""
     if piece.get("held"):
-        if _HELD.pop(piece["spill"], None) is not None:
-            _HELD_BYTES[0] -= piece["held"]
+        _drop(piece["spill"])
     else:
         Path(piece["spill"]).unlink(missing_ok=True)
 
 
 def release_held(work_dir: str | Path) -> None:
-    """Drop every piece still held for ``work_dir`` (a failed or finished run's)."""
-    prefix = str(Path(work_dir) / PIECES) + os.sep
+    """Drop everything still held for ``work_dir`` (a failed or finished run's)."""
+    prefix = str(Path(work_dir)) + os.sep
     for path in [p for p in _HELD if p.startswith(prefix)]:
-        got = _HELD.pop(path)
-        _HELD_BYTES[0] -= sum(a.nbytes for a in [got["pos"], *got["cols"].values()])
+        _drop(path)
 
 
 def write_ordered(path: Path, pieces: Sequence[dict[str, Any]]) -> int:
@@ -336,7 +359,8 @@ def _read(source: DataSource, files: Mapping[str, str], partition: str, batch_si
 
 
 def parsed_once(work_dir: str, source: DataSource, files: Mapping[str, str], partition: str,
-                batch_size: int, chunk: Any = None) -> Iterator[dict[str, Any]]:
+                batch_size: int, chunk: Any = None, hold_bytes: int = 0
+                ) -> Iterator[dict[str, Any]]:
     """The batches of one unit (a partition or a chunk of it), parsed or read back.
 
     Whole partitions within the parse cache are parsed (and kept in memory by the source).
@@ -344,7 +368,9 @@ def parsed_once(work_dir: str, source: DataSource, files: Mapping[str, str], par
     while a pickle stream of the batches is written to ``<work_dir>/_parsed``; once
     complete it is renamed into place and every later read, by any worker sharing the work
     directory, streams it instead (a chunk is seldom read by the same worker in every
-    stage). A write that fails (a full disk) or stops
+    stage). With ``hold_bytes`` (the in-process runner, whose later stages read in this
+    process) the batches are kept in memory instead while the budget allows, and written
+    as above from the batch that would pass it. A write that fails (a full disk) or stops
     half-way (the consumer stopped) leaves nothing behind, and the read goes on from the
     source.
     """
@@ -359,6 +385,9 @@ def parsed_once(work_dir: str, source: DataSource, files: Mapping[str, str], par
     name = hashlib.sha256(json.dumps([ident, partition, batch_size, where]).encode()
                           ).hexdigest()
     final = Path(work_dir) / PARSED / f"{name[:24]}.pickle"
+    if str(final) in _HELD:
+        yield from _HELD[str(final)][0]
+        return
     if final.is_file():
         with open(final, "rb") as fh:
             while True:
@@ -368,9 +397,22 @@ def parsed_once(work_dir: str, source: DataSource, files: Mapping[str, str], par
                     return
     final.parent.mkdir(parents=True, exist_ok=True)
     part = final.with_name(f"{final.name}.{uuid.uuid4().hex}.part")
-    out: Any = open(part, "wb")  # noqa: SIM115 - closed in finally, yields in between
+    held: list[dict[str, Any]] | None = [] if hold_bytes else None
+    size = 0
+    out: Any = None if hold_bytes else open(part, "wb")  # noqa: SIM115 - closed in finally
     try:
         for batch in _read(source, files, partition, batch_size, chunk):
+            if held is not None:
+                got = _nbytes(v for k, v in batch.items() if k != "_bad")
+                size += got if got is not None else hold_bytes + 1
+                if _fits(size, hold_bytes):
+                    held.append(batch)
+                    yield batch
+                    continue
+                out = open(part, "wb")  # noqa: SIM115 - past the budget: to disk after all
+                for kept in held:
+                    pickle.dump(kept, out, protocol=pickle.HIGHEST_PROTOCOL)
+                held = None
             if out is not None:
                 try:
                     pickle.dump(batch, out, protocol=pickle.HIGHEST_PROTOCOL)
@@ -380,7 +422,9 @@ def parsed_once(work_dir: str, source: DataSource, files: Mapping[str, str], par
                     out = None
                     part.unlink(missing_ok=True)
             yield batch
-        if out is not None:
+        if held is not None:
+            _hold(str(final), held, size, hold_bytes)
+        elif out is not None:
             out.close()
             os.replace(part, final)
     finally:
@@ -393,18 +437,19 @@ class ReadPartition(beam.DoFn):
     """Emit the column batches of one read unit (rejected rows ride along)."""
 
     def __init__(self, source: DataSource, files: Mapping[str, str], batch_size: int,
-                 work_dir: str) -> None:
+                 work_dir: str, hold_bytes: int = 0) -> None:
         self._source = source
         self._files = dict(files)
         self._batch_size = batch_size
         self._work_dir = work_dir
+        self._hold = hold_bytes
         self._rows = Metrics.counter("preprocess", "rows_valid")
         self._bad = Metrics.counter("preprocess", "rows_quarantined")
 
     def process(self, unit: tuple[str, Any]) -> Iterator[dict[str, Any]]:
         partition, chunk = unit
         for batch in parsed_once(self._work_dir, self._source, self._files, partition,
-                                 self._batch_size, chunk):
+                                 self._batch_size, chunk, self._hold):
             self._rows.inc(len(batch["row"]))
             self._bad.inc(len(batch["_bad"]))
             yield {"partition": partition, **batch}
@@ -796,13 +841,14 @@ class Graph:
     prep: PreprocessSpec
     split: SplitSpec
     work_dir: Path
-    hold_bytes: int = 0  # routed pieces kept in memory (the in-process runner): spill()
+    hold_bytes: int = 0  # kept in memory across stages (the in-process runner): _hold()
 
     def units(self, p: beam.Pipeline, label: str) -> beam.PCollection:
         return p | f"Units{label}" >> beam.Create(read_units(self.source, self.files))
 
     def reader(self) -> ReadPartition:
-        return ReadPartition(self.source, self.files, self.prep.batch_size, str(self.work_dir))
+        return ReadPartition(self.source, self.files, self.prep.batch_size, str(self.work_dir),
+                             self.hold_bytes)
 
     def stored(self, name: str) -> Stored:
         return Stored(str(self.work_dir / STAGES / f"{name}.pickle"))

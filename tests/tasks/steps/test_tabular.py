@@ -306,6 +306,44 @@ def test_a_parse_stopped_half_way_leaves_nothing(cc_dir, tmp_path, monkeypatch):
     assert not (tmp_path / "small").exists()
 
 
+def test_a_held_parse_is_read_from_memory_and_goes_to_disk_past_the_budget(
+        cc_dir, tmp_path, monkeypatch):
+    """The in-process runner's later stages read a big file's parse from memory."""
+    from tasks.data import sources
+    from tasks.data.sources import TabularSource
+    from tasks.steps import preprocess as pre
+
+    monkeypatch.setattr(sources, "CACHE_LIMIT", 1000)
+    files = SOURCE.files(str(cc_dir))
+    whole = list(pre.parsed_once(str(tmp_path / "disk"), SOURCE, files, "all", 500))
+    held = list(pre.parsed_once(str(tmp_path / "held"), SOURCE, files, "all", 500,
+                                hold_bytes=1 << 30))
+    assert not (tmp_path / "held" / pre.PARSED).exists() or not list(
+        (tmp_path / "held" / pre.PARSED).iterdir())
+    per_batch = pre._nbytes(v for k, v in whole[0].items() if k != "_bad")
+    assert pre._HELD_BYTES[0] >= per_batch * (len(whole) - 1)
+    real = TabularSource.read_batches
+    monkeypatch.setattr(TabularSource, "read_batches", lambda *a, **k: pytest.fail(
+        "parsed again"))
+    again = list(pre.parsed_once(str(tmp_path / "held"), SOURCE, files, "all", 500,
+                                 hold_bytes=1 << 30))
+    monkeypatch.setattr(TabularSource, "read_batches", real)
+    # Within a budget of two batches: the rest goes to disk, with the batches held so far.
+    pre.release_held(tmp_path / "held")
+    assert not pre._HELD and pre._HELD_BYTES[0] == 0
+    assert len(whole) > 3
+    list(pre.parsed_once(str(tmp_path / "small"), SOURCE, files, "all", 500,
+                         hold_bytes=2 * per_batch))
+    assert not pre._HELD
+    assert [p.suffix for p in (tmp_path / "small" / pre.PARSED).iterdir()] == [".pickle"]
+    back = list(pre.parsed_once(str(tmp_path / "small"), SOURCE, files, "all", 500))
+    for got in (held, again, back):
+        assert len(got) == len(whole)
+        for a, b in zip(whole, got, strict=True):
+            for col in ("row", "V1", "Amount", "Class"):
+                np.testing.assert_array_equal(a[col], b[col])
+
+
 def test_a_csv_read_in_chunks_writes_the_same_records_parsing_each_chunk_once(
         cc_dir, tmp_path, monkeypatch):
     """Cut into byte-range units (what spreads over a runner's workers): same output."""
