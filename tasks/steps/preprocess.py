@@ -841,10 +841,18 @@ class Graph:
     prep: PreprocessSpec
     split: SplitSpec
     work_dir: Path
-    hold_bytes: int = 0  # kept in memory across stages (the in-process runner): _hold()
+    in_process: bool = False  # the in-process runner: every stage in this one process
+
+    @property
+    def hold_bytes(self) -> int:
+        """What may stay in memory across stages (:func:`spill`, :func:`parsed_once`)."""
+        return HOLD_BYTES if self.in_process else 0
 
     def units(self, p: beam.Pipeline, label: str) -> beam.PCollection:
-        return p | f"Units{label}" >> beam.Create(read_units(self.source, self.files))
+        # Create's reshuffle is what spreads the units over a runner's workers; in one
+        # process it is only a grouping step and seven more transforms to build per stage.
+        return p | f"Units{label}" >> beam.Create(read_units(self.source, self.files),
+                                                  reshuffle=not self.in_process)
 
     def reader(self) -> ReadPartition:
         return ReadPartition(self.source, self.files, self.prep.batch_size, str(self.work_dir),
@@ -999,11 +1007,10 @@ def _run_beam(source: DataSource, files: Mapping[str, str], prep: PreprocessSpec
               split: SplitSpec, work_dir: Path, runner: str, runner_options: Sequence[str]
               ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the stages into ``work_dir``; return the summary and the Beam counters."""
-    # Only the in-process runner writes shards in the process that routed their pieces.
-    hold = HOLD_BYTES if runner == "direct" else 0
     try:
         counters = run_stages(lambda: make_pipeline(runner, runner_options),
-                              Graph(source, files, prep, split, work_dir, hold))
+                              Graph(source, files, prep, split, work_dir,
+                                    in_process=runner == "direct"))
     finally:
         release_held(work_dir)
     log.info("beam counters: %s", counters)
