@@ -15,8 +15,9 @@ each stage's small result is stored in the run's work directory for the stages a
                    (``_summary.json``)
 
 Units spread over a runner's workers: on a 2-worker Dask cluster the 1M-row credit-card
-case ran 1.1-1.2x faster than in-process (``bench/preprocess.py``, both warm), the shards
-over the workers in the writing stage. The histograms
+case ran 1.27x faster than in-process (``bench/preprocess.py``, both warm, medians), the
+shards over the workers in the writing stage. On the in-process runner what crosses stages
+stays in memory within a budget (:data:`HOLD_BYTES`). The histograms
 (:mod:`tasks.features.profile`: deciles of numeric columns, top categories, image
 brightness/contrast/intensity) are stored with the statistics; the data-analysis page
 draws them and drift checks compare new data with them.
