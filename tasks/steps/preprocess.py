@@ -400,7 +400,7 @@ def parsed_once(work_dir: str, source: DataSource, files: Mapping[str, str], par
     part = final.with_name(f"{final.name}.{uuid.uuid4().hex}.part")
     held: list[dict[str, Any]] | None = [] if hold_bytes else None
     size = 0
-    out: Any = None if hold_bytes else open(part, "wb")  # noqa: SIM115 - closed in finally
+    out: Any = None if hold_bytes else _parse_file(part, [], paths)
     try:
         for batch in _read(source, files, partition, batch_size, chunk):
             if held is not None:
@@ -410,28 +410,38 @@ def parsed_once(work_dir: str, source: DataSource, files: Mapping[str, str], par
                     held.append(batch)
                     yield batch
                     continue
-                out = open(part, "wb")  # noqa: SIM115 - past the budget: to disk after all
-                for kept in held:
-                    pickle.dump(kept, out, protocol=pickle.HIGHEST_PROTOCOL)
-                held = None
+                out, held = _parse_file(part, held, paths), None  # past the budget: to disk
             if out is not None:
-                try:
-                    pickle.dump(batch, out, protocol=pickle.HIGHEST_PROTOCOL)
-                except OSError as err:  # no room: go on without keeping the parse
-                    log.warning("not keeping the parse of %s (%s)", paths, err)
-                    out.close()
-                    out = None
-                    part.unlink(missing_ok=True)
+                out = _parse_file(part, [batch], paths, out)
             yield batch
-        if held is not None:
-            _hold(str(final), held, size, hold_bytes)
-        elif out is not None:
+        if held is not None and not _hold(str(final), held, size, hold_bytes):
+            out, held = _parse_file(part, held, paths), None  # the budget went elsewhere
+        if held is None and out is not None:
             out.close()
             os.replace(part, final)
     finally:
         if out is not None and not out.closed:
             out.close()
         part.unlink(missing_ok=True)
+
+
+def _parse_file(part: Path, batches: Iterable[dict[str, Any]], paths: Any,
+                out: Any = None) -> Any:
+    """Append ``batches`` to ``out`` (opened on ``part`` if None) and return it.
+
+    None if the disk refused them (full): the read goes on without keeping the parse.
+    """
+    try:
+        out = out or open(part, "wb")  # noqa: SIM115 - closed by parsed_once
+        for batch in batches:
+            pickle.dump(batch, out, protocol=pickle.HIGHEST_PROTOCOL)
+    except OSError as err:
+        log.warning("not keeping the parse of %s (%s)", paths, err)
+        if out is not None:
+            out.close()
+        part.unlink(missing_ok=True)
+        return None
+    return out
 
 
 class ReadPartition(beam.DoFn):

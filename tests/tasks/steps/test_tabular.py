@@ -344,6 +344,44 @@ def test_a_held_parse_is_read_from_memory_and_goes_to_disk_past_the_budget(
                 np.testing.assert_array_equal(a[col], b[col])
 
 
+def test_a_parse_the_budget_or_the_disk_refuses_still_reads_every_batch(
+        cc_dir, tmp_path, monkeypatch):
+    import pickle
+
+    from tasks.data import sources
+    from tasks.steps import preprocess as pre
+
+    monkeypatch.setattr(sources, "CACHE_LIMIT", 1000)
+    files = SOURCE.files(str(cc_dir))
+    whole = list(pre.parsed_once(str(tmp_path / "a"), SOURCE, files, "all", 500))
+    per_batch = pre._nbytes(v for k, v in whole[0].items() if k != "_bad")
+    # The budget went to something else before the parse ended: it is kept on disk.
+    with monkeypatch.context() as m:
+        m.setattr(pre, "_hold", lambda *a: False)
+        assert len(list(pre.parsed_once(str(tmp_path / "b"), SOURCE, files, "all", 500,
+                                        hold_bytes=1 << 30))) == len(whole)
+    assert [p.suffix for p in (tmp_path / "b" / pre.PARSED).iterdir()] == [".pickle"]
+    assert not pre._HELD
+    # A full disk, with or without a budget: every batch still comes, nothing half-written
+    # stays, and the later stages parse again.
+    real_dump, calls = pickle.dump, []
+
+    def dump(obj, fh, protocol=None):
+        calls.append(1)
+        if len(calls) > 3:
+            raise OSError(28, "No space left on device")
+        real_dump(obj, fh, protocol=protocol)
+
+    monkeypatch.setattr(pickle, "dump", dump)
+    for hold in (0, 2 * per_batch):
+        calls.clear()
+        got = list(pre.parsed_once(str(tmp_path / f"full{hold}"), SOURCE, files, "all", 500,
+                                   hold_bytes=hold))
+        assert len(got) == len(whole) and len(calls) == 4
+        assert not list((tmp_path / f"full{hold}" / pre.PARSED).iterdir())
+    assert not pre._HELD
+
+
 def test_a_csv_read_in_chunks_writes_the_same_records_parsing_each_chunk_once(
         cc_dir, tmp_path, monkeypatch):
     """Cut into byte-range units (what spreads over a runner's workers): same output."""
