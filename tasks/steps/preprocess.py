@@ -228,16 +228,16 @@ _HELD: dict[str, tuple[Any, int]] = {}  # path it would have on disk -> (value, 
 _HELD_BYTES = [0]
 
 
+def _fits(size: int, budget: int) -> bool:
+    return bool(budget) and _HELD_BYTES[0] + size <= budget
+
+
 def _hold(path: str, value: Any, size: int, budget: int) -> bool:
-    if not budget or _HELD_BYTES[0] + size > budget:
+    if not _fits(size, budget):
         return False
     _HELD[path] = (value, size)
     _HELD_BYTES[0] += size
     return True
-
-
-def _fits(size: int, budget: int) -> bool:
-    return bool(budget) and _HELD_BYTES[0] + size <= budget
 
 
 def _drop(path: str) -> None:
