@@ -209,15 +209,24 @@ def _pids_of(pattern: str) -> set[int]:
     return {int(p) for p in out.stdout.split()}
 
 
+def _descendants(pid: int) -> set[int]:
+    """Processes under ``pid`` (a server started by another test's worker is not ours)."""
+    import psutil
+
+    try:
+        return {p.pid for p in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
+
+
 def test_parser_processes_die_with_a_killed_server(reg_settings, served_registry, tmp_path):
     """kill -9 of ``mlp serve`` leaves no fork server or parser worker behind."""
     pattern = f"forkserver import main.*{REPO}"
-    before = _pids_of(pattern)
     with ServerProcess(reg_settings, "--model", "mnist", log=tmp_path / "serve.log") as srv:
         deadline = time.time() + 30
-        while not (_pids_of(pattern) - before) and time.time() < deadline:
+        while not (_pids_of(pattern) & _descendants(srv.proc.pid)) and time.time() < deadline:
             time.sleep(0.2)
-        helpers = _pids_of(pattern) - before
+        helpers = _pids_of(pattern) & _descendants(srv.proc.pid)
         assert helpers, "the server started no parser processes"
         srv.proc.send_signal(signal.SIGKILL)
         srv.proc.wait(timeout=30)
